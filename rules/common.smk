@@ -1,0 +1,104 @@
+# Python of the workflow: config validation, the model/step lists, wildcard constraints and
+# input functions. No rules here.
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from saturation.config import ConfigError, check_schema, check_semantics
+from saturation.schedule import checkpoint_steps, select_steps
+
+SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+try:
+    check_schema(config, SCHEMA)  # one message naming the key, before any job runs
+    validate(config, str(SCHEMA))  # fills in the schema's defaults
+    check_semantics(config)
+except ConfigError as exc:
+    raise WorkflowError(f"Invalid configuration: {exc}") from None
+
+CORPUS = config["corpus"]
+CKPT = config["checkpoints"]
+SCHEDULE = CKPT["schedule"]
+STEPS = select_steps(
+    checkpoint_steps(
+        SCHEDULE["final_step"], SCHEDULE["log_spaced_until"], SCHEDULE["every"]
+    ),
+    SCHEDULE["subset"],
+)
+
+if CKPT["source"] == "minisuite":
+    MINISUITE = CKPT["minisuite"]
+    MODELS = [m["name"] for m in MINISUITE["models"]]
+    HIDDEN_SIZE = {m["name"]: m["hidden_size"] for m in MINISUITE["models"]}
+    TOKENS_PER_STEP = MINISUITE["batch_size"] * MINISUITE["sequence_length"]
+else:
+    HUB = CKPT["hub"]
+    REPO_ID = {repo.split("/")[1]: repo for repo in HUB["models"]}
+    MODELS = list(REPO_ID)
+    TOKENS_PER_STEP = HUB["tokens_per_step"]
+
+
+wildcard_constraints:
+    model="|".join(map(re.escape, MODELS)),
+    step=r"\d+",
+    split="train|eval",
+
+
+def checkpoint_dir(model, step):
+    return f"results/checkpoints/{model}/step{step}"
+
+
+def corpus_params(split):
+    """What sampling one split reads: editing another split's size or an unused source
+    section does not re-run it."""
+    params = {
+        "source": CORPUS["source"],
+        "split": split,
+        "n_tokens": CORPUS[f"{split}_tokens"],
+        "seed": config["seed"],
+    }
+    if CORPUS["source"] == "synthetic":
+        params["document_length"] = CORPUS["synthetic"]["document_length"]
+    else:
+        params["tokenizer"] = CORPUS["tokenizer"]
+        params["eval_fraction"] = CORPUS["eval_fraction"]
+        params["max_document_tokens"] = CORPUS["max_document_tokens"]
+        params[CORPUS["source"]] = CORPUS[CORPUS["source"]]
+    return params
+
+
+def corpus_inputs(wildcards):
+    if CORPUS["source"] == "synthetic":
+        return {"language": "results/corpus/synthetic_language.npz"}
+    if CORPUS["source"] == "local":
+        return {"documents": CORPUS["local"]["paths"]}
+    return {}
+
+
+def minisuite_model(wildcards):
+    return {
+        "name": wildcards.model,
+        "hidden_size": HIDDEN_SIZE[wildcards.model],
+        "num_layers": MINISUITE["num_layers"],
+        "head_dim": MINISUITE["head_dim"],
+        "sequence_length": MINISUITE["sequence_length"],
+    }
+
+
+def minisuite_vocab():
+    """The vocabulary the mini-suite is trained on: the synthetic language's, or the
+    tokenizer's for a text corpus."""
+    if CORPUS["source"] == "synthetic":
+        return {"vocab_size": CORPUS["synthetic"]["vocab_size"], "tokenizer": None}
+    return {"vocab_size": None, "tokenizer": CORPUS["tokenizer"]}
+
+
+def all_targets():
+    targets = ["results/corpus/eval.parquet"]
+    targets += [checkpoint_dir(m, s) for m in MODELS for s in STEPS]
+    if CKPT["source"] == "minisuite":
+        targets += expand("results/training/{model}.parquet", model=MODELS)
+    return targets

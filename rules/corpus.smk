@@ -1,0 +1,42 @@
+rule synthetic_language:
+    output:
+        language="results/corpus/synthetic_language.npz",
+        meta="results/corpus/synthetic_language.json",
+    params:
+        synthetic={
+            k: CORPUS["synthetic"][k]
+            for k in ("vocab_size", "rank", "logit_scale", "zipf_exponent")
+        },
+        seed=config["seed"],
+    log:
+        "logs/corpus/synthetic_language.log",
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/corpus.yaml"
+    script:
+        "../scripts/synthetic_language.py"
+
+
+rule sample_corpus:
+    input:
+        unpack(corpus_inputs),
+    output:
+        tokens="results/corpus/{split}.parquet",
+        meta="results/corpus/{split}.json",
+    params:
+        corpus=lambda wildcards: corpus_params(wildcards.split),
+    log:
+        "logs/corpus/sample_{split}.log",
+    benchmark:
+        "benchmarks/corpus/sample_{split}.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        "../envs/corpus.yaml"
+    script:
+        "../scripts/sample_corpus.py"

@@ -1,0 +1,145 @@
+"""Checkpoint acquisition and safe loading.
+
+Hub revisions come through ``huggingface_hub.snapshot_download`` with an allow-list of file
+patterns; the mini-suite writes the same Hugging Face layout. Loading reads safetensors only
+(PyTorch ``.bin`` files are pickles, which can run code when unpickled) unless the config
+opts in, never runs remote code, and checks every weights file before torch sees it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+CONFIG_PATTERNS = ["config.json", "generation_config.json"]
+SAFETENSORS_PATTERNS = ["*.safetensors", "model.safetensors.index.json"]
+PICKLE_PATTERNS = ["pytorch_model*.bin", "pytorch_model.bin.index.json"]
+TOKENIZER_PATTERNS = [
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be acquired or loaded; the message names it."""
+
+
+def allow_patterns(allow_pickle: bool) -> list[str]:
+    patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + TOKENIZER_PATTERNS
+    return patterns + PICKLE_PATTERNS if allow_pickle else patterns
+
+
+def download(repo_id: str, revision: str, local_dir: str | Path, allow_pickle: bool) -> Path:
+    """Fetch one revision's config, weights and tokenizer into ``local_dir`` and check it."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    where = f"{repo_id} at revision {revision}"
+    try:
+        snapshot_download(
+            repo_id=repo_id,
+            revision=revision,
+            local_dir=str(local_dir),
+            allow_patterns=allow_patterns(allow_pickle),
+        )
+    except RevisionNotFoundError as exc:
+        raise CheckpointError(f"revision '{revision}' does not exist in {repo_id}") from exc
+    except GatedRepoError as exc:
+        raise CheckpointError(f"{repo_id} is gated: accept its terms and log in") from exc
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(
+            f"repository '{repo_id}' not found on the hub (or private)"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"download of {where} failed: {exc}") from exc
+    weights_files(local_dir, allow_pickle, where=where)
+    return Path(local_dir)
+
+
+def weights_files(directory: str | Path, allow_pickle: bool, where: str | None = None) -> list[Path]:
+    """The weights files of a checkpoint directory, each checked; pickles only on request."""
+    directory = Path(directory)
+    where = where or str(directory)
+    if not (directory / "config.json").is_file():
+        raise CheckpointError(f"checkpoint {where} has no config.json")
+    safetensors = sorted(directory.glob("*.safetensors"))
+    if safetensors:
+        for f in safetensors:
+            check_safetensors(f)
+        return safetensors
+    pickles = sorted(directory.glob("*.bin"))
+    if pickles and not allow_pickle:
+        raise CheckpointError(
+            f"checkpoint {where} has only PyTorch .bin weights ({pickles[0].name}), which are "
+            "pickles and can run code when loaded; refusing them. Set "
+            "checkpoints.allow_pickle: true to load them anyway."
+        )
+    if pickles:
+        return pickles
+    hint = "" if allow_pickle else " (if it serves only .bin pickles, set checkpoints.allow_pickle: true)"
+    raise CheckpointError(f"checkpoint {where} holds no *.safetensors weights{hint}")
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check a safetensors file's header and that its size matches the tensors it declares.
+
+    Catches truncated downloads and corrupt headers with a message naming the file, before
+    torch meets them.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(8)
+            if len(raw) < 8:
+                raise ValueError("shorter than the 8-byte header length")
+            (n,) = struct.unpack("<Q", raw)
+            if n > size - 8:
+                raise ValueError(f"header of {n} bytes does not fit in a file of {size} bytes")
+            header = json.loads(fh.read(n))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CheckpointError(f"corrupt safetensors file {path}: {exc}") from None
+    end = 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            start, stop = info["data_offsets"]
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"corrupt safetensors file {path}: bad entry for {name}") from None
+        end = max(end, stop)
+    if 8 + n + end != size:
+        raise CheckpointError(
+            f"truncated or corrupt safetensors file {path}: its header declares "
+            f"{8 + n + end} bytes, the file has {size}"
+        )
+
+
+def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu"):
+    """A causal LM from a checked checkpoint directory (hub snapshot or mini-suite)."""
+    from transformers import AutoModelForCausalLM
+
+    files = weights_files(directory, allow_pickle)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            str(directory),
+            trust_remote_code=False,
+            use_safetensors=files[0].suffix == ".safetensors",
+            dtype=dtype,
+        )
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"cannot load checkpoint {directory}: {exc}") from exc
+    return model.to(device).eval()

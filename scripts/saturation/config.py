@@ -1,0 +1,107 @@
+"""Configuration checks that run before any job: JSON Schema plus the rules a schema cannot say.
+
+Every problem is reported as one line that names the offending key, e.g.
+``config key 'corpus.synthetic.rank': -3 is less than the minimum of 1``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import best_match
+
+from saturation.schedule import checkpoint_steps, select_steps
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the key."""
+
+
+def key_path(path) -> str:
+    parts = []
+    for p in path:
+        if isinstance(p, int):
+            parts.append(f"[{p}]")
+        else:
+            parts.append(("." if parts else "") + str(p))
+    return "".join(parts) or "(top level)"
+
+
+def describe(error) -> str:
+    where = key_path(error.absolute_path)
+    if error.validator == "additionalProperties":
+        extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
+        allowed = ", ".join(sorted(error.schema.get("properties", {})))
+        prefix = f"{where}." if error.absolute_path else ""
+        return (
+            f"config key '{prefix}{extra[0]}' is not a known setting"
+            f" (known here: {allowed})"
+        )
+    if error.validator == "required":
+        missing = error.message.split("'")[1]
+        prefix = f"{where}." if error.absolute_path else ""
+        return f"config key '{prefix}{missing}' is missing"
+    if error.validator == "enum":
+        options = ", ".join(map(str, error.validator_value))
+        return f"config key '{where}': {error.instance!r} is not one of: {options}"
+    if error.validator == "minItems" and error.validator_value == 1:
+        return f"config key '{where}': the list is empty; give at least one entry"
+    return f"config key '{where}': {error.message}"
+
+
+def check_schema(config: dict, schema_path: str | Path) -> None:
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = Draft202012Validator(schema)
+    error = best_match(validator.iter_errors(config))
+    if error is not None:
+        raise ConfigError(describe(error))
+
+
+def check_semantics(config: dict) -> None:
+    """Rules across keys, checked after defaults are filled in."""
+    corpus, ckpt = config["corpus"], config["checkpoints"]
+    if corpus["source"] == "synthetic":
+        syn = corpus["synthetic"]
+        if syn["rank"] > syn["vocab_size"]:
+            raise ConfigError(
+                f"config key 'corpus.synthetic.rank': {syn['rank']} exceeds "
+                f"corpus.synthetic.vocab_size {syn['vocab_size']}"
+            )
+    sched = ckpt["schedule"]
+    try:
+        select_steps(
+            checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
+            sched.get("subset"),
+        )
+    except ValueError as exc:
+        raise ConfigError(f"config key {exc}") from None
+    if ckpt["source"] == "minisuite":
+        suite = ckpt["minisuite"]
+        names = [m["name"] for m in suite["models"]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"config key 'checkpoints.minisuite.models': duplicate names {dup}")
+        for i, m in enumerate(suite["models"]):
+            if m["hidden_size"] % min(suite["head_dim"], m["hidden_size"]):
+                raise ConfigError(
+                    f"config key 'checkpoints.minisuite.models[{i}].hidden_size': "
+                    f"{m['hidden_size']} is not a multiple of head_dim {suite['head_dim']}"
+                )
+        if corpus["source"] == "synthetic" and corpus["train_tokens"] < suite["sequence_length"] * suite["batch_size"]:
+            raise ConfigError(
+                "config key 'corpus.train_tokens': fewer tokens than one training batch"
+            )
+    else:
+        names = [r.split("/")[1] for r in ckpt["hub"]["models"]]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(
+                f"config key 'checkpoints.hub.models': two repos share the model name {dup}"
+            )
+        if corpus["source"] == "synthetic":
+            raise ConfigError(
+                "config key 'corpus.source': hub checkpoints need a text corpus and their "
+                "tokenizer (huggingface or local), not the synthetic language"
+            )

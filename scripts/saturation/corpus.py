@@ -1,0 +1,256 @@
+"""Corpus sampling: documents from a synthetic language, local files, or a hub dataset,
+tokenised and written to Parquet with an explicit schema.
+
+Every source is sampled with a seed, and the same configuration gives byte-identical Parquet.
+Documents are assigned to the ``train`` or ``eval`` split by a seeded hash of their position
+in the (seeded) document stream, so the two splits never share a document and changing the
+size of one split leaves the other untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saturation.io import write_json, write_parquet
+from saturation.synthetic import SyntheticLanguage
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "eval")
+
+CORPUS_SCHEMA = pa.schema(
+    [
+        ("doc_id", pa.int64()),
+        ("split", pa.string()),
+        ("tokens", pa.list_(pa.int32())),
+    ],
+    metadata={"description": b"token ids of sampled documents, one document a row"},
+)
+
+
+class CorpusError(ValueError):
+    """A corpus source that cannot be sampled as configured."""
+
+
+def corpus_table(doc_ids: list[int], split: str, token_lists: list[np.ndarray]) -> pa.Table:
+    offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
+    np.cumsum([len(t) for t in token_lists], out=offsets[1:])
+    values = (
+        np.concatenate(token_lists).astype(np.int32)
+        if token_lists
+        else np.zeros(0, dtype=np.int32)
+    )
+    tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
+    return pa.table(
+        {
+            "doc_id": pa.array(doc_ids, pa.int64()),
+            "split": pa.array([split] * len(doc_ids), pa.string()),
+            "tokens": tokens,
+        },
+        schema=CORPUS_SCHEMA,
+    )
+
+
+def read_tokens(path: str | Path) -> list[np.ndarray]:
+    """The documents of a corpus Parquet as int32 arrays."""
+    table = pq.read_table(path, columns=["tokens"])
+    col = table.column("tokens").combine_chunks()
+    offsets = col.offsets.to_numpy()
+    values = col.values.to_numpy()
+    return [values[offsets[i] : offsets[i + 1]] for i in range(len(col))]
+
+
+def split_of(index: int, seed: int, eval_fraction: float) -> str:
+    """Seeded, stable assignment of the ``index``-th document of a stream to a split."""
+    h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()
+    u = int.from_bytes(h, "little") / 2**64
+    return "eval" if u < eval_fraction else "train"
+
+
+def take_tokens(
+    documents: Iterable[np.ndarray],
+    split: str,
+    n_tokens: int,
+    seed: int,
+    eval_fraction: float,
+    max_document_tokens: int | None,
+) -> tuple[list[int], list[np.ndarray]]:
+    """Walk the document stream, keep the documents of ``split`` until ``n_tokens`` are in.
+
+    The last document is cut so the sample holds exactly ``n_tokens`` tokens.
+    """
+    ids, kept, total = [], [], 0
+    for index, tokens in enumerate(documents):
+        if split_of(index, seed, eval_fraction) != split or len(tokens) == 0:
+            continue
+        if max_document_tokens is not None:
+            tokens = tokens[:max_document_tokens]
+        tokens = tokens[: n_tokens - total]
+        ids.append(index)
+        kept.append(np.asarray(tokens, dtype=np.int32))
+        total += len(tokens)
+        if total >= n_tokens:
+            return ids, kept
+    raise CorpusError(
+        f"the source ran out of documents after {total} tokens of the {split} split; "
+        f"{n_tokens} were asked for (lower corpus.{split}_tokens or add documents)"
+    )
+
+
+# --- sources -----------------------------------------------------------------------------
+
+
+def synthetic_documents(
+    language: SyntheticLanguage, split: str, n_tokens: int, document_length: int, seed: int
+) -> tuple[list[int], list[np.ndarray]]:
+    """Independent stationary chains; each split draws from its own seeded stream."""
+    stream = SPLITS.index(split)
+    rng = np.random.default_rng([seed, stream])
+    n_docs = -(-n_tokens // document_length)
+    tokens = language.sample(n_docs, document_length, rng)
+    docs = [row for row in tokens]
+    docs[-1] = docs[-1][: n_tokens - document_length * (n_docs - 1)]
+    # Document ids are distinct across splits: the split's index is the high part.
+    ids = [stream * 10**12 + i for i in range(n_docs)]
+    return ids, docs
+
+
+def local_texts(paths: list[str], text_field: str) -> Iterator[str]:
+    """Documents of local files, in the order given.
+
+    ``.txt``: documents are separated by blank lines; ``.jsonl``: one JSON object a line,
+    text under ``text_field``; ``.parquet``: the ``text_field`` column.
+    """
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise CorpusError(f"corpus.local.paths: no such file: {p}")
+        suffix = path.suffix.lower()
+        if suffix == ".txt":
+            for block in path.read_text(encoding="utf-8").split("\n\n"):
+                if block.strip():
+                    yield block.strip()
+        elif suffix == ".jsonl":
+            with path.open(encoding="utf-8") as fh:
+                for lineno, line in enumerate(fh, 1):
+                    if not line.strip():
+                        continue
+                    record = json.loads(line)
+                    if text_field not in record:
+                        raise CorpusError(
+                            f"{p}:{lineno}: no field '{text_field}' (corpus.local.text_field)"
+                        )
+                    yield record[text_field]
+        elif suffix == ".parquet":
+            table = pq.read_table(path)
+            if text_field not in table.column_names:
+                raise CorpusError(
+                    f"{p}: no column '{text_field}' (corpus.local.text_field); "
+                    f"columns are {table.column_names}"
+                )
+            yield from table.column(text_field).to_pylist()
+        else:
+            raise CorpusError(f"{p}: unknown file type '{suffix}' (use .txt, .jsonl or .parquet)")
+
+
+def seeded_shuffle(items: list, seed: int) -> list:
+    order = np.random.default_rng(seed).permutation(len(items))
+    return [items[i] for i in order]
+
+
+def huggingface_texts(
+    path: str, name: str | None, split: str, text_field: str, seed: int, shuffle_buffer: int
+) -> Iterator[str]:
+    """A hub dataset, streamed and shuffled with a seeded buffer (no full download)."""
+    from datasets import load_dataset
+
+    dataset = load_dataset(path, name, split=split, streaming=True)
+    dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    for record in dataset:
+        if text_field not in record:
+            raise CorpusError(
+                f"dataset {path}: records have no field '{text_field}' "
+                f"(corpus.huggingface.text_field); fields are {sorted(record)}"
+            )
+        yield record[text_field]
+
+
+def load_tokenizer(name_or_dir: str):
+    """A tokenizer from a hub repo id or a local directory; never remote code."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(name_or_dir, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise CorpusError(f"corpus.tokenizer: cannot load tokenizer '{name_or_dir}': {exc}") from exc
+
+
+def tokenize(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
+    for text in texts:
+        yield np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+
+
+def write_corpus(
+    table: pa.Table, parquet_path: str | Path, json_path: str | Path, record: dict
+) -> None:
+    lengths = pa.compute.list_value_length(table.column("tokens"))
+    record = dict(
+        record,
+        n_documents=table.num_rows,
+        n_tokens=int(pa.compute.sum(lengths).as_py() or 0),
+    )
+    write_parquet(table, parquet_path)
+    write_json(record, json_path)
+    log.info("wrote %d documents, %d tokens to %s", record["n_documents"], record["n_tokens"], parquet_path)
+
+
+def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
+    """Sample the split ``params['split']`` of the configured source to Parquet + JSON."""
+    source, split, n_tokens, seed = (
+        params["source"],
+        params["split"],
+        params["n_tokens"],
+        params["seed"],
+    )
+    record = {"source": source, "split": split, "seed": seed, "n_tokens_requested": n_tokens}
+    if source == "synthetic":
+        from saturation.synthetic import load_language
+
+        language = load_language(inputs["language"])
+        ids, docs = synthetic_documents(
+            language, split, n_tokens, params["document_length"], seed
+        )
+        record.update(tokenizer=None, vocab_size=language.vocab_size)
+    else:
+        tokenizer = load_tokenizer(params["tokenizer"])
+        settings = params[source]
+        if source == "local":
+            # Local files are small enough to shuffle whole: a seeded permutation.
+            texts = seeded_shuffle(list(local_texts(settings["paths"], settings["text_field"])), seed)
+        else:
+            texts = huggingface_texts(
+                settings["path"],
+                settings["name"],
+                settings["split"],
+                settings["text_field"],
+                seed,
+                settings["shuffle_buffer"],
+            )
+        ids, docs = take_tokens(
+            tokenize(texts, tokenizer),
+            split,
+            n_tokens,
+            seed,
+            params["eval_fraction"],
+            params["max_document_tokens"],
+        )
+        record.update(tokenizer=params["tokenizer"], vocab_size=len(tokenizer), **{source: settings})
+    write_corpus(corpus_table(ids, split, docs), tokens_path, meta_path, record)
