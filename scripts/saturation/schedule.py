@@ -25,6 +25,6 @@ def select_steps(schedule: list[int], subset: list[int] | None) -> list[int]:
     off = sorted(set(subset) - set(schedule))
     if off:
         raise ValueError(
-            f"checkpoints.schedule.subset: steps {off} are not on the checkpoint schedule"
+            f"'checkpoints.schedule.subset': steps {off} are not on the checkpoint schedule"
         )
     return sorted(set(subset))

@@ -1,0 +1,101 @@
+"""Config validation: both shipped configs pass; every class of invalid config stops the
+workflow before any job runs, with one message naming the key and no traceback."""
+
+import copy
+
+import pytest
+
+from conftest import ROOT, load_yaml, run_snakemake
+from saturation.config import ConfigError, check_schema, check_semantics
+
+SCHEMA = ROOT / "config" / "schema.yaml"
+DEFAULT = load_yaml(ROOT / "config" / "config.yaml")
+
+
+def merged(base, overlay):
+    """Snakemake's --configfile semantics: nested dicts merge, other values replace."""
+    out = copy.deepcopy(base)
+    for k, v in overlay.items():
+        out[k] = merged(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.mark.parametrize("name", ["config.yaml", "pythia.yaml"])
+def test_shipped_configs_validate(name):
+    config = merged(DEFAULT, load_yaml(ROOT / "config" / name))
+    check_schema(config, SCHEMA)
+
+
+def test_tiny_test_config_validates():
+    check_schema(load_yaml(ROOT / "tests" / "config" / "tiny.yaml"), SCHEMA)
+
+
+def without(config, *path):
+    config = copy.deepcopy(config)
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    del node[path[-1]]
+    return config
+
+
+def with_value(config, value, *path):
+    config = copy.deepcopy(config)
+    node = config
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+    return config
+
+
+INVALID = {
+    "missing key": (without(DEFAULT, "corpus", "eval_tokens"), "corpus.eval_tokens"),
+    "wrong type": (with_value(DEFAULT, "many", "corpus", "eval_tokens"), "corpus.eval_tokens"),
+    "negative size": (with_value(DEFAULT, -3, "corpus", "synthetic", "rank"), "corpus.synthetic.rank"),
+    "zero size": (
+        with_value(DEFAULT, 0, "checkpoints", "minisuite", "models", 0, "hidden_size"),
+        "checkpoints.minisuite.models[0].hidden_size",
+    ),
+    "empty model list": (
+        with_value(DEFAULT, [], "checkpoints", "minisuite", "models"),
+        "checkpoints.minisuite.models",
+    ),
+    "unknown source kind": (with_value(DEFAULT, "wikipedia", "corpus", "source"), "corpus.source"),
+    "misspelled key": (
+        with_value(without(DEFAULT, "corpus", "synthetic", "rank"), 32, "corpus", "synthetic", "rnak"),
+        "corpus.synthetic.rnak",
+    ),
+    "rank above vocabulary": (
+        with_value(DEFAULT, 999, "corpus", "synthetic", "rank"),
+        "corpus.synthetic.rank",
+    ),
+    "step off the schedule": (
+        with_value(DEFAULT, [0, 333], "checkpoints", "schedule", "subset"),
+        "checkpoints.schedule.subset",
+    ),
+}
+
+
+def validate(config):
+    check_schema(config, SCHEMA)
+    check_semantics(merged(config, {}))
+
+
+@pytest.mark.parametrize("case", sorted(INVALID))
+def test_invalid_config_names_the_key(case):
+    config, key = INVALID[case]
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    assert f"'{key}" in str(info.value)
+
+
+@pytest.mark.parametrize("case", ["missing key", "misspelled key", "empty model list", "negative size"])
+def test_snakemake_stops_before_any_job(case, workflow_copy):
+    config, key = INVALID[case]
+    workdir = workflow_copy(config)
+    result = run_snakemake(workdir, "--cores", "1", timeout=120)
+    assert result.returncode != 0
+    out = result.stdout + result.stderr
+    assert "Invalid configuration" in out and f"'{key}" in out
+    assert "Traceback" not in out
+    assert not (workdir / "results").exists()  # nothing ran

@@ -1,0 +1,185 @@
+"""Corpus sampling: schema, exact sizes, split disjointness, determinism, text sources."""
+
+import hashlib
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from saturation.corpus import (
+    CORPUS_SCHEMA,
+    CorpusError,
+    read_tokens,
+    sample_split,
+    split_of,
+)
+from saturation.synthetic import make_language, save_language
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def language_file(tmp_path):
+    lang = make_language(vocab_size=16, rank=2, logit_scale=2.0, zipf_exponent=1.0, seed=0)
+    path = tmp_path / "lang.npz"
+    save_language(lang, path, tmp_path / "lang.json", seed=0)
+    return path
+
+
+def synthetic_params(split, n_tokens, seed=5):
+    return {"source": "synthetic", "split": split, "n_tokens": n_tokens, "seed": seed, "document_length": 10}
+
+
+def test_synthetic_split_schema_and_size(tmp_path, language_file):
+    out = tmp_path / "eval.parquet"
+    sample_split(synthetic_params("eval", 95), {"language": language_file}, out, tmp_path / "eval.json")
+    table = pq.read_table(out)
+    assert table.schema.equals(CORPUS_SCHEMA, check_metadata=False)
+    assert table.schema.field("tokens").type == pa.list_(pa.int32())
+    docs = read_tokens(out)
+    assert sum(len(d) for d in docs) == 95 and len(docs) == 10 and len(docs[-1]) == 5
+    assert set(table.column("split").to_pylist()) == {"eval"}
+    meta = json.loads((tmp_path / "eval.json").read_text())
+    assert meta["n_tokens"] == 95 and meta["n_documents"] == 10 and meta["seed"] == 5
+    assert max(int(d.max()) for d in docs) < 16
+
+
+def test_same_config_gives_byte_identical_parquet(tmp_path, language_file):
+    paths = []
+    for run in ("a", "b"):
+        out = tmp_path / f"{run}.parquet"
+        sample_split(synthetic_params("train", 500), {"language": language_file}, out, tmp_path / f"{run}.json")
+        paths.append(out)
+    assert sha(paths[0]) == sha(paths[1])
+    other = tmp_path / "c.parquet"
+    sample_split(synthetic_params("train", 500, seed=6), {"language": language_file}, other, tmp_path / "c.json")
+    assert sha(other) != sha(paths[0])
+
+
+def test_train_and_eval_streams_differ(tmp_path, language_file):
+    for split in ("train", "eval"):
+        sample_split(synthetic_params(split, 200), {"language": language_file}, tmp_path / f"{split}.parquet", tmp_path / f"{split}.json")
+    train = pq.read_table(tmp_path / "train.parquet").to_pydict()
+    evals = pq.read_table(tmp_path / "eval.parquet").to_pydict()
+    assert not set(train["doc_id"]) & set(evals["doc_id"])
+    assert train["tokens"] != evals["tokens"]
+
+
+@pytest.fixture
+def tokenizer_dir(tmp_path):
+    """A word-level tokenizer built here, saved as a Hugging Face tokenizer directory."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = "the cat sat on a mat dog ran far away big small red blue".split()
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    path = tmp_path / "tokenizer"
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]").save_pretrained(path)
+    return path
+
+
+def make_texts(n):
+    rng = np.random.default_rng(0)
+    words = "the cat sat on a mat dog ran far away big small red blue".split()
+    return [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(n)]
+
+
+def local_params(split, paths, tokenizer, n_tokens, seed=3):
+    return {
+        "source": "local",
+        "split": split,
+        "n_tokens": n_tokens,
+        "seed": seed,
+        "tokenizer": str(tokenizer),
+        "eval_fraction": 0.5,
+        "max_document_tokens": 6,
+        "local": {"paths": [str(p) for p in paths], "text_field": "text"},
+    }
+
+
+@pytest.mark.parametrize("fmt", ["txt", "jsonl", "parquet"])
+def test_local_sources_tokenise_and_split(tmp_path, tokenizer_dir, fmt):
+    texts = make_texts(60)
+    path = tmp_path / f"docs.{fmt}"
+    if fmt == "txt":
+        path.write_text("\n\n".join(texts))
+    elif fmt == "jsonl":
+        path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    else:
+        pq.write_table(pa.table({"text": texts}), path)
+    out = {}
+    for split in ("train", "eval"):
+        p = local_params(split, [path], tokenizer_dir, 40)
+        sample_split(p, {}, tmp_path / f"{split}.parquet", tmp_path / f"{split}.json")
+        out[split] = pq.read_table(tmp_path / f"{split}.parquet").to_pydict()
+        assert sum(len(t) for t in out[split]["tokens"]) == 40
+        assert max(len(t) for t in out[split]["tokens"]) <= 6  # max_document_tokens
+        # Each kept document sits on the split its seeded hash assigns.
+        assert all(split_of(i, 3, 0.5) == split for i in out[split]["doc_id"])
+    assert not set(out["train"]["doc_id"]) & set(out["eval"]["doc_id"])
+    # Token ids are the tokenizer's: decode the first document and find it in the texts.
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    first = tok.decode(out["eval"]["tokens"][0])
+    assert any(t.startswith(first) for t in texts)
+
+
+def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
+    path = tmp_path / "docs.jsonl"
+    path.write_text(json.dumps({"body": "the cat"}) + "\n")
+    with pytest.raises(CorpusError, match="no field 'text'"):
+        sample_split(local_params("eval", [path], tokenizer_dir, 10), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    with pytest.raises(CorpusError, match="no such file"):
+        sample_split(local_params("eval", [tmp_path / "nope.txt"], tokenizer_dir, 10), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    small = tmp_path / "small.txt"
+    small.write_text("the cat\n\nthe dog")
+    with pytest.raises(CorpusError, match="ran out of documents"):
+        sample_split(local_params("eval", [small], tokenizer_dir, 1000), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    assert not (tmp_path / "e.parquet").exists()
+
+
+def test_huggingface_source_streams_with_seeded_shuffle(tmp_path, tokenizer_dir, monkeypatch):
+    """The hub path, without the network: load_dataset is replaced by a local stream."""
+    import datasets
+
+    texts = make_texts(200)
+    calls = {}
+
+    class FakeStream:
+        def __init__(self, items):
+            self.items = items
+
+        def shuffle(self, seed, buffer_size):
+            calls["shuffle"] = (seed, buffer_size)
+            order = np.random.default_rng(seed).permutation(len(self.items))
+            return FakeStream([self.items[i] for i in order])
+
+        def __iter__(self):
+            return iter(self.items)
+
+    def fake_load_dataset(path, name, split, streaming):
+        calls["load"] = (path, name, split, streaming)
+        return FakeStream([{"text": t} for t in texts])
+
+    monkeypatch.setattr(datasets, "load_dataset", fake_load_dataset)
+    params = {
+        "source": "huggingface",
+        "split": "eval",
+        "n_tokens": 50,
+        "seed": 9,
+        "tokenizer": str(tokenizer_dir),
+        "eval_fraction": 0.5,
+        "max_document_tokens": None,
+        "huggingface": {"path": "org/corpus", "name": None, "split": "train", "text_field": "text", "shuffle_buffer": 64},
+    }
+    sample_split(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    assert calls == {"load": ("org/corpus", None, "train", True), "shuffle": (9, 64)}
+    meta = json.loads((tmp_path / "e.json").read_text())
+    assert meta["n_tokens"] == 50 and meta["huggingface"]["path"] == "org/corpus"
