@@ -1,0 +1,71 @@
+"""The workflow end to end on the tiny config, and the paper config planned offline."""
+
+import json
+import shutil
+
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import ROOT, load_yaml, run_snakemake
+from saturation.checkpoints import load_model
+from saturation.corpus import CORPUS_SCHEMA
+
+
+def copy_workflow(workdir):
+    for name in ("Snakefile", "rules", "scripts", "envs", "config"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    return workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
+    shutil.copy(ROOT / "tests" / "config" / "tiny.yaml", workdir / "config" / "config.yaml")
+    result = run_snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_tiny_run_builds_corpus_and_checkpoints(tiny_run):
+    config = load_yaml(tiny_run / "config" / "config.yaml")
+    for split in ("train", "eval"):
+        table = pq.read_table(tiny_run / f"results/corpus/{split}.parquet")
+        assert table.schema.equals(CORPUS_SCHEMA, check_metadata=False)
+        meta = json.loads((tiny_run / f"results/corpus/{split}.json").read_text())
+        assert meta["n_tokens"] == config["corpus"][f"{split}_tokens"]
+    language = json.loads((tiny_run / "results/corpus/synthetic_language.json").read_text())
+    assert language["rank"] == 4 and language["softmax_rank_bound"] == 5
+    assert 0 < language["entropy_rate"] < language["unigram_entropy"]
+    for model, hidden in (("tiny-d8", 8), ("tiny-d16", 16)):
+        for step in (0, 1, 2, 4, 20, 40):
+            path = tiny_run / f"results/checkpoints/{model}/step{step}"
+            assert (path / "model.safetensors").is_file()
+        m = load_model(tiny_run / f"results/checkpoints/{model}/step40")
+        assert m.config.hidden_size == hidden and not m.config.tie_word_embeddings
+        history = pq.read_table(tiny_run / f"results/training/{model}.parquet").to_pandas()
+        assert len(history) == 40 and history.loss.iloc[-5:].mean() < history.loss.iloc[:5].mean()
+        assert "100%" in (tiny_run / f"logs/checkpoints/train_{model}.log").read_text()
+
+
+def test_rerun_has_nothing_to_do(tiny_run):
+    result = run_snakemake(tiny_run, "-n", "--cores", "1")
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_pythia_config_plans_offline(tmp_path):
+    """Every job of the paper config is planned with the hub unreachable."""
+    result = run_snakemake(
+        copy_workflow(tmp_path),
+        "-n",
+        "--configfile",
+        "config/pythia.yaml",
+        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert "download_checkpoint     1232" in out  # 8 models x 154 revisions
+    assert "results/checkpoints/pythia-2.8b/step143000" in out
+    assert "sample_corpus" in out
