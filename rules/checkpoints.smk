@@ -4,10 +4,18 @@ if CKPT["source"] == "minisuite":
         input:
             train="results/corpus/train.parquet",
         output:
-            checkpoints=[
-                directory(checkpoint_dir("{model}", step)) for step in STEPS
-            ],
+            checkpoints=[directory(checkpoint_dir("{model}", step)) for step in STEPS],
             history="results/training/{model}.parquet",
+        log:
+            "logs/checkpoints/train_{model}.log",
+        benchmark:
+            "benchmarks/checkpoints/train_{model}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: MINISUITE["threads"]
+        resources:
+            mem_mb=3000,
+            runtime=60,
         params:
             model=minisuite_model,
             vocab=minisuite_vocab(),
@@ -24,16 +32,6 @@ if CKPT["source"] == "minisuite":
                 )
             },
             seed=config["seed"],
-        log:
-            "logs/checkpoints/train_{model}.log",
-        benchmark:
-            "benchmarks/checkpoints/train_{model}.tsv"
-        threads: MINISUITE["threads"]
-        resources:
-            mem_mb=3000,
-            runtime=60,
-        conda:
-            "../envs/torch.yaml"
         script:
             "../scripts/train_minisuite.py"
 
@@ -43,20 +41,20 @@ else:
         output:
             # temp: a checkpoint stays on disk only while a job still needs it
             temp(directory(checkpoint_dir("{model}", "{step}"))),
+        log:
+            "logs/checkpoints/download_{model}_step{step}.log",
+        retries: HUB["retries"]
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=120,
         params:
             repo_id=lambda wildcards: REPO_ID[wildcards.model],
             revision=lambda wildcards: HUB["revision_template"].format(
                 step=wildcards.step
             ),
             allow_pickle=CKPT["allow_pickle"],
-        log:
-            "logs/checkpoints/download_{model}_step{step}.log",
-        retries: HUB["retries"]
-        threads: 1
-        resources:
-            mem_mb=2000,
-            runtime=120,
-        conda:
-            "../envs/torch.yaml"
         script:
             "../scripts/download_checkpoint.py"

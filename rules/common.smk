@@ -8,7 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from saturation.config import ConfigError, check_schema, check_semantics
+from saturation.config import ConfigError, check_schema, check_semantics, model_name
 from saturation.schedule import checkpoint_steps, select_steps
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -36,7 +36,7 @@ if CKPT["source"] == "minisuite":
     TOKENS_PER_STEP = MINISUITE["batch_size"] * MINISUITE["sequence_length"]
 else:
     HUB = CKPT["hub"]
-    REPO_ID = {repo.split("/")[1]: repo for repo in HUB["models"]}
+    REPO_ID = {model_name(repo): repo for repo in HUB["models"]}
     MODELS = list(REPO_ID)
     TOKENS_PER_STEP = HUB["tokens_per_step"]
 

@@ -2,20 +2,20 @@ rule synthetic_language:
     output:
         language="results/corpus/synthetic_language.npz",
         meta="results/corpus/synthetic_language.json",
+    log:
+        "logs/corpus/synthetic_language.log",
+    conda:
+        "../envs/corpus.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
     params:
         synthetic={
             k: CORPUS["synthetic"][k]
             for k in ("vocab_size", "rank", "logit_scale", "zipf_exponent")
         },
         seed=config["seed"],
-    log:
-        "logs/corpus/synthetic_language.log",
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    conda:
-        "../envs/corpus.yaml"
     script:
         "../scripts/synthetic_language.py"
 
@@ -26,17 +26,17 @@ rule sample_corpus:
     output:
         tokens="results/corpus/{split}.parquet",
         meta="results/corpus/{split}.json",
-    params:
-        corpus=lambda wildcards: corpus_params(wildcards.split),
     log:
         "logs/corpus/sample_{split}.log",
     benchmark:
         "benchmarks/corpus/sample_{split}.tsv"
+    conda:
+        "../envs/corpus.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    conda:
-        "../envs/corpus.yaml"
+    params:
+        corpus=lambda wildcards: corpus_params(wildcards.split),
     script:
         "../scripts/sample_corpus.py"

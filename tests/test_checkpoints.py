@@ -22,7 +22,9 @@ def tiny_model():
     from transformers import GPTNeoXForCausalLM
 
     torch.manual_seed(0)
-    spec = MiniModel("t", hidden_size=8, num_layers=1, num_heads=1, vocab_size=16, sequence_length=8)
+    spec = MiniModel(
+        "t", hidden_size=8, num_layers=1, num_heads=1, vocab_size=16, sequence_length=8
+    )
     return GPTNeoXForCausalLM(gpt_neox_config(spec))
 
 
@@ -62,7 +64,9 @@ def test_truncated_weights_give_a_clear_error(checkpoint):
     weights = checkpoint / "model.safetensors"
     data = weights.read_bytes()
     weights.write_bytes(data[: len(data) - 100])
-    with pytest.raises(CheckpointError, match=r"truncated or corrupt safetensors file .*model\.safetensors"):
+    with pytest.raises(
+        CheckpointError, match=r"truncated or corrupt safetensors file .*model\.safetensors"
+    ):
         load_model(checkpoint)
 
 
@@ -99,7 +103,7 @@ def test_hub_download_asks_for_repo_revision_and_patterns(tmp_path, monkeypatch)
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
     out = tmp_path / "pythia-14m" / "step1000"
     download("EleutherAI/pythia-14m", "step1000", out, allow_pickle=False)
-    (repo, rev, patterns), = calls
+    ((repo, rev, patterns),) = calls
     assert (repo, rev) == ("EleutherAI/pythia-14m", "step1000")
     assert "config.json" in patterns and "*.safetensors" in patterns
     assert "model.safetensors.index.json" in patterns and "tokenizer.json" in patterns
@@ -143,5 +147,7 @@ def test_hub_revision_serving_only_pickles_is_refused(tmp_path, monkeypatch):
         return local_dir
 
     monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    with pytest.raises(CheckpointError, match="pythia-14m at revision step0 holds no .*allow_pickle"):
+    with pytest.raises(
+        CheckpointError, match="pythia-14m at revision step0 holds no .*allow_pickle"
+    ):
         download("EleutherAI/pythia-14m", "step0", tmp_path / "x", allow_pickle=False)

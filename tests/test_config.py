@@ -51,7 +51,10 @@ def with_value(config, value, *path):
 INVALID = {
     "missing key": (without(DEFAULT, "corpus", "eval_tokens"), "corpus.eval_tokens"),
     "wrong type": (with_value(DEFAULT, "many", "corpus", "eval_tokens"), "corpus.eval_tokens"),
-    "negative size": (with_value(DEFAULT, -3, "corpus", "synthetic", "rank"), "corpus.synthetic.rank"),
+    "negative size": (
+        with_value(DEFAULT, -3, "corpus", "synthetic", "rank"),
+        "corpus.synthetic.rank",
+    ),
     "zero size": (
         with_value(DEFAULT, 0, "checkpoints", "minisuite", "models", 0, "hidden_size"),
         "checkpoints.minisuite.models[0].hidden_size",
@@ -62,7 +65,9 @@ INVALID = {
     ),
     "unknown source kind": (with_value(DEFAULT, "wikipedia", "corpus", "source"), "corpus.source"),
     "misspelled key": (
-        with_value(without(DEFAULT, "corpus", "synthetic", "rank"), 32, "corpus", "synthetic", "rnak"),
+        with_value(
+            without(DEFAULT, "corpus", "synthetic", "rank"), 32, "corpus", "synthetic", "rnak"
+        ),
         "corpus.synthetic.rnak",
     ),
     "rank above vocabulary": (
@@ -89,7 +94,9 @@ def test_invalid_config_names_the_key(case):
     assert f"'{key}" in str(info.value)
 
 
-@pytest.mark.parametrize("case", ["missing key", "misspelled key", "empty model list", "negative size"])
+@pytest.mark.parametrize(
+    "case", ["missing key", "misspelled key", "empty model list", "negative size"]
+)
 def test_snakemake_stops_before_any_job(case, workflow_copy):
     config, key = INVALID[case]
     workdir = workflow_copy(config)

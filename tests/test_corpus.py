@@ -31,12 +31,20 @@ def language_file(tmp_path):
 
 
 def synthetic_params(split, n_tokens, seed=5):
-    return {"source": "synthetic", "split": split, "n_tokens": n_tokens, "seed": seed, "document_length": 10}
+    return {
+        "source": "synthetic",
+        "split": split,
+        "n_tokens": n_tokens,
+        "seed": seed,
+        "document_length": 10,
+    }
 
 
 def test_synthetic_split_schema_and_size(tmp_path, language_file):
     out = tmp_path / "eval.parquet"
-    sample_split(synthetic_params("eval", 95), {"language": language_file}, out, tmp_path / "eval.json")
+    sample_split(
+        synthetic_params("eval", 95), {"language": language_file}, out, tmp_path / "eval.json"
+    )
     table = pq.read_table(out)
     assert table.schema.equals(CORPUS_SCHEMA, check_metadata=False)
     assert table.schema.field("tokens").type == pa.list_(pa.int32())
@@ -52,17 +60,32 @@ def test_same_config_gives_byte_identical_parquet(tmp_path, language_file):
     paths = []
     for run in ("a", "b"):
         out = tmp_path / f"{run}.parquet"
-        sample_split(synthetic_params("train", 500), {"language": language_file}, out, tmp_path / f"{run}.json")
+        sample_split(
+            synthetic_params("train", 500),
+            {"language": language_file},
+            out,
+            tmp_path / f"{run}.json",
+        )
         paths.append(out)
     assert sha(paths[0]) == sha(paths[1])
     other = tmp_path / "c.parquet"
-    sample_split(synthetic_params("train", 500, seed=6), {"language": language_file}, other, tmp_path / "c.json")
+    sample_split(
+        synthetic_params("train", 500, seed=6),
+        {"language": language_file},
+        other,
+        tmp_path / "c.json",
+    )
     assert sha(other) != sha(paths[0])
 
 
 def test_train_and_eval_streams_differ(tmp_path, language_file):
     for split in ("train", "eval"):
-        sample_split(synthetic_params(split, 200), {"language": language_file}, tmp_path / f"{split}.parquet", tmp_path / f"{split}.json")
+        sample_split(
+            synthetic_params(split, 200),
+            {"language": language_file},
+            tmp_path / f"{split}.parquet",
+            tmp_path / f"{split}.json",
+        )
     train = pq.read_table(tmp_path / "train.parquet").to_pydict()
     evals = pq.read_table(tmp_path / "eval.parquet").to_pydict()
     assert not set(train["doc_id"]) & set(evals["doc_id"])
@@ -75,7 +98,22 @@ def tokenizer_dir(tmp_path):
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = "the cat sat on a mat dog ran far away big small red blue".split()
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "dog",
+        "ran",
+        "far",
+        "away",
+        "big",
+        "small",
+        "red",
+        "blue",
+    ]
     vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
@@ -86,7 +124,22 @@ def tokenizer_dir(tmp_path):
 
 def make_texts(n):
     rng = np.random.default_rng(0)
-    words = "the cat sat on a mat dog ran far away big small red blue".split()
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "dog",
+        "ran",
+        "far",
+        "away",
+        "big",
+        "small",
+        "red",
+        "blue",
+    ]
     return [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(n)]
 
 
@@ -135,13 +188,28 @@ def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
     path = tmp_path / "docs.jsonl"
     path.write_text(json.dumps({"body": "the cat"}) + "\n")
     with pytest.raises(CorpusError, match="no field 'text'"):
-        sample_split(local_params("eval", [path], tokenizer_dir, 10), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+        sample_split(
+            local_params("eval", [path], tokenizer_dir, 10),
+            {},
+            tmp_path / "e.parquet",
+            tmp_path / "e.json",
+        )
     with pytest.raises(CorpusError, match="no such file"):
-        sample_split(local_params("eval", [tmp_path / "nope.txt"], tokenizer_dir, 10), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+        sample_split(
+            local_params("eval", [tmp_path / "nope.txt"], tokenizer_dir, 10),
+            {},
+            tmp_path / "e.parquet",
+            tmp_path / "e.json",
+        )
     small = tmp_path / "small.txt"
     small.write_text("the cat\n\nthe dog")
     with pytest.raises(CorpusError, match="ran out of documents"):
-        sample_split(local_params("eval", [small], tokenizer_dir, 1000), {}, tmp_path / "e.parquet", tmp_path / "e.json")
+        sample_split(
+            local_params("eval", [small], tokenizer_dir, 1000),
+            {},
+            tmp_path / "e.parquet",
+            tmp_path / "e.json",
+        )
     assert not (tmp_path / "e.parquet").exists()
 
 
@@ -177,7 +245,13 @@ def test_huggingface_source_streams_with_seeded_shuffle(tmp_path, tokenizer_dir,
         "tokenizer": str(tokenizer_dir),
         "eval_fraction": 0.5,
         "max_document_tokens": None,
-        "huggingface": {"path": "org/corpus", "name": None, "split": "train", "text_field": "text", "shuffle_buffer": 64},
+        "huggingface": {
+            "path": "org/corpus",
+            "name": None,
+            "split": "train",
+            "text_field": "text",
+            "shuffle_buffer": 64,
+        },
     }
     sample_split(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
     assert calls == {"load": ("org/corpus", None, "train", True), "shuffle": (9, 64)}

@@ -28,7 +28,9 @@ def test_empirical_next_token_frequencies_match_planted(language):
     np.add.at(counts, (prev, nxt), 1)
     expected = counts.sum(axis=1, keepdims=True) * language.transition
     mask = expected > 5  # the chi-square approximation needs populated cells
-    g = 2 * np.sum(counts[mask] * np.log(np.where(counts[mask] > 0, counts[mask], 1) / expected[mask]))
+    g = 2 * np.sum(
+        counts[mask] * np.log(np.where(counts[mask] > 0, counts[mask], 1) / expected[mask])
+    )
     dof = mask.sum() - v
     assert stats.chi2.sf(g, dof) > 1e-3, (g, dof)
     # And the first token of each chain follows the stationary distribution.

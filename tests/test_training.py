@@ -18,8 +18,13 @@ from saturation.training import (
 )
 
 SETUP = TrainingSetup(
-    batch_size=8, learning_rate=0.01, min_lr_ratio=0.1, warmup_steps=4,
-    weight_decay=0.01, grad_clip=1.0, seed=3,
+    batch_size=8,
+    learning_rate=0.01,
+    min_lr_ratio=0.1,
+    warmup_steps=4,
+    weight_decay=0.01,
+    grad_clip=1.0,
+    seed=3,
 )
 SPEC = MiniModel("t", hidden_size=16, num_layers=1, num_heads=2, vocab_size=12, sequence_length=16)
 
@@ -68,10 +73,14 @@ def test_training_is_deterministic_and_learns(tmp_path):
     assert len({digest(p) for p in d1}) == 3
     # A checkpoint's loss, recomputed by hand from its logits, matches training's order.
     x = torch.from_numpy(lang.sample(32, 16, np.random.default_rng(9)).astype(np.int64))
+
     def loss(path):
         with torch.no_grad():
             logits = load_model(path)(input_ids=x).logits[:, :-1]
-        return torch.nn.functional.cross_entropy(logits.reshape(-1, 12), x[:, 1:].reshape(-1)).item()
+        return torch.nn.functional.cross_entropy(
+            logits.reshape(-1, 12), x[:, 1:].reshape(-1)
+        ).item()
+
     assert loss(d1[2]) < loss(d1[0]) - 0.3
     assert loss(d1[0]) == pytest.approx(np.log(12), abs=0.3)  # near uniform at init
     assert loss(d1[2]) > lang.entropy_rate - 0.05  # nobody beats the entropy floor

@@ -60,16 +60,16 @@ def download(repo_id: str, revision: str, local_dir: str | Path, allow_pickle: b
     except GatedRepoError as exc:
         raise CheckpointError(f"{repo_id} is gated: accept its terms and log in") from exc
     except RepositoryNotFoundError as exc:
-        raise CheckpointError(
-            f"repository '{repo_id}' not found on the hub (or private)"
-        ) from exc
+        raise CheckpointError(f"repository '{repo_id}' not found on the hub (or private)") from exc
     except HfHubHTTPError as exc:
         raise CheckpointError(f"download of {where} failed: {exc}") from exc
     weights_files(local_dir, allow_pickle, where=where)
     return Path(local_dir)
 
 
-def weights_files(directory: str | Path, allow_pickle: bool, where: str | None = None) -> list[Path]:
+def weights_files(
+    directory: str | Path, allow_pickle: bool, where: str | None = None
+) -> list[Path]:
     """The weights files of a checkpoint directory, each checked; pickles only on request."""
     directory = Path(directory)
     where = where or str(directory)
@@ -89,7 +89,11 @@ def weights_files(directory: str | Path, allow_pickle: bool, where: str | None =
         )
     if pickles:
         return pickles
-    hint = "" if allow_pickle else " (if it serves only .bin pickles, set checkpoints.allow_pickle: true)"
+    hint = (
+        ""
+        if allow_pickle
+        else " (if it serves only .bin pickles, set checkpoints.allow_pickle: true)"
+    )
     raise CheckpointError(f"checkpoint {where} holds no *.safetensors weights{hint}")
 
 
@@ -119,7 +123,9 @@ def check_safetensors(path: str | Path) -> None:
         try:
             start, stop = info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"corrupt safetensors file {path}: bad entry for {name}") from None
+            raise CheckpointError(
+                f"corrupt safetensors file {path}: bad entry for {name}"
+            ) from None
         end = max(end, stop)
     if 8 + n + end != size:
         raise CheckpointError(

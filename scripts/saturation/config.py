@@ -35,10 +35,7 @@ def describe(error) -> str:
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
         allowed = ", ".join(sorted(error.schema.get("properties", {})))
         prefix = f"{where}." if error.absolute_path else ""
-        return (
-            f"config key '{prefix}{extra[0]}' is not a known setting"
-            f" (known here: {allowed})"
-        )
+        return f"config key '{prefix}{extra[0]}' is not a known setting (known here: {allowed})"
     if error.validator == "required":
         missing = error.message.split("'")[1]
         prefix = f"{where}." if error.absolute_path else ""
@@ -89,12 +86,15 @@ def check_semantics(config: dict) -> None:
                     f"config key 'checkpoints.minisuite.models[{i}].hidden_size': "
                     f"{m['hidden_size']} is not a multiple of head_dim {suite['head_dim']}"
                 )
-        if corpus["source"] == "synthetic" and corpus["train_tokens"] < suite["sequence_length"] * suite["batch_size"]:
+        if (
+            corpus["source"] == "synthetic"
+            and corpus["train_tokens"] < suite["sequence_length"] * suite["batch_size"]
+        ):
             raise ConfigError(
                 "config key 'corpus.train_tokens': fewer tokens than one training batch"
             )
     else:
-        names = [r.split("/")[1] for r in ckpt["hub"]["models"]]
+        names = [model_name(r) for r in ckpt["hub"]["models"]]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(
@@ -105,3 +105,8 @@ def check_semantics(config: dict) -> None:
                 "config key 'corpus.source': hub checkpoints need a text corpus and their "
                 "tokenizer (huggingface or local), not the synthetic language"
             )
+
+
+def model_name(repo_id: str) -> str:
+    """The model's name in paths and tables: the repo id without its owner."""
+    return repo_id.rpartition("/")[2]

@@ -44,9 +44,7 @@ def corpus_table(doc_ids: list[int], split: str, token_lists: list[np.ndarray]) 
     offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
     np.cumsum([len(t) for t in token_lists], out=offsets[1:])
     values = (
-        np.concatenate(token_lists).astype(np.int32)
-        if token_lists
-        else np.zeros(0, dtype=np.int32)
+        np.concatenate(token_lists).astype(np.int32) if token_lists else np.zeros(0, dtype=np.int32)
     )
     tokens = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
     return pa.table(
@@ -190,7 +188,9 @@ def load_tokenizer(name_or_dir: str):
     try:
         return AutoTokenizer.from_pretrained(name_or_dir, trust_remote_code=False)
     except (OSError, ValueError) as exc:
-        raise CorpusError(f"corpus.tokenizer: cannot load tokenizer '{name_or_dir}': {exc}") from exc
+        raise CorpusError(
+            f"corpus.tokenizer: cannot load tokenizer '{name_or_dir}': {exc}"
+        ) from exc
 
 
 def tokenize(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
@@ -209,7 +209,12 @@ def write_corpus(
     )
     write_parquet(table, parquet_path)
     write_json(record, json_path)
-    log.info("wrote %d documents, %d tokens to %s", record["n_documents"], record["n_tokens"], parquet_path)
+    log.info(
+        "wrote %d documents, %d tokens to %s",
+        record["n_documents"],
+        record["n_tokens"],
+        parquet_path,
+    )
 
 
 def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
@@ -225,16 +230,16 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
         from saturation.synthetic import load_language
 
         language = load_language(inputs["language"])
-        ids, docs = synthetic_documents(
-            language, split, n_tokens, params["document_length"], seed
-        )
+        ids, docs = synthetic_documents(language, split, n_tokens, params["document_length"], seed)
         record.update(tokenizer=None, vocab_size=language.vocab_size)
     else:
         tokenizer = load_tokenizer(params["tokenizer"])
         settings = params[source]
         if source == "local":
             # Local files are small enough to shuffle whole: a seeded permutation.
-            texts = seeded_shuffle(list(local_texts(settings["paths"], settings["text_field"])), seed)
+            texts = seeded_shuffle(
+                list(local_texts(settings["paths"], settings["text_field"])), seed
+            )
         else:
             texts = huggingface_texts(
                 settings["path"],
@@ -252,5 +257,7 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             params["eval_fraction"],
             params["max_document_tokens"],
         )
-        record.update(tokenizer=params["tokenizer"], vocab_size=len(tokenizer), **{source: settings})
+        record.update(
+            tokenizer=params["tokenizer"], vocab_size=len(tokenizer), **{source: settings}
+        )
     write_corpus(corpus_table(ids, split, docs), tokens_path, meta_path, record)

@@ -109,7 +109,6 @@ def train_model(
 ) -> pa.Table:
     """Train from scratch for ``max(save_steps)`` steps; save a checkpoint at each save step."""
     from transformers import GPTNeoXForCausalLM
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one bar per job: ours
@@ -130,7 +129,7 @@ def train_model(
     )
     rng = np.random.default_rng(setup.seed)
     total = max(save_steps)
-    save_at = dict(zip(save_steps, checkpoint_dirs))
+    save_at = dict(zip(save_steps, checkpoint_dirs, strict=True))
     data = torch.from_numpy(np.asarray(sequences, dtype=np.int64))
     order = rng.permutation(len(data))
     cursor = 0
@@ -161,6 +160,7 @@ def train_model(
         for key, value in zip(
             HISTORY_SCHEMA.names,
             (model_spec.name, step, step * tokens_per_step, lr, loss.item()),
+            strict=True,
         ):
             rows[key].append(value)
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
