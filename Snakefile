@@ -6,9 +6,14 @@ min_version("9.0")
 configfile: "config/config.yaml"
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/checkpoints.smk"
+include: "rules/metrics.smk"
+include: "rules/figures.smk"
 
 
 rule all:

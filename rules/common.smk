@@ -21,6 +21,9 @@ except ConfigError as exc:
 
 CORPUS = config["corpus"]
 CKPT = config["checkpoints"]
+METRICS = config["metrics"]
+SYNTHETIC = CORPUS["source"] == "synthetic"
+LANGUAGE_META = "results/corpus/synthetic_language.json"
 SCHEDULE = CKPT["schedule"]
 STEPS = select_steps(
     checkpoint_steps(
@@ -96,9 +99,52 @@ def minisuite_vocab():
     return {"vocab_size": None, "tokenizer": CORPUS["tokenizer"]}
 
 
+TABLES = {
+    "metrics": "results/tables/checkpoint_metrics.parquet",
+    "spectra": "results/tables/spectra.parquet",
+    "saturation": "results/tables/saturation.parquet",
+    "fit": "results/tables/scaling_fit.parquet",
+}
+
+# Each figure and the tables it draws from.
+FIGURES = {
+    "fig1a_loss": ["metrics"],
+    "fig1b_scaling": ["metrics", "saturation", "fit"],
+    "fig2_anisotropy_layers": ["metrics"],
+    "fig3_anisotropy_training": ["metrics"],
+    "fig4_head_spectrum": ["metrics", "spectra"],
+    "fig5_singular_entropy": ["metrics"],
+}
+FIGURE_GROUPS = {
+    "fig1a_loss": "Loss and saturation",
+    "fig1b_scaling": "Loss and saturation",
+    "fig2_anisotropy_layers": "Anisotropy",
+    "fig3_anisotropy_training": "Anisotropy",
+    "fig4_head_spectrum": "LM-head spectrum",
+    "fig5_singular_entropy": "LM-head spectrum",
+}
+
+
+def figure_inputs(needs):
+    inputs = {name: TABLES[name] for name in needs}
+    if SYNTHETIC:  # the entropy floor is drawn where loss is shown
+        inputs["language"] = LANGUAGE_META
+    return inputs
+
+
+def saturation_inputs(wildcards):
+    inputs = {"metrics": TABLES["metrics"]}
+    if SYNTHETIC:
+        inputs["language"] = LANGUAGE_META
+    return inputs
+
+
 def all_targets():
-    targets = ["results/corpus/eval.parquet"]
-    targets += [checkpoint_dir(m, s) for m in MODELS for s in STEPS]
+    targets = list(TABLES.values()) + [
+        "results/tables/checkpoints.parquet",
+        "results/tables/scaling_points.parquet",
+    ]
+    targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))
     if CKPT["source"] == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)
     return targets

@@ -93,8 +93,16 @@ def check_semantics(config: dict) -> None:
             raise ConfigError(
                 "config key 'corpus.train_tokens': fewer tokens than one training batch"
             )
+        models = names
+        if config["metrics"]["sequence_length"] > suite["sequence_length"]:
+            raise ConfigError(
+                f"config key 'metrics.sequence_length': {config['metrics']['sequence_length']} "
+                f"exceeds the mini-suite's context checkpoints.minisuite.sequence_length "
+                f"{suite['sequence_length']}"
+            )
     else:
         names = [model_name(r) for r in ckpt["hub"]["models"]]
+        models = names
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(
@@ -105,6 +113,26 @@ def check_semantics(config: dict) -> None:
                 "config key 'corpus.source': hub checkpoints need a text corpus and their "
                 "tokenizer (huggingface or local), not the synthetic language"
             )
+    check_scaling(config, models)
+
+
+def check_scaling(config: dict, models: list[str]) -> None:
+    scaling = config["scaling"]
+    unknown = sorted(set(scaling["models"]) - set(models))
+    if unknown:
+        raise ConfigError(
+            f"config key 'scaling.models': {unknown} are not models of this run ({models})"
+        )
+    if scaling["fixed"].get("E") == "entropy_rate" and config["corpus"]["source"] != "synthetic":
+        raise ConfigError(
+            "config key 'scaling.fixed.E': 'entropy_rate' is known only for the synthetic corpus"
+        )
+    free = [p for p in ("E", "A", "alpha", "B", "beta") if p not in scaling["fixed"]]
+    missing = [p for p in free if p not in scaling["initial"]]
+    if missing:
+        raise ConfigError(
+            f"config key 'scaling.initial': no starting value for the fitted parameters {missing}"
+        )
 
 
 def model_name(repo_id: str) -> str:

@@ -1,0 +1,81 @@
+rule measure_checkpoint:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.model, wildcards.step),
+        eval="results/corpus/eval.parquet",
+    output:
+        metrics="results/metrics/{model}/step{step}/metrics.parquet",
+        spectrum="results/metrics/{model}/step{step}/spectrum.parquet",
+        checkpoint="results/metrics/{model}/step{step}/checkpoint.parquet",
+    params:
+        measure={
+            k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
+        },
+        tokens_per_step=TOKENS_PER_STEP,
+        allow_pickle=CKPT["allow_pickle"],
+    log:
+        "logs/metrics/{model}/step{step}.log",
+    benchmark:
+        "benchmarks/metrics/{model}/step{step}.tsv"
+    threads: METRICS["threads"]
+    resources:
+        mem_mb=METRICS["mem_mb"],
+        runtime=METRICS["runtime"],
+        gpu=METRICS["gpu"],
+    conda:
+        "../envs/torch.yaml"
+    script:
+        "../scripts/measure_checkpoint.py"
+
+
+rule aggregate_metrics:
+    input:
+        metrics=expand(
+            "results/metrics/{model}/step{step}/metrics.parquet",
+            model=MODELS,
+            step=STEPS,
+        ),
+        spectra=expand(
+            "results/metrics/{model}/step{step}/spectrum.parquet",
+            model=MODELS,
+            step=STEPS,
+        ),
+        checkpoints=expand(
+            "results/metrics/{model}/step{step}/checkpoint.parquet",
+            model=MODELS,
+            step=STEPS,
+        ),
+    output:
+        metrics="results/tables/checkpoint_metrics.parquet",
+        spectra="results/tables/spectra.parquet",
+        checkpoints="results/tables/checkpoints.parquet",
+    log:
+        "logs/tables/aggregate_metrics.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/aggregate_metrics.py"
+
+
+rule saturation:
+    input:
+        unpack(saturation_inputs),
+    output:
+        saturation="results/tables/saturation.parquet",
+        fit="results/tables/scaling_fit.parquet",
+        points="results/tables/scaling_points.parquet",
+    params:
+        scaling=config["scaling"],
+    log:
+        "logs/tables/saturation.log",
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/analysis.yaml"
+    script:
+        "../scripts/saturation.py"

@@ -1,0 +1,14 @@
+"""Aggregate per-checkpoint tables into results/tables (Snakemake entry point)."""
+
+from saturation import logs
+from saturation.tables import aggregate
+
+logs.to_file(snakemake.log[0])
+aggregate(
+    snakemake.input.metrics,
+    snakemake.input.spectra,
+    snakemake.input.checkpoints,
+    snakemake.output.metrics,
+    snakemake.output.spectra,
+    snakemake.output.checkpoints,
+)

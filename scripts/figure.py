@@ -1,0 +1,13 @@
+"""Draw one figure (Snakemake entry point)."""
+
+from saturation import logs
+from saturation.plots import draw
+
+logs.to_file(snakemake.log[0])
+draw(
+    snakemake.params.figure,
+    dict(snakemake.input),
+    snakemake.params.style,
+    snakemake.output.png,
+    snakemake.output.pdf,
+)

@@ -1,0 +1,251 @@
+"""Figures of the study, one function per figure, sharing one style: models coloured by
+size on one continuous colormap, log-scaled steps, PNG + PDF."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
+
+from saturation.scaling import scaling_law  # noqa: E402
+
+DEFAULT_STYLE = {"colormap": "viridis", "dpi": 150, "font_size": 9, "width": 5.5, "height": 3.6}
+
+
+class Style:
+    def __init__(self, style: dict, sizes: dict[str, int]):
+        self.s = {**DEFAULT_STYLE, **style}
+        self.sizes = sizes  # model -> parameter count, for the colour
+        self.cmap = plt.get_cmap(self.s["colormap"])
+        lo, hi = min(sizes.values()), max(sizes.values())
+        self.norm = LogNorm(vmin=lo / 1.5, vmax=hi * 1.5) if lo < hi else None
+        plt.rcParams.update(
+            {
+                "font.size": self.s["font_size"],
+                "axes.spines.top": False,
+                "axes.spines.right": False,
+                "axes.grid": True,
+                "grid.alpha": 0.3,
+                "legend.frameon": False,
+                "savefig.bbox": "tight",
+            }
+        )
+
+    def color(self, model: str):
+        # Stop short of the colormap's pale end so every line stays visible on white.
+        x = 0.5 if self.norm is None else float(self.norm(self.sizes[model]))
+        return self.cmap(0.9 * x)
+
+    def models(self):
+        return sorted(self.sizes, key=lambda m: (self.sizes[m], m))
+
+    def figure(self, nrows=1, ncols=1, height=None, width=None, **kw):
+        return plt.subplots(
+            nrows,
+            ncols,
+            figsize=(width or self.s["width"], height or self.s["height"]),
+            squeeze=False,
+            **kw,
+        )
+
+    def save(self, fig, png: str, pdf: str):
+        fig.savefig(png, dpi=self.s["dpi"])
+        fig.savefig(pdf)
+        plt.close(fig)
+
+
+def human(n: float) -> str:
+    for unit, k in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= k:
+            return f"{n / k:.3g}{unit}"
+    return f"{n:.0f}"
+
+
+def label(style: Style, model: str) -> str:
+    return f"{model} ({human(style.sizes[model])})"
+
+
+def floor_line(ax, floor: float | None):
+    if floor is not None:
+        ax.axhline(floor, color="0.3", ls="--", lw=1)
+        ax.annotate(
+            f"entropy floor {floor:.3f}", (0.01, floor), xycoords=("axes fraction", "data"),
+            ha="left", va="bottom", fontsize="small", color="0.3",
+        )
+
+
+def metric(metrics: pd.DataFrame, name: str, layer=None) -> pd.DataFrame:
+    m = metrics[metrics.metric == name]
+    if layer is not None:
+        m = m[m.layer == layer]
+    return m.sort_values(["model", "step"])
+
+
+def log_steps(ax):
+    ax.set_xscale("log")
+    ax.set_xlabel("training step")
+
+
+def fig1a_loss(metrics, style, floor, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    loss = metric(metrics, "loss")
+    for model in style.models():
+        g = loss[(loss.model == model) & (loss.step > 0)]
+        ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=style.color(model), label=label(style, model))
+    floor_line(ax, floor)
+    log_steps(ax)
+    ax.set_ylabel("cross-entropy (nats / token)")
+    ax.set_title("Evaluation loss over training")
+    ax.legend(fontsize="small", loc="upper right")
+    style.save(fig, png, pdf)
+
+
+def fig1b_scaling(saturation, fit, style, floor, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    law = dict(zip(fit.parameter, fit.value, strict=True))
+    final = saturation[saturation.role == "final"]
+    best = saturation[saturation.role == "best"]
+    t_final = float(final.tokens_seen.max())
+    n = np.geomspace(final.n_params.min() / 1.5, final.n_params.max() * 1.5, 200)
+    params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
+    ax.plot(n, scaling_law(n, t_final, **params), color="0.2", lw=1.2, label=f"fit at T = {human(t_final)} tokens")
+    for _, r in final.iterrows():
+        ax.scatter(r.n_params, r.loss, color=style.color(r.model), s=36, zorder=3, edgecolor="k" if r.in_fit else "none")
+    for _, r in best.iterrows():
+        ax.scatter(r.n_params, r.loss, facecolor="none", edgecolor=style.color(r.model), s=36, zorder=3, lw=1.3)
+        f = final[final.model == r.model].iloc[0]
+        ax.plot([r.n_params] * 2, [r.loss, f.loss], color=style.color(r.model), lw=0.8, zorder=2)
+    ax.scatter([], [], color="0.5", s=36, label="final checkpoint")
+    ax.scatter([], [], facecolor="none", edgecolor="0.5", s=36, label="best checkpoint")
+    ax.scatter([], [], color="0.5", edgecolor="k", s=36, label="in the fit")
+    floor_line(ax, floor)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters N")
+    ax.set_ylabel("cross-entropy (nats / token)")
+    fitted = [p for p, f in zip(fit.parameter, fit.fitted, strict=True) if f]
+    text = ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
+    ax.set_title(f"Scaling-law fit: {text}\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points", fontsize="medium")
+    ax.legend(fontsize="small")
+    style.save(fig, png, pdf)
+
+
+def final_rows(metrics):
+    last = metrics.groupby("model").step.transform("max")
+    return metrics[metrics.step == last]
+
+
+def fig2_anisotropy_layers(metrics, style, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    aniso = final_rows(metric(metrics, "anisotropy"))
+    for model in style.models():
+        g = aniso[aniso.model == model].sort_values("layer")
+        depth = g.layer / g.layer.max()
+        ax.plot(depth, g.value, marker="o", ms=3, lw=1.3, color=style.color(model), label=label(style, model))
+    ax.set_xlabel("relative depth (0 = embeddings, 1 = final norm, the head's input)")
+    ax.set_ylabel("anisotropy (mean pairwise cosine)")
+    ax.set_title("Anisotropy across layers, final checkpoints")
+    ax.legend(fontsize="small", ncol=2)
+    style.save(fig, png, pdf)
+
+
+def fig3_anisotropy_training(metrics, style, floor, png, pdf):
+    fig, axes = style.figure(2, 1, height=style.s["height"] * 1.6, sharex=True)
+    loss = metric(metrics, "loss")
+    aniso = metric(metrics, "anisotropy")
+    last = aniso.groupby("model").layer.transform("max")
+    aniso = aniso[aniso.layer == last]
+    for model in style.models():
+        c = style.color(model)
+        g = loss[(loss.model == model) & (loss.step > 0)]
+        axes[0, 0].plot(g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c, label=label(style, model))
+        g = aniso[(aniso.model == model) & (aniso.step > 0)]
+        axes[1, 0].plot(g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c)
+    floor_line(axes[0, 0], floor)
+    axes[0, 0].set_ylabel("cross-entropy")
+    axes[0, 0].set_title("Loss and last-layer anisotropy over training")
+    axes[0, 0].legend(fontsize="small", loc="upper right")
+    axes[1, 0].set_ylabel("last-layer anisotropy")
+    log_steps(axes[1, 0])
+    style.save(fig, png, pdf)
+
+
+def fig4_head_spectrum(spectra, style, png, pdf):
+    models = style.models()
+    ncols = min(3, len(models))
+    nrows = -(-len(models) // ncols)
+    fig, axes = style.figure(nrows, ncols, height=2.4 * nrows, width=style.s["width"] * ncols / 2.2, constrained_layout=True)
+    vmin, vmax = 1e-4, 1.0
+    image = None
+    for ax, model in zip(axes.flat, models, strict=False):
+        g = spectra[spectra.model == model]
+        steps = sorted(g.step.unique())
+        d = g["index"].max() + 1
+        grid = np.zeros((d, len(steps)))
+        for j, s in enumerate(steps):
+            sigma = g[g.step == s].sort_values("index").singular_value.to_numpy()
+            grid[:, j] = sigma / sigma.sum() if sigma.sum() > 0 else 0
+        image = ax.imshow(
+            np.clip(grid, vmin, vmax), aspect="auto", origin="upper", cmap="magma",
+            norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest",
+            extent=(-0.5, len(steps) - 0.5, 1, 0),
+        )
+        ticks = np.unique(np.linspace(0, len(steps) - 1, 4).round().astype(int))
+        ax.set_xticks(ticks, [str(steps[t]) for t in ticks])
+        ax.set_title(label(style, model), fontsize="medium")
+        ax.set_xlabel("step")
+        ax.set_ylabel("rank / d")
+        ax.grid(False)
+    for ax in list(axes.flat)[len(models):]:
+        ax.set_visible(False)
+    fig.colorbar(image, ax=axes, label=r"normalised singular value $\sigma_i / \sum \sigma$", shrink=0.8)
+    fig.suptitle("LM-head singular value distribution over training")
+    style.save(fig, png, pdf)
+
+
+def fig5_singular_entropy(metrics, style, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    ent = metric(metrics, "singular_entropy")
+    for model in style.models():
+        g = ent[(ent.model == model) & (ent.step > 0)]
+        ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=style.color(model), label=label(style, model))
+    log_steps(ax)
+    ax.set_ylabel(r"singular entropy KL($\hat\sigma$ ‖ uniform)")
+    ax.set_title("Singular entropy of the LM head over training")
+    ax.legend(fontsize="small", ncol=2)
+    style.save(fig, png, pdf)
+
+
+def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
+    """Snakemake-facing dispatch: read the tables ``figure`` needs and draw it."""
+    import json
+
+    metrics = pd.read_parquet(inputs["metrics"])
+    sizes = metrics.groupby("model").n_params.first().to_dict()
+    st = Style(style, sizes)
+    floor = None
+    if inputs.get("language"):
+        with open(inputs["language"]) as fh:
+            floor = json.load(fh)["entropy_rate"]
+    if figure == "fig1a_loss":
+        fig1a_loss(metrics, st, floor, png, pdf)
+    elif figure == "fig1b_scaling":
+        fig1b_scaling(pd.read_parquet(inputs["saturation"]), pd.read_parquet(inputs["fit"]), st, floor, png, pdf)
+    elif figure == "fig2_anisotropy_layers":
+        fig2_anisotropy_layers(metrics, st, png, pdf)
+    elif figure == "fig3_anisotropy_training":
+        fig3_anisotropy_training(metrics, st, floor, png, pdf)
+    elif figure == "fig4_head_spectrum":
+        fig4_head_spectrum(pd.read_parquet(inputs["spectra"]), st, png, pdf)
+    elif figure == "fig5_singular_entropy":
+        fig5_singular_entropy(metrics, st, png, pdf)
+    else:
+        raise ValueError(f"unknown figure {figure}")
