@@ -14,16 +14,16 @@ for fig, needs in FIGURES.items():
                 subcategory=FIGURE_GROUPS[fig],
             ),
             pdf=f"results/figures/{fig}.pdf",
-        params:
-            figure=fig,
-            style=config["figures"],
         log:
             f"logs/figures/{fig}.log",
+        conda:
+            "../envs/analysis.yaml"
         threads: 1
         resources:
             mem_mb=2000,
             runtime=10,
-        conda:
-            "../envs/analysis.yaml"
+        params:
+            figure=fig,
+            style=config["figures"],
         script:
             "../scripts/figure.py"

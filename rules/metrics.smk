@@ -6,23 +6,23 @@ rule measure_checkpoint:
         metrics="results/metrics/{model}/step{step}/metrics.parquet",
         spectrum="results/metrics/{model}/step{step}/spectrum.parquet",
         checkpoint="results/metrics/{model}/step{step}/checkpoint.parquet",
+    log:
+        "logs/metrics/{model}/step{step}.log",
+    benchmark:
+        "benchmarks/metrics/{model}/step{step}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: METRICS["threads"]
+    resources:
+        mem_mb=METRICS["mem_mb"],
+        runtime=METRICS["runtime"],
+        gpu=METRICS["gpu"],
     params:
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
         tokens_per_step=TOKENS_PER_STEP,
         allow_pickle=CKPT["allow_pickle"],
-    log:
-        "logs/metrics/{model}/step{step}.log",
-    benchmark:
-        "benchmarks/metrics/{model}/step{step}.tsv"
-    threads: METRICS["threads"]
-    resources:
-        mem_mb=METRICS["mem_mb"],
-        runtime=METRICS["runtime"],
-        gpu=METRICS["gpu"],
-    conda:
-        "../envs/torch.yaml"
     script:
         "../scripts/measure_checkpoint.py"
 
@@ -50,12 +50,12 @@ rule aggregate_metrics:
         checkpoints="results/tables/checkpoints.parquet",
     log:
         "logs/tables/aggregate_metrics.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=4000,
         runtime=20,
-    conda:
-        "../envs/analysis.yaml"
     script:
         "../scripts/aggregate_metrics.py"
 
@@ -67,15 +67,15 @@ rule saturation:
         saturation="results/tables/saturation.parquet",
         fit="results/tables/scaling_fit.parquet",
         points="results/tables/scaling_points.parquet",
-    params:
-        scaling=config["scaling"],
     log:
         "logs/tables/saturation.log",
+    conda:
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        "../envs/analysis.yaml"
+    params:
+        scaling=config["scaling"],
     script:
         "../scripts/saturation.py"

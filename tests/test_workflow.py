@@ -1,6 +1,7 @@
 """The workflow end to end on the tiny config, and the paper config planned offline."""
 
 import json
+import re
 import shutil
 
 import pyarrow.parquet as pq
@@ -66,6 +67,37 @@ def test_pythia_config_plans_offline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert "download_checkpoint     1232" in out  # 8 models x 154 revisions
+    assert re.search(r"download_checkpoint\s+1232\n", out)  # 8 models x 154 revisions
+    assert re.search(r"measure_checkpoint\s+1232\n", out)
+    assert re.search(r"fig5_singular_entropy\s+1\n", out)
     assert "results/checkpoints/pythia-2.8b/step143000" in out
     assert "sample_corpus" in out
+
+
+def test_tiny_run_measures_every_checkpoint(tiny_run):
+    import pandas as pd
+
+    metrics = pd.read_parquet(tiny_run / "results/tables/checkpoint_metrics.parquet")
+    assert set(metrics.model) == {"tiny-d8", "tiny-d16"}
+    assert sorted(metrics.step.unique()) == [0, 1, 2, 4, 20, 40]
+    assert not metrics.value.isna().any()
+    per_ckpt = metrics.groupby(["model", "step"]).metric.value_counts().unstack()
+    assert (per_ckpt["loss"] == 1).all() and (per_ckpt["anisotropy"] == 4).all()  # 2 blocks + 2
+    loss = metrics[metrics.metric == "loss"].set_index(["model", "step"]).value
+    floor = json.loads((tiny_run / "results/corpus/synthetic_language.json").read_text())
+    assert loss[("tiny-d16", 40)] < loss[("tiny-d16", 0)]
+    assert loss.min() > floor["entropy_rate"] - 0.05
+    spectra = pd.read_parquet(tiny_run / "results/tables/spectra.parquet")
+    assert spectra.groupby(["model", "step"]).size().to_dict()[("tiny-d16", 40)] == 16
+    sat = pd.read_parquet(tiny_run / "results/tables/saturation.parquet")
+    assert set(sat.role) == {"best", "final"} and len(sat) == 4
+    for fig in (
+        "fig1a_loss",
+        "fig1b_scaling",
+        "fig2_anisotropy_layers",
+        "fig3_anisotropy_training",
+        "fig4_head_spectrum",
+        "fig5_singular_entropy",
+    ):
+        for ext in ("png", "pdf"):
+            assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000

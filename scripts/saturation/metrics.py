@@ -179,7 +179,9 @@ class LayerTaps:
         d = model.config.hidden_size
         self.acc = [AnisotropyAccumulator(d, device) for _ in range(self.n_layers + 2)]
         self.mask = None
-        self.handles = [self.blocks[0].register_forward_pre_hook(self.pre_hook(0), with_kwargs=True)]
+        self.handles = [
+            self.blocks[0].register_forward_pre_hook(self.pre_hook(0), with_kwargs=True)
+        ]
         for i, block in enumerate(self.blocks, start=1):
             self.handles.append(block.register_forward_hook(self.hook(i)))
         head = model.get_output_embeddings()
@@ -210,7 +212,11 @@ class LayerTaps:
 
 
 def forward_metrics(
-    model, docs: list[np.ndarray], sequence_length: int, batch_size: int, device="cpu",
+    model,
+    docs: list[np.ndarray],
+    sequence_length: int,
+    batch_size: int,
+    device="cpu",
     progress_file=None,
 ) -> dict:
     """One forward pass over the sample: loss, accuracy and every layer's anisotropy."""
@@ -228,7 +234,9 @@ def forward_metrics(
     try:
         with torch.inference_mode():
             for start in tqdm(
-                range(0, len(seqs), batch_size), file=progress_file, mininterval=10,
+                range(0, len(seqs), batch_size),
+                file=progress_file,
+                mininterval=10,
                 desc="measure",
             ):
                 batch = seqs[start : start + batch_size]

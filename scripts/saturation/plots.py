@@ -74,8 +74,13 @@ def floor_line(ax, floor: float | None):
     if floor is not None:
         ax.axhline(floor, color="0.3", ls="--", lw=1)
         ax.annotate(
-            f"entropy floor {floor:.3f}", (0.01, floor), xycoords=("axes fraction", "data"),
-            ha="left", va="bottom", fontsize="small", color="0.3",
+            f"entropy floor {floor:.3f}",
+            (0.01, floor),
+            xycoords=("axes fraction", "data"),
+            ha="left",
+            va="bottom",
+            fontsize="small",
+            color="0.3",
         )
 
 
@@ -97,7 +102,15 @@ def fig1a_loss(metrics, style, floor, png, pdf):
     loss = metric(metrics, "loss")
     for model in style.models():
         g = loss[(loss.model == model) & (loss.step > 0)]
-        ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=style.color(model), label=label(style, model))
+        ax.plot(
+            g.step,
+            g.value,
+            marker="o",
+            ms=2.5,
+            lw=1.3,
+            color=style.color(model),
+            label=label(style, model),
+        )
     floor_line(ax, floor)
     log_steps(ax)
     ax.set_ylabel("cross-entropy (nats / token)")
@@ -115,11 +128,32 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     t_final = float(final.tokens_seen.max())
     n = np.geomspace(final.n_params.min() / 1.5, final.n_params.max() * 1.5, 200)
     params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
-    ax.plot(n, scaling_law(n, t_final, **params), color="0.2", lw=1.2, label=f"fit at T = {human(t_final)} tokens")
+    ax.plot(
+        n,
+        scaling_law(n, t_final, **params),
+        color="0.2",
+        lw=1.2,
+        label=f"fit at T = {human(t_final)} tokens",
+    )
     for _, r in final.iterrows():
-        ax.scatter(r.n_params, r.loss, color=style.color(r.model), s=36, zorder=3, edgecolor="k" if r.in_fit else "none")
+        ax.scatter(
+            r.n_params,
+            r.loss,
+            color=style.color(r.model),
+            s=36,
+            zorder=3,
+            edgecolor="k" if r.in_fit else "none",
+        )
     for _, r in best.iterrows():
-        ax.scatter(r.n_params, r.loss, facecolor="none", edgecolor=style.color(r.model), s=36, zorder=3, lw=1.3)
+        ax.scatter(
+            r.n_params,
+            r.loss,
+            facecolor="none",
+            edgecolor=style.color(r.model),
+            s=36,
+            zorder=3,
+            lw=1.3,
+        )
         f = final[final.model == r.model].iloc[0]
         ax.plot([r.n_params] * 2, [r.loss, f.loss], color=style.color(r.model), lw=0.8, zorder=2)
     ax.scatter([], [], color="0.5", s=36, label="final checkpoint")
@@ -131,7 +165,10 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     ax.set_ylabel("cross-entropy (nats / token)")
     fitted = [p for p, f in zip(fit.parameter, fit.fitted, strict=True) if f]
     text = ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
-    ax.set_title(f"Scaling-law fit: {text}\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points", fontsize="medium")
+    ax.set_title(
+        f"Scaling-law fit: {text}\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points",
+        fontsize="medium",
+    )
     ax.legend(fontsize="small")
     style.save(fig, png, pdf)
 
@@ -148,7 +185,15 @@ def fig2_anisotropy_layers(metrics, style, png, pdf):
     for model in style.models():
         g = aniso[aniso.model == model].sort_values("layer")
         depth = g.layer / g.layer.max()
-        ax.plot(depth, g.value, marker="o", ms=3, lw=1.3, color=style.color(model), label=label(style, model))
+        ax.plot(
+            depth,
+            g.value,
+            marker="o",
+            ms=3,
+            lw=1.3,
+            color=style.color(model),
+            label=label(style, model),
+        )
     ax.set_xlabel("relative depth (0 = embeddings, 1 = final norm, the head's input)")
     ax.set_ylabel("anisotropy (mean pairwise cosine)")
     ax.set_title("Anisotropy across layers, final checkpoints")
@@ -165,7 +210,9 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     for model in style.models():
         c = style.color(model)
         g = loss[(loss.model == model) & (loss.step > 0)]
-        axes[0, 0].plot(g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c, label=label(style, model))
+        axes[0, 0].plot(
+            g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c, label=label(style, model)
+        )
         g = aniso[(aniso.model == model) & (aniso.step > 0)]
         axes[1, 0].plot(g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c)
     floor_line(axes[0, 0], floor)
@@ -181,7 +228,13 @@ def fig4_head_spectrum(spectra, style, png, pdf):
     models = style.models()
     ncols = min(3, len(models))
     nrows = -(-len(models) // ncols)
-    fig, axes = style.figure(nrows, ncols, height=2.4 * nrows, width=style.s["width"] * ncols / 2.2, constrained_layout=True)
+    fig, axes = style.figure(
+        nrows,
+        ncols,
+        height=2.4 * nrows,
+        width=style.s["width"] * ncols / 2.2,
+        constrained_layout=True,
+    )
     vmin, vmax = 1e-4, 1.0
     image = None
     for ax, model in zip(axes.flat, models, strict=False):
@@ -193,8 +246,12 @@ def fig4_head_spectrum(spectra, style, png, pdf):
             sigma = g[g.step == s].sort_values("index").singular_value.to_numpy()
             grid[:, j] = sigma / sigma.sum() if sigma.sum() > 0 else 0
         image = ax.imshow(
-            np.clip(grid, vmin, vmax), aspect="auto", origin="upper", cmap="magma",
-            norm=LogNorm(vmin=vmin, vmax=vmax), interpolation="nearest",
+            np.clip(grid, vmin, vmax),
+            aspect="auto",
+            origin="upper",
+            cmap="magma",
+            norm=LogNorm(vmin=vmin, vmax=vmax),
+            interpolation="nearest",
             extent=(-0.5, len(steps) - 0.5, 1, 0),
         )
         ticks = np.unique(np.linspace(0, len(steps) - 1, 4).round().astype(int))
@@ -203,9 +260,11 @@ def fig4_head_spectrum(spectra, style, png, pdf):
         ax.set_xlabel("step")
         ax.set_ylabel("rank / d")
         ax.grid(False)
-    for ax in list(axes.flat)[len(models):]:
+    for ax in list(axes.flat)[len(models) :]:
         ax.set_visible(False)
-    fig.colorbar(image, ax=axes, label=r"normalised singular value $\sigma_i / \sum \sigma$", shrink=0.8)
+    fig.colorbar(
+        image, ax=axes, label=r"normalised singular value $\sigma_i / \sum \sigma$", shrink=0.8
+    )
     fig.suptitle("LM-head singular value distribution over training")
     style.save(fig, png, pdf)
 
@@ -216,7 +275,15 @@ def fig5_singular_entropy(metrics, style, png, pdf):
     ent = metric(metrics, "singular_entropy")
     for model in style.models():
         g = ent[(ent.model == model) & (ent.step > 0)]
-        ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=style.color(model), label=label(style, model))
+        ax.plot(
+            g.step,
+            g.value,
+            marker="o",
+            ms=2.5,
+            lw=1.3,
+            color=style.color(model),
+            label=label(style, model),
+        )
     log_steps(ax)
     ax.set_ylabel(r"singular entropy KL($\hat\sigma$ ‖ uniform)")
     ax.set_title("Singular entropy of the LM head over training")
@@ -238,7 +305,14 @@ def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
     if figure == "fig1a_loss":
         fig1a_loss(metrics, st, floor, png, pdf)
     elif figure == "fig1b_scaling":
-        fig1b_scaling(pd.read_parquet(inputs["saturation"]), pd.read_parquet(inputs["fit"]), st, floor, png, pdf)
+        fig1b_scaling(
+            pd.read_parquet(inputs["saturation"]),
+            pd.read_parquet(inputs["fit"]),
+            st,
+            floor,
+            png,
+            pdf,
+        )
     elif figure == "fig2_anisotropy_layers":
         fig2_anisotropy_layers(metrics, st, png, pdf)
     elif figure == "fig3_anisotropy_training":

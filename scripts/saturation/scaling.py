@@ -51,7 +51,16 @@ def fit_scaling_law(
     x0 = [np.log(initial[p]) if p in log_scale else initial[p] for p in free]
     lower = [-np.inf if p in log_scale or p == "E" else 1e-6 for p in free]
     upper = [np.inf if p in log_scale or p == "E" else 3.0 for p in free]
-    result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac", xtol=1e-14, ftol=1e-14, gtol=1e-14, max_nfev=20000)
+    result = least_squares(
+        residuals,
+        x0,
+        bounds=(lower, upper),
+        x_scale="jac",
+        xtol=1e-14,
+        ftol=1e-14,
+        gtol=1e-14,
+        max_nfev=20000,
+    )
     values = unpack(result.x)
     res = residuals(result.x)
     return {
@@ -144,7 +153,9 @@ def saturation_analysis(
                 }
             )
     sat = pd.DataFrame(rows).sort_values(["n_params", "model", "role"])
-    write_parquet(pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation)
+    write_parquet(
+        pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation
+    )
     fit_rows = [{"parameter": p, "value": fit[p], "fitted": p in fit["free"]} for p in PARAMETERS]
     fit_rows += [
         {"parameter": "rmse", "value": fit["rmse"], "fitted": False},
@@ -169,11 +180,12 @@ def saturation_analysis(
 
 def run_saturation(inputs, scaling: dict, outputs) -> None:
     """Snakemake-facing wrapper."""
+    language = dict(inputs.items()).get("language")
     entropy_rate = None
-    if "language" in inputs.keys():
+    if language:
         from saturation.io import read_json
 
-        entropy_rate = read_json(inputs["language"])["entropy_rate"]
+        entropy_rate = read_json(language)["entropy_rate"]
     saturation_analysis(
         inputs["metrics"],
         fit_models=scaling["models"],

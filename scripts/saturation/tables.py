@@ -21,8 +21,7 @@ CHECKPOINT_COLUMNS = [
     ("hidden_size", pa.int64()),
 ]
 METRICS_SCHEMA = pa.schema(
-    CHECKPOINT_COLUMNS
-    + [("metric", pa.string()), ("layer", pa.int64()), ("value", pa.float64())]
+    CHECKPOINT_COLUMNS + [("metric", pa.string()), ("layer", pa.int64()), ("value", pa.float64())]
 )
 SPECTRA_SCHEMA = pa.schema(
     [
@@ -144,7 +143,9 @@ def aggregate(
     first = ckpts.groupby(["model", "weights_fingerprint"])["step"].transform("min")
     ckpts["duplicate_of_step"] = first.where(first != ckpts["step"]).astype("Int64")
     dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64()))
-    write_parquet(pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints)
+    write_parquet(
+        pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
+    )
     n_dup = int(ckpts["duplicate_of_step"].notna().sum())
     if n_dup:
         log.warning("%d checkpoints serve the same weights as an earlier step", n_dup)
@@ -153,7 +154,9 @@ def aggregate(
     metrics = concat(metrics_paths, METRICS_SCHEMA)
     flags = [
         (m, s) in dup
-        for m, s in zip(metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True)
+        for m, s in zip(
+            metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True
+        )
     ]
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
     write_parquet(metrics, out_metrics)

@@ -1,0 +1,243 @@
+"""Every metric against an independent naive reference, and degenerate inputs."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import torch
+from scipy import stats
+
+from saturation.metrics import (
+    AnisotropyAccumulator,
+    MetricError,
+    anisotropy,
+    chunk_documents,
+    forward_metrics,
+    parameter_counts,
+    singular_values,
+    spectrum_metrics,
+)
+from saturation.training import MiniModel, gpt_neox_config
+
+rng = np.random.default_rng(0)
+
+
+def naive_anisotropy(h):
+    u = h / np.linalg.norm(h, axis=1, keepdims=True)
+    cos = u @ u.T
+    n = len(h)
+    return (cos.sum() - np.trace(cos)) / (n * (n - 1))
+
+
+def test_anisotropy_equals_full_pairwise_cosine():
+    h = rng.standard_normal((300, 16)) + 0.7  # a shared direction makes it non-trivial
+    assert anisotropy(h) == pytest.approx(naive_anisotropy(h), abs=1e-12)
+    acc = AnisotropyAccumulator(16)
+    for chunk in np.array_split(h, 7):  # streamed in uneven batches
+        acc.update(torch.from_numpy(chunk))
+    assert acc.value == pytest.approx(naive_anisotropy(h), abs=1e-12)
+
+
+def test_anisotropy_in_float32_input_accumulates_in_float64():
+    h = (rng.standard_normal((2000, 8)) + 3.0).astype(np.float32)
+    assert anisotropy(torch.from_numpy(h)) == pytest.approx(
+        naive_anisotropy(h.astype(np.float64)), abs=1e-9
+    )
+
+
+def test_anisotropy_degenerate_inputs():
+    same = np.tile(rng.standard_normal(8), (50, 1))
+    assert anisotropy(same) == pytest.approx(1.0, abs=1e-12)
+    opposite = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    assert anisotropy(opposite) == pytest.approx(-1.0)
+    with_zero = np.vstack([rng.standard_normal((10, 4)), np.zeros((3, 4))])
+    acc = AnisotropyAccumulator(4)
+    acc.update(torch.from_numpy(with_zero))
+    assert acc.n == 10 and acc.n_zero == 3
+    assert acc.value == pytest.approx(naive_anisotropy(with_zero[:10]), abs=1e-12)
+    with pytest.raises(MetricError, match="at least 2"):
+        anisotropy(np.ones((1, 4)))
+    with pytest.raises(MetricError, match="NaN"):
+        anisotropy(np.array([[np.nan, 1.0], [1.0, 1.0]]))
+
+
+@pytest.mark.parametrize("shape", [(500, 24), (24, 500), (64, 64)])
+def test_singular_values_equal_numpy_svd(shape):
+    w = rng.standard_normal(shape)
+    expected = np.linalg.svd(w, compute_uv=False)
+    got = singular_values(w)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
+
+
+def test_spectrum_metrics_equal_scipy():
+    sigma = np.sort(rng.random(32) * 5)[::-1]
+    m = spectrum_metrics(sigma)
+    p = sigma / sigma.sum()
+    uniform = np.full(32, 1 / 32)
+    assert m["singular_entropy"] == pytest.approx(stats.entropy(p, uniform), abs=1e-12)
+    assert m["singular_entropy"] == pytest.approx(math.log(32) - stats.entropy(p), abs=1e-12)
+    assert m["effective_rank"] == pytest.approx(math.exp(stats.entropy(p)), abs=1e-12)
+    w = rng.standard_normal((100, 32))
+    s = np.linalg.svd(w, compute_uv=False)
+    m = spectrum_metrics(singular_values(w))
+    assert m["spectral_norm"] == pytest.approx(np.linalg.norm(w, 2), rel=1e-12)
+    assert m["stable_rank"] == pytest.approx(np.linalg.norm(w, "fro") ** 2 / s[0] ** 2, rel=1e-10)
+    assert m["frobenius_norm"] == pytest.approx(np.linalg.norm(w, "fro"), rel=1e-12)
+
+
+def test_head_degenerate_cases():
+    rank1 = np.outer(rng.standard_normal(200), rng.standard_normal(16))
+    s = singular_values(rank1)
+    assert s[0] == pytest.approx(np.linalg.norm(rank1, 2), rel=1e-12)
+    assert np.all(s[1:] < 1e-6 * s[0])
+    m = spectrum_metrics(s)
+    assert m["singular_entropy"] == pytest.approx(math.log(16), abs=1e-5)  # one spike
+    assert m["effective_rank"] == pytest.approx(1.0, abs=1e-5)
+    assert m["stable_rank"] == pytest.approx(1.0, abs=1e-10)
+    with pytest.raises(MetricError, match="all zeros"):
+        spectrum_metrics(singular_values(np.zeros((50, 8))))
+    bad = rng.standard_normal((50, 8))
+    bad[3, 2] = np.nan
+    with pytest.raises(MetricError, match="NaN"):
+        singular_values(bad)
+
+
+def tiny_model(seed=0, layers=2):
+    from transformers import GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    spec = MiniModel(
+        "t", hidden_size=16, num_layers=layers, num_heads=2, vocab_size=20, sequence_length=12
+    )
+    return GPTNeoXForCausalLM(gpt_neox_config(spec)).eval()
+
+
+def test_forward_metrics_against_a_hand_computation():
+    model = tiny_model()
+    docs = [rng.integers(0, 20, n).astype(np.int32) for n in (12, 30, 5, 1, 9)]
+    out = forward_metrics(model, docs, sequence_length=12, batch_size=3)
+    seqs = chunk_documents(docs, 12)
+    assert [len(s) for s in seqs] == [12, 12, 12, 6, 5, 9]  # no piece crosses a document
+    nll, n, correct = 0.0, 0, 0
+    states = {k: [] for k in ("emb", "b1", "b2", "final")}
+    inner = model.gpt_neox
+    with torch.no_grad():
+        for s in seqs:
+            ids = torch.from_numpy(s.astype(np.int64))[None]
+            logits = model(input_ids=ids).logits[0, :-1].double()
+            logp = torch.log_softmax(logits, -1)
+            target = ids[0, 1:]
+            nll -= logp[torch.arange(len(target)), target].sum().item()
+            correct += int((logp.argmax(-1) == target).sum())
+            n += len(target)
+            hs = inner(input_ids=ids, output_hidden_states=True).hidden_states
+            states["emb"].append(inner.embed_in(ids)[0])
+            states["b1"].append(hs[1][0])
+            states["final"].append(inner(input_ids=ids).last_hidden_state[0])
+            # The last block's raw output: the same model with its final norm bypassed.
+            norm, inner.final_layer_norm = inner.final_layer_norm, torch.nn.Identity()
+            states["b2"].append(inner(input_ids=ids).last_hidden_state[0])
+            inner.final_layer_norm = norm
+    assert out["loss"] == pytest.approx(nll / n, rel=1e-6)
+    assert out["accuracy"] == pytest.approx(correct / n)
+    assert out["n_predicted_tokens"] == n == sum(len(d) - 1 for d in docs if len(d) > 1) - 2
+    expected = [
+        naive_anisotropy(torch.cat(states[k]).double().numpy())
+        for k in ("emb", "b1", "b2", "final")
+    ]
+    np.testing.assert_allclose(out["anisotropy"], expected, atol=1e-6)
+    assert out["n_layers"] == 2
+
+
+def test_sample_shorter_than_one_sequence_is_measured():
+    model = tiny_model()
+    out = forward_metrics(
+        model, [np.array([1, 2, 3], dtype=np.int32)], sequence_length=12, batch_size=4
+    )
+    assert out["n_predicted_tokens"] == 2 and np.isfinite(out["loss"])
+    with pytest.raises(MetricError, match="nothing to predict"):
+        forward_metrics(model, [np.array([1], dtype=np.int32)], sequence_length=12, batch_size=4)
+
+
+def test_nan_weights_give_a_clear_error():
+    model = tiny_model()
+    with torch.no_grad():
+        model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
+    with pytest.raises(MetricError, match="NaN"):
+        forward_metrics(model, [np.arange(10, dtype=np.int32)], sequence_length=12, batch_size=4)
+
+
+def test_parameter_counts():
+    model = tiny_model()
+    total = sum(p.numel() for p in model.parameters())
+    emb = 20 * 16 * 2  # embed_in and the untied embed_out
+    assert parameter_counts(model) == {"n_params": total, "n_params_no_embedding": total - emb}
+
+
+def measure(tmp_path, name, step, directory, eval_path):
+    from saturation.tables import measure_checkpoint
+
+    out = tmp_path / "m" / name / str(step)
+    measure_checkpoint(
+        name,
+        step,
+        100,
+        directory,
+        eval_path,
+        12,
+        4,
+        "float32",
+        "cpu",
+        False,
+        out / "metrics.parquet",
+        out / "spectrum.parquet",
+        out / "checkpoint.parquet",
+    )
+    return out
+
+
+def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
+    from saturation.corpus import corpus_table
+    from saturation.io import write_parquet
+    from saturation.tables import METRICS_SCHEMA, SPECTRA_SCHEMA, aggregate
+
+    eval_path = tmp_path / "eval.parquet"
+    write_parquet(
+        corpus_table([0, 1], "eval", [np.arange(12, dtype=np.int32), np.arange(7, dtype=np.int32)]),
+        eval_path,
+    )
+    dirs = {}
+    for step, seed in ((0, 0), (10, 1), (20, 1)):  # step 20 serves step 10's weights
+        dirs[step] = tmp_path / f"ck{step}"
+        tiny_model(seed).save_pretrained(dirs[step])
+    outs = [measure(tmp_path, "tiny", s, d, eval_path) for s, d in dirs.items()]
+    m = pq.read_table(outs[0] / "metrics.parquet")
+    assert m.schema.equals(METRICS_SCHEMA)
+    assert pq.read_table(outs[0] / "spectrum.parquet").schema.equals(SPECTRA_SCHEMA)
+    names = m.column("metric").to_pylist()
+    assert names.count("anisotropy") == 4 and "singular_entropy" in names and "loss" in names
+    assert set(m.column("tokens_seen").to_pylist()) == {0}
+    tables = tmp_path / "tables"
+    aggregate(
+        [o / "metrics.parquet" for o in outs],
+        [o / "spectrum.parquet" for o in outs],
+        [o / "checkpoint.parquet" for o in outs],
+        tables / "metrics.parquet",
+        tables / "spectra.parquet",
+        tables / "checkpoints.parquet",
+    )
+    ck = pd.read_parquet(tables / "checkpoints.parquet").set_index("step")
+    assert ck.loc[20, "duplicate_of_step"] == 10 and pd.isna(ck.loc[10, "duplicate_of_step"])
+    assert ck.loc[0, "head_fingerprint"] != ck.loc[10, "head_fingerprint"]
+    metrics = pd.read_parquet(tables / "metrics.parquet")
+    assert metrics.groupby("step").duplicate_weights.all().to_dict() == {
+        0: False,
+        10: False,
+        20: True,
+    }
+    assert not metrics.value.isna().any()
+    spectra = pd.read_parquet(tables / "spectra.parquet")
+    assert len(spectra) == 3 * 16
