@@ -13,6 +13,7 @@ include: "rules/common.smk"
 include: "rules/corpus.smk"
 include: "rules/checkpoints.smk"
 include: "rules/metrics.smk"
+include: "rules/rank_heads.smk"
 include: "rules/figures.smk"
 
 

@@ -47,6 +47,7 @@ else:
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     step=r"\d+",
+    rank=r"\d+|full",
     split="train|eval",
 
 
@@ -99,11 +100,35 @@ def minisuite_vocab():
     return {"vocab_size": None, "tokenizer": CORPUS["tokenizer"]}
 
 
+RANK_HEADS = config["rank_heads"]
+BACKBONES = [
+    {"model": b["model"], "step": STEPS[-1] if b.get("step") is None else b["step"]}
+    for b in RANK_HEADS["backbones"]
+]
+RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]
+HEAD_TRAINING_KEYS = (
+    "steps",
+    "batch_tokens",
+    "lr_base",
+    "lr_reference_params",
+    "lr_exponent",
+    "warmup_steps",
+    "min_lr_ratio",
+    "weight_decay",
+    "chunk_tokens",
+)
+
+
+def cache_output(path):
+    return directory(path) if RANK_HEADS["keep_cache"] else temp(directory(path))
+
+
 TABLES = {
     "metrics": "results/tables/checkpoint_metrics.parquet",
     "spectra": "results/tables/spectra.parquet",
     "saturation": "results/tables/saturation.parquet",
     "fit": "results/tables/scaling_fit.parquet",
+    "rank_heads": "results/tables/rank_heads.parquet",
 }
 
 # Each figure and the tables it draws from.
@@ -114,6 +139,7 @@ FIGURES = {
     "fig3_anisotropy_training": ["metrics"],
     "fig4_head_spectrum": ["metrics", "spectra"],
     "fig5_singular_entropy": ["metrics"],
+    "fig6_rank_heads": ["metrics", "rank_heads"],
 }
 FIGURE_GROUPS = {
     "fig1a_loss": "Loss and saturation",
@@ -122,6 +148,7 @@ FIGURE_GROUPS = {
     "fig3_anisotropy_training": "Anisotropy",
     "fig4_head_spectrum": "LM-head spectrum",
     "fig5_singular_entropy": "LM-head spectrum",
+    "fig6_rank_heads": "Rank-constrained heads",
 }
 
 

@@ -74,6 +74,18 @@ INVALID = {
         with_value(DEFAULT, 999, "corpus", "synthetic", "rank"),
         "corpus.synthetic.rank",
     ),
+    "rank above the hidden size": (
+        with_value(DEFAULT, [1, 4, 129], "rank_heads", "ranks"),
+        "rank_heads.ranks",
+    ),
+    "rank-head backbone not a model": (
+        with_value(DEFAULT, [{"model": "mini-d999", "step": None}], "rank_heads", "backbones"),
+        "rank_heads.backbones[0].model",
+    ),
+    "scaling model not a model": (
+        with_value(DEFAULT, ["nope"], "scaling", "models"),
+        "scaling.models",
+    ),
     "step off the schedule": (
         with_value(DEFAULT, [0, 333], "checkpoints", "schedule", "subset"),
         "checkpoints.schedule.subset",

@@ -101,3 +101,19 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     ):
         for ext in ("png", "pdf"):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000
+
+
+def test_tiny_run_sweeps_rank_heads(tiny_run):
+    import pandas as pd
+
+    heads = pd.read_parquet(tiny_run / "results/tables/rank_heads.parquet")
+    assert sorted(heads[heads["head"] == "rank"].r) == [1, 4, 8]
+    assert set(heads["head"]) == {"rank", "full", "original"}
+    assert heads.eval_accuracy.between(0, 1).all() and not heads.eval_loss.isna().any()
+    # The original head scored on the cached features is the measured loss of that checkpoint.
+    metrics = pd.read_parquet(tiny_run / "results/tables/checkpoint_metrics.parquet")
+    measured = metrics.query("model == 'tiny-d16' and step == 40 and metric == 'loss'").value.item()
+    original = heads[heads["head"] == "original"].eval_loss.item()
+    assert original == pytest.approx(measured, rel=1e-6)
+    assert not (tiny_run / "results/rank_heads/tiny-d16/step40/cache").exists()  # temp()
+    assert (tiny_run / "results/figures/fig6_rank_heads.png").stat().st_size > 1000

@@ -114,6 +114,7 @@ def check_semantics(config: dict) -> None:
                 "tokenizer (huggingface or local), not the synthetic language"
             )
     check_scaling(config, models)
+    check_rank_heads(config, models)
 
 
 def check_scaling(config: dict, models: list[str]) -> None:
@@ -133,6 +134,46 @@ def check_scaling(config: dict, models: list[str]) -> None:
         raise ConfigError(
             f"config key 'scaling.initial': no starting value for the fitted parameters {missing}"
         )
+
+
+def check_rank_heads(config: dict, models: list[str]) -> None:
+    """Backbones must be models and steps of this run; ranks at most min(d, V) where the
+    config says d and V (the mini-suite on the synthetic corpus); hub models are checked
+    when their head is read."""
+    heads, ckpt = config["rank_heads"], config["checkpoints"]
+    sched = ckpt["schedule"]
+    steps = select_steps(
+        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
+        sched.get("subset"),
+    )
+    for i, b in enumerate(heads["backbones"]):
+        if b["model"] not in models:
+            raise ConfigError(
+                f"config key 'rank_heads.backbones[{i}].model': {b['model']!r} is not a model "
+                f"of this run ({models})"
+            )
+        if b.get("step") is not None and b["step"] not in steps:
+            raise ConfigError(
+                f"config key 'rank_heads.backbones[{i}].step': {b['step']} is not a "
+                "checkpoint step of this run"
+            )
+    if ckpt["source"] != "minisuite":
+        return
+    hidden = {m["name"]: m["hidden_size"] for m in ckpt["minisuite"]["models"]}
+    vocab = (
+        config["corpus"]["synthetic"]["vocab_size"]
+        if config["corpus"]["source"] == "synthetic"
+        else None
+    )
+    for b in heads["backbones"]:
+        limit = min(hidden[b["model"]], vocab or hidden[b["model"]])
+        too_big = sorted(r for r in heads["ranks"] if r > limit)
+        if too_big:
+            raise ConfigError(
+                f"config key 'rank_heads.ranks': {too_big} exceed min(d, V) = {limit} of "
+                f"backbone {b['model']} (hidden size {hidden[b['model']]}"
+                + (f", vocabulary {vocab})" if vocab else ")")
+            )
 
 
 def model_name(repo_id: str) -> str:

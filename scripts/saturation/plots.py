@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
@@ -291,6 +292,60 @@ def fig5_singular_entropy(metrics, style, png, pdf):
     style.save(fig, png, pdf)
 
 
+def fig6_rank_heads(heads, style, language, png, pdf):
+    fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7)
+    ax_loss, ax_acc = axes[0]
+    for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
+        c = style.color(backbone)
+        ranks = g[g["head"] == "rank"].sort_values("r")
+        name = f"{backbone} @ {step}"
+        for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
+            ax.plot(
+                ranks.r,
+                ranks[col],
+                marker="o",
+                ms=3.5,
+                lw=1.4,
+                color=c,
+                label=f"{name}, rank-r head",
+            )
+            for kind, ls in (("full", "--"), ("original", ":")):
+                ref = g[g["head"] == kind]
+                if len(ref):
+                    ax.axhline(
+                        ref[col].iloc[0],
+                        color=c,
+                        ls=ls,
+                        lw=1,
+                        label=f"{name}, {kind} head"
+                        if kind == "full"
+                        else f"{name}, original head",
+                    )
+    if language is not None:
+        floor_line(ax_loss, language["entropy_rate"])
+        for ax in (ax_loss, ax_acc):
+            ax.axvline(language["rank"], color="0.5", lw=1, ls="-.")
+            ax.annotate(
+                f"R = {language['rank']}",
+                (language["rank"], 0.98),
+                xycoords=("data", "axes fraction"),
+                ha="right",
+                va="top",
+                rotation=90,
+                fontsize="small",
+                color="0.4",
+            )
+    for ax in (ax_loss, ax_acc):
+        ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.set_xlabel("head rank r")
+    ax_loss.set_ylabel("evaluation loss (nats / token)")
+    ax_acc.set_ylabel("next-token accuracy")
+    ax_loss.legend(fontsize="x-small")
+    fig.suptitle("Rank-constrained heads on frozen backbones")
+    style.save(fig, png, pdf)
+
+
 def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
     """Snakemake-facing dispatch: read the tables ``figure`` needs and draw it."""
     import json
@@ -298,10 +353,11 @@ def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
     metrics = pd.read_parquet(inputs["metrics"])
     sizes = metrics.groupby("model").n_params.first().to_dict()
     st = Style(style, sizes)
-    floor = None
+    language = None
     if inputs.get("language"):
         with open(inputs["language"]) as fh:
-            floor = json.load(fh)["entropy_rate"]
+            language = json.load(fh)
+    floor = language["entropy_rate"] if language else None
     if figure == "fig1a_loss":
         fig1a_loss(metrics, st, floor, png, pdf)
     elif figure == "fig1b_scaling":
@@ -321,5 +377,7 @@ def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
         fig4_head_spectrum(pd.read_parquet(inputs["spectra"]), st, png, pdf)
     elif figure == "fig5_singular_entropy":
         fig5_singular_entropy(metrics, st, png, pdf)
+    elif figure == "fig6_rank_heads":
+        fig6_rank_heads(pd.read_parquet(inputs["rank_heads"]), st, language, png, pdf)
     else:
         raise ValueError(f"unknown figure {figure}")

@@ -1,0 +1,87 @@
+rule feature_cache:
+    input:
+        checkpoint=lambda wildcards: checkpoint_dir(wildcards.model, wildcards.step),
+        train="results/corpus/train.parquet",
+        eval="results/corpus/eval.parquet",
+    output:
+        # One backbone pass per token for the whole sweep; deleted after the sweep unless
+        # rank_heads.keep_cache is set.
+        cache=cache_output("results/rank_heads/{model}/step{step}/cache"),
+        original="results/rank_heads/{model}/step{step}/original.json",
+    log:
+        "logs/rank_heads/{model}/step{step}/cache.log",
+    benchmark:
+        "benchmarks/rank_heads/{model}/step{step}/cache.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: RANK_HEADS["threads"]
+    resources:
+        mem_mb=RANK_HEADS["mem_mb"],
+        runtime=RANK_HEADS["runtime"],
+        gpu=RANK_HEADS["gpu"],
+    params:
+        cache={
+            k: RANK_HEADS[k]
+            for k in (
+                "train_tokens",
+                "sequence_length",
+                "batch_size",
+                "shard_tokens",
+                "chunk_tokens",
+                "dtype",
+                "cache_dtype",
+                "device",
+            )
+        },
+        allow_pickle=CKPT["allow_pickle"],
+    script:
+        "../scripts/feature_cache.py"
+
+
+rule rank_head:
+    input:
+        cache="results/rank_heads/{model}/step{step}/cache",
+        original="results/rank_heads/{model}/step{step}/original.json",
+    output:
+        "results/rank_heads/{model}/step{step}/r{rank}.parquet",
+    log:
+        "logs/rank_heads/{model}/step{step}/r{rank}.log",
+    benchmark:
+        "benchmarks/rank_heads/{model}/step{step}/r{rank}.tsv"
+    conda:
+        "../envs/torch.yaml"
+    threads: RANK_HEADS["threads"]
+    resources:
+        mem_mb=RANK_HEADS["mem_mb"],
+        runtime=RANK_HEADS["runtime"],
+        gpu=RANK_HEADS["gpu"],
+    params:
+        setup={k: RANK_HEADS[k] for k in HEAD_TRAINING_KEYS} | {"seed": config["seed"]},
+        device=RANK_HEADS["device"],
+    script:
+        "../scripts/rank_head.py"
+
+
+rule aggregate_rank_heads:
+    input:
+        heads=[
+            f"results/rank_heads/{b['model']}/step{b['step']}/r{r}.parquet"
+            for b in BACKBONES
+            for r in RANK_SWEEP
+        ],
+        originals=[
+            f"results/rank_heads/{b['model']}/step{b['step']}/original.json"
+            for b in BACKBONES
+        ],
+    output:
+        "results/tables/rank_heads.parquet",
+    log:
+        "logs/tables/aggregate_rank_heads.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    script:
+        "../scripts/aggregate_rank_heads.py"

@@ -1,0 +1,18 @@
+"""Cache a frozen backbone's head inputs (Snakemake entry point)."""
+
+from saturation import logs
+from saturation.heads import cache_features
+
+progress = logs.to_file(snakemake.log[0])
+cache_features(
+    snakemake.input.checkpoint,
+    snakemake.input.train,
+    snakemake.input.eval,
+    snakemake.output.cache,
+    snakemake.output.original,
+    backbone=snakemake.wildcards.model,
+    step=int(snakemake.wildcards.step),
+    cache=snakemake.params.cache,
+    allow_pickle=snakemake.params.allow_pickle,
+    threads=snakemake.threads,
+)

@@ -1,0 +1,419 @@
+"""Rank-constrained LM heads on frozen models (the paper's Fig 6).
+
+The frozen model's final hidden states (the head's input) are computed once per backbone and
+cached in shards; every head of the sweep trains from that cache, so the sweep costs one
+backbone forward pass per token, not one per rank. A head of rank r is W = A B with
+A in R^{V x r}, B in R^{r x d}; its V-sized logits exist one chunk of tokens at a time.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from safetensors.torch import load_file, save_file
+
+from saturation.io import write_json, write_parquet
+
+log = logging.getLogger(__name__)
+
+CACHE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+# --- the feature cache ---------------------------------------------------------------------
+
+
+def next_token_pairs(docs: list[np.ndarray], sequence_length: int):
+    """The sequences a feature pass runs on; each sequence of n tokens gives n - 1
+    (feature, next token) pairs."""
+    from saturation.metrics import chunk_documents
+
+    return chunk_documents(docs, sequence_length)
+
+
+@torch.inference_mode()
+def head_inputs(model, seqs, batch_size, device):
+    """Yield (features, next-token targets) batch by batch: the head's input (the base
+    model's last hidden state, after the final norm) at every position that has a next
+    token. The V-sized logits are never computed."""
+    base = model.base_model
+    for start in range(0, len(seqs), batch_size):
+        batch = seqs[start : start + batch_size]
+        width = max(len(s) for s in batch)
+        ids = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.bool)
+        for i, s in enumerate(batch):
+            ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
+            mask[i, : len(s)] = True
+        ids, mask = ids.to(device), mask.to(device)
+        h = base(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        valid = mask[:, 1:]
+        yield h[:, :-1][valid], ids[:, 1:][valid]
+
+
+def build_cache(
+    model,
+    splits: dict[str, list[np.ndarray]],
+    out_dir,
+    sequence_length,
+    batch_size,
+    shard_tokens,
+    dtype,
+    device="cpu",
+) -> dict:
+    """Write ``{split}_{k:05d}.safetensors`` shards (``features``, ``targets``) to out_dir."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    counts = {}
+    for split, docs in splits.items():
+        buf_h, buf_t, n_buf, shard, total = [], [], 0, 0, 0
+
+        def flush():
+            nonlocal buf_h, buf_t, n_buf, shard
+            if n_buf:
+                save_file(
+                    {
+                        "features": torch.cat(buf_h).to("cpu", CACHE_DTYPES[dtype]).contiguous(),
+                        "targets": torch.cat(buf_t).to("cpu", torch.int32).contiguous(),
+                    },
+                    str(out_dir / f"{split}_{shard:05d}.safetensors"),
+                )
+                shard += 1
+            buf_h, buf_t, n_buf = [], [], 0
+
+        for h, t in head_inputs(model, next_token_pairs(docs, sequence_length), batch_size, device):
+            buf_h.append(h)
+            buf_t.append(t)
+            n_buf += len(t)
+            total += len(t)
+            if n_buf >= shard_tokens:
+                flush()
+        flush()
+        counts[split] = total
+        log.info("cached %d %s feature vectors", total, split)
+    return counts
+
+
+def load_cache(cache_dir, split: str, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    shards = sorted(Path(cache_dir).glob(f"{split}_*.safetensors"))
+    if not shards:
+        raise FileNotFoundError(f"no {split} shards in the feature cache {cache_dir}")
+    parts = [load_file(str(p)) for p in shards]
+    features = torch.cat([p["features"] for p in parts]).to(device, torch.float32)
+    targets = torch.cat([p["targets"] for p in parts]).to(device, torch.long)
+    return features, targets
+
+
+# --- heads and the chunked loss ------------------------------------------------------------
+
+
+class RankHead(torch.nn.Module):
+    """W = A B with A in R^{V x r}, B in R^{r x d}.
+
+    Initialisation: entries N(0, 1), scaled by 1/sqrt(d) for B and 1/sqrt(r) for A, so a unit
+    -variance feature of norm ~sqrt(d) (a layer-norm output) gives logits of variance ~1
+    whatever r and d.
+    """
+
+    def __init__(self, d: int, vocab: int, rank: int, generator: torch.Generator):
+        super().__init__()
+        self.B = torch.nn.Parameter(torch.randn(rank, d, generator=generator) / math.sqrt(d))
+        self.A = torch.nn.Parameter(torch.randn(vocab, rank, generator=generator) / math.sqrt(rank))
+
+    def forward(self, h):
+        return (h @ self.B.T) @ self.A.T
+
+
+class FullHead(torch.nn.Module):
+    """An unconstrained V x d head, initialised N(0, 1/d): the full-rank control."""
+
+    def __init__(self, d: int, vocab: int, generator: torch.Generator):
+        super().__init__()
+        self.W = torch.nn.Parameter(torch.randn(vocab, d, generator=generator) / math.sqrt(d))
+
+    def forward(self, h):
+        return h @ self.W.T
+
+
+def chunked_cross_entropy(
+    head, features, targets, chunk_tokens: int, backward_scale=None, count_correct=True
+):
+    """Sum of token NLLs and of correct top-1 predictions, one chunk of logits at a time.
+
+    With ``backward_scale`` set, each chunk's loss * scale is back-propagated as soon as it
+    is computed, so the gradient of the whole batch accumulates without the batch's
+    (tokens x V) logits ever existing at once.
+    """
+    total = torch.zeros((), dtype=torch.float64, device=features.device)
+    correct = 0
+    for start in range(0, len(targets), chunk_tokens):
+        h = features[start : start + chunk_tokens]
+        t = targets[start : start + chunk_tokens]
+        logits = head(h)
+        nll = torch.nn.functional.cross_entropy(logits.float(), t, reduction="sum")
+        if backward_scale is not None:
+            (nll * backward_scale).backward()
+        total += nll.detach().double()
+        if count_correct:
+            correct += int((logits.detach().argmax(dim=1) == t).sum())
+    return total, correct
+
+
+@torch.no_grad()
+def evaluate(head, features, targets, chunk_tokens):
+    nll, correct = chunked_cross_entropy(head, features, targets, chunk_tokens)
+    return float(nll) / len(targets), correct / len(targets)
+
+
+# --- training ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadTraining:
+    steps: int
+    batch_tokens: int
+    lr_base: float
+    lr_reference_params: int
+    lr_exponent: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    chunk_tokens: int
+    seed: int
+
+    def learning_rate(self, trainable_params: int) -> float:
+        """lr = lr_base * (lr_reference_params / trainable_params) ** lr_exponent."""
+        return self.lr_base * (self.lr_reference_params / trainable_params) ** self.lr_exponent
+
+
+def cosine(step, total, warmup, min_ratio):
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def train_head(
+    rank: int | None,
+    vocab: int,
+    train,
+    evaluation,
+    setup: HeadTraining,
+    device="cpu",
+    progress_file=None,
+) -> dict:
+    """Train one head from the cache: ``rank`` an int, or None for the full-rank control.
+
+    AdamW on the head only, linear warm-up then cosine decay, batches drawn from the cached
+    training features by a seeded permutation; deterministic on CPU.
+    """
+    from tqdm import tqdm
+
+    features, targets = train
+    d = features.shape[1]
+    generator = torch.Generator().manual_seed(setup.seed)
+    head = (
+        FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
+    ).to(device)
+    n_params = sum(p.numel() for p in head.parameters())
+    lr = setup.learning_rate(n_params)
+    optimizer = torch.optim.AdamW(
+        head.parameters(), lr=lr, weight_decay=setup.weight_decay, betas=(0.9, 0.95), foreach=True
+    )
+    rng = np.random.default_rng(setup.seed)
+    order, cursor = rng.permutation(len(targets)), 0
+    batch = min(setup.batch_tokens, len(targets))
+    for step in tqdm(
+        range(setup.steps), desc=f"rank {rank or 'full'}", file=progress_file, mininterval=10
+    ):
+        if cursor + batch > len(order):
+            order, cursor = rng.permutation(len(targets)), 0
+        idx = torch.from_numpy(order[cursor : cursor + batch]).to(features.device)
+        cursor += batch
+        for group in optimizer.param_groups:
+            group["lr"] = lr * cosine(step, setup.steps, setup.warmup_steps, setup.min_lr_ratio)
+        chunked_cross_entropy(
+            head, features[idx], targets[idx], setup.chunk_tokens, 1.0 / batch, count_correct=False
+        )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    loss, accuracy = evaluate(head, *evaluation, setup.chunk_tokens)
+    return {
+        "trainable_params": n_params,
+        "training_tokens": setup.steps * batch,
+        "steps": setup.steps,
+        "lr": lr,
+        "eval_loss": loss,
+        "eval_accuracy": accuracy,
+    }
+
+
+RANK_HEADS_SCHEMA = pa.schema(
+    [
+        ("backbone", pa.string()),
+        ("step", pa.int64()),
+        ("head", pa.string()),  # rank | full | original
+        ("r", pa.int64()),
+        ("hidden_size", pa.int64()),
+        ("vocab_size", pa.int64()),
+        ("trainable_params", pa.int64()),
+        ("training_tokens", pa.int64()),
+        ("steps", pa.int64()),
+        ("lr", pa.float64()),
+        ("eval_loss", pa.float64()),
+        ("eval_accuracy", pa.float64()),
+    ]
+)
+
+
+# --- Snakemake-facing wrappers -------------------------------------------------------------
+
+
+def cache_features(
+    checkpoint_dir,
+    train_path,
+    eval_path,
+    out_dir,
+    out_original,
+    backbone,
+    step,
+    cache: dict,
+    allow_pickle,
+    threads,
+    progress_file=None,
+) -> None:
+    """Cache the backbone's head inputs for the train and eval splits, and score the
+    original head on the eval features (the reference line of Fig 6)."""
+    from saturation.checkpoints import load_model
+    from saturation.corpus import read_tokens
+
+    torch.set_num_threads(threads)
+    device = cache["device"]
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = load_model(
+        checkpoint_dir, allow_pickle, dtype=getattr(torch, cache["dtype"]), device=device
+    )
+    train_docs = read_tokens(train_path)
+    # The first train_tokens tokens of the training split, cut at a document boundary or
+    # mid-document: the sample is fixed by the config alone.
+    kept, total = [], 0
+    for doc in train_docs:
+        kept.append(doc[: cache["train_tokens"] - total])
+        total += len(kept[-1])
+        if total >= cache["train_tokens"]:
+            break
+    counts = build_cache(
+        model,
+        {"train": kept, "eval": read_tokens(eval_path)},
+        out_dir,
+        cache["sequence_length"],
+        cache["batch_size"],
+        cache["shard_tokens"],
+        cache["cache_dtype"],
+        device,
+    )
+    head = model.get_output_embeddings()
+    feats, targets = load_cache(out_dir, "eval", device)
+    loss, accuracy = evaluate(
+        lambda h: head(h.to(head.weight.dtype)), feats, targets, cache["chunk_tokens"]
+    )
+    write_json(
+        {
+            "backbone": backbone,
+            "step": step,
+            "eval_loss": loss,
+            "eval_accuracy": accuracy,
+            "hidden_size": model.config.hidden_size,
+            "vocab_size": head.weight.shape[0],
+            "cached_tokens": counts,
+        },
+        out_original,
+    )
+
+
+def train_rank_head(
+    cache_dir,
+    original_json,
+    rank: str,
+    backbone,
+    step,
+    setup: dict,
+    device,
+    threads,
+    out_path,
+    progress_file=None,
+):
+    from saturation.io import read_json
+
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    info = read_json(original_json)
+    d, vocab = info["hidden_size"], info["vocab_size"]
+    r = None if rank == "full" else int(rank)
+    if r is not None and r > min(d, vocab):
+        raise ValueError(f"rank {r} exceeds min(hidden size {d}, vocabulary {vocab}) of {backbone}")
+    result = train_head(
+        r,
+        vocab,
+        load_cache(cache_dir, "train", device),
+        load_cache(cache_dir, "eval", device),
+        HeadTraining(**setup),
+        device,
+        progress_file,
+    )
+    row = {
+        "backbone": backbone,
+        "step": step,
+        "head": "rank" if r else "full",
+        "r": r or min(d, vocab),
+        "hidden_size": d,
+        "vocab_size": vocab,
+        **result,
+    }
+    log.info("%s", row)
+    write_parquet(pa.Table.from_pylist([row], schema=RANK_HEADS_SCHEMA), out_path)
+
+
+def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
+    import pyarrow.parquet as pq
+
+    from saturation.io import read_json
+
+    rows = [r for p in head_paths for r in pq.read_table(p, schema=RANK_HEADS_SCHEMA).to_pylist()]
+    for p in original_paths:
+        info = read_json(p)
+        d, v = info["hidden_size"], info["vocab_size"]
+        rows.append(
+            {
+                "backbone": info["backbone"],
+                "step": info["step"],
+                "head": "original",
+                "r": min(d, v),
+                "hidden_size": d,
+                "vocab_size": v,
+                "trainable_params": 0,
+                "training_tokens": 0,
+                "steps": 0,
+                "lr": 0.0,
+                "eval_loss": info["eval_loss"],
+                "eval_accuracy": info["eval_accuracy"],
+            }
+        )
+    table = pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA)
+    table = table.sort_by(
+        [
+            ("backbone", "ascending"),
+            ("step", "ascending"),
+            ("head", "ascending"),
+            ("r", "ascending"),
+        ]
+    )
+    write_parquet(table, out_path)

@@ -1,0 +1,160 @@
+"""Rank-constrained heads: the feature cache, the chunked loss, and a planted-rank teacher."""
+
+import numpy as np
+import pytest
+import torch
+
+from saturation.heads import (
+    FullHead,
+    HeadTraining,
+    RankHead,
+    build_cache,
+    chunked_cross_entropy,
+    evaluate,
+    load_cache,
+    train_head,
+)
+from saturation.training import MiniModel, gpt_neox_config
+
+
+def tiny_model():
+    from transformers import GPTNeoXForCausalLM
+
+    torch.manual_seed(0)
+    spec = MiniModel(
+        "t", hidden_size=16, num_layers=1, num_heads=2, vocab_size=20, sequence_length=16
+    )
+    return GPTNeoXForCausalLM(gpt_neox_config(spec)).eval()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cache_round_trips_exactly(tmp_path, dtype):
+    model = tiny_model()
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 20, n).astype(np.int32) for n in (16, 40, 3, 9)]
+    counts = build_cache(model, {"eval": docs}, tmp_path, 16, 2, shard_tokens=10, dtype=dtype)
+    feats, targets = load_cache(tmp_path, "eval")
+    assert counts["eval"] == len(targets) == sum(len(d) - 1 for d in docs) - 2  # 40 -> 16+16+8
+    assert len(list(tmp_path.glob("eval_*.safetensors"))) > 1  # really sharded
+    # Reference: the head's input from a plain forward pass, sequence by sequence.
+    expected_h, expected_t = [], []
+    with torch.no_grad():
+        for doc in docs:
+            for s in range(0, len(doc), 16):
+                piece = torch.from_numpy(doc[s : s + 16].astype(np.int64))[None]
+                if piece.shape[1] < 2:
+                    continue
+                h = model.gpt_neox(input_ids=piece).last_hidden_state[0, :-1]
+                expected_h.append(h)
+                expected_t.append(piece[0, 1:])
+    ref = torch.cat(expected_h).to(getattr(torch, dtype)).float()
+    assert torch.equal(targets, torch.cat(expected_t))
+    torch.testing.assert_close(feats, ref, rtol=0, atol=1e-6)
+    # The cached features through the original head give the model's own logits.
+    logits = model.get_output_embeddings()(feats)
+    assert logits.shape == (len(targets), 20)
+
+
+def test_chunked_cross_entropy_equals_unchunked():
+    g = torch.Generator().manual_seed(0)
+    head = RankHead(d=32, vocab=500, rank=8, generator=g)
+    h = torch.randn(1000, 32, generator=g)
+    t = torch.randint(0, 500, (1000,), generator=g)
+    full = torch.nn.functional.cross_entropy(head(h), t, reduction="sum")
+    full.backward()
+    grads = [p.grad.clone() for p in head.parameters()]
+    head.zero_grad()
+    total, correct = chunked_cross_entropy(head, h, t, chunk_tokens=77, backward_scale=1.0)
+    assert float(total) == pytest.approx(full.item(), rel=1e-6)
+    for p, ref in zip(head.parameters(), grads, strict=True):
+        torch.testing.assert_close(p.grad, ref, rtol=1e-4, atol=1e-5)
+    assert correct == int((head(h).argmax(1) == t).sum())
+
+
+def planted_teacher(n, d, vocab, k, seed, feature_seed=None):
+    """Features x ~ N(0, I_d); teacher logits x W^T with W of rank k (fixed by ``seed``);
+    targets sampled from the teacher. Returns the sample and the teacher's mean entropy,
+    the loss a perfect head reaches."""
+    g = torch.Generator().manual_seed(seed)
+    w = 1.5 * (torch.randn(vocab, k, generator=g) @ torch.randn(k, d, generator=g)) / np.sqrt(k)
+    if feature_seed is not None:
+        g = torch.Generator().manual_seed(feature_seed)
+    x = torch.randn(n, d, generator=g)
+    p = torch.softmax(x @ w.T, dim=1)
+    t = torch.multinomial(p, 1, generator=g)[:, 0]
+    entropy = float(-(p * torch.log(p)).sum(1).mean())
+    return x, t, entropy
+
+
+def test_sweep_shows_the_cliff_at_the_planted_rank():
+    d, vocab, k = 32, 64, 6
+    train = planted_teacher(40000, d, vocab, k, seed=1)[:2]
+    xev, tev, entropy = planted_teacher(20000, d, vocab, k, seed=1, feature_seed=2)
+    setup = HeadTraining(
+        steps=600,
+        batch_tokens=2048,
+        lr_base=0.02,
+        lr_reference_params=1000,
+        lr_exponent=0.3,
+        warmup_steps=20,
+        min_lr_ratio=0.05,
+        weight_decay=0.0,
+        chunk_tokens=1024,
+        seed=0,
+    )
+    loss = {
+        r: train_head(r, vocab, train, (xev, tev), setup)["eval_loss"] for r in (2, 4, 6, 8, 16)
+    }
+    for r in (6, 8, 16):  # at and above the planted rank: the teacher's entropy
+        assert loss[r] - entropy < 0.03, (r, loss, entropy)
+    assert loss[4] - entropy > 0.08 and loss[2] - entropy > 0.3  # below it: clearly above
+    assert loss[2] > loss[4] > loss[6]
+    control = train_head(None, vocab, train, (xev, tev), setup)
+    assert control["trainable_params"] == vocab * d
+    # The unconstrained control has 64 x 32 weights to fit from the same 600 steps.
+    assert control["eval_loss"] - entropy < 0.1 and control["eval_loss"] < loss[4]
+    assert 0.0 <= control["eval_accuracy"] <= 1.0
+
+
+def test_training_is_deterministic():
+    x, t, _ = planted_teacher(3000, 8, 16, 2, seed=0)
+    setup = HeadTraining(
+        steps=20,
+        batch_tokens=256,
+        lr_base=0.01,
+        lr_reference_params=100,
+        lr_exponent=0.5,
+        warmup_steps=2,
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        chunk_tokens=100,
+        seed=3,
+    )
+    assert train_head(3, 16, (x, t), (x, t), setup) == train_head(3, 16, (x, t), (x, t), setup)
+
+
+def test_learning_rate_rule():
+    setup = HeadTraining(
+        steps=1,
+        batch_tokens=1,
+        lr_base=0.01,
+        lr_reference_params=10000,
+        lr_exponent=0.5,
+        warmup_steps=0,
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        chunk_tokens=1,
+        seed=0,
+    )
+    assert setup.learning_rate(10000) == pytest.approx(0.01)
+    assert setup.learning_rate(40000) == pytest.approx(0.005)
+
+
+def test_evaluate_matches_direct_loss():
+    g = torch.Generator().manual_seed(5)
+    head = FullHead(8, 30, g)
+    h, t = torch.randn(500, 8, generator=g), torch.randint(0, 30, (500,), generator=g)
+    loss, acc = evaluate(head, h, t, chunk_tokens=64)
+    with torch.no_grad():
+        assert loss == pytest.approx(torch.nn.functional.cross_entropy(head(h), t).item(), rel=1e-6)
+        assert acc == pytest.approx((head(h).argmax(1) == t).float().mean().item())
