@@ -56,6 +56,16 @@ def head_inputs(model, seqs, batch_size, device):
         yield h[:, :-1][valid], ids[:, 1:][valid]
 
 
+def write_shard(path, features: list, targets: list, dtype: str) -> None:
+    save_file(
+        {
+            "features": torch.cat(features).to("cpu", CACHE_DTYPES[dtype]).contiguous(),
+            "targets": torch.cat(targets).to("cpu", torch.int32).contiguous(),
+        },
+        str(path),
+    )
+
+
 def build_cache(
     model,
     splits: dict[str, list[np.ndarray]],
@@ -71,29 +81,18 @@ def build_cache(
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, docs in splits.items():
-        buf_h, buf_t, n_buf, shard, total = [], [], 0, 0, 0
-
-        def flush():
-            nonlocal buf_h, buf_t, n_buf, shard
-            if n_buf:
-                save_file(
-                    {
-                        "features": torch.cat(buf_h).to("cpu", CACHE_DTYPES[dtype]).contiguous(),
-                        "targets": torch.cat(buf_t).to("cpu", torch.int32).contiguous(),
-                    },
-                    str(out_dir / f"{split}_{shard:05d}.safetensors"),
-                )
-                shard += 1
-            buf_h, buf_t, n_buf = [], [], 0
-
-        for h, t in head_inputs(model, next_token_pairs(docs, sequence_length), batch_size, device):
-            buf_h.append(h)
-            buf_t.append(t)
+        hs, ts, n_buf, shard, total = [], [], 0, 0, 0
+        pairs = head_inputs(model, next_token_pairs(docs, sequence_length), batch_size, device)
+        for h, t in pairs:
+            hs.append(h)
+            ts.append(t)
             n_buf += len(t)
             total += len(t)
             if n_buf >= shard_tokens:
-                flush()
-        flush()
+                write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, dtype)
+                hs, ts, n_buf, shard = [], [], 0, shard + 1
+        if n_buf:
+            write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, dtype)
         counts[split] = total
         log.info("cached %d %s feature vectors", total, split)
     return counts
