@@ -14,6 +14,7 @@ include: "rules/corpus.smk"
 include: "rules/checkpoints.smk"
 include: "rules/metrics.smk"
 include: "rules/rank_heads.smk"
+include: "rules/ngrams.smk"
 include: "rules/figures.smk"
 
 

@@ -22,6 +22,9 @@ except ConfigError as exc:
 CORPUS = config["corpus"]
 CKPT = config["checkpoints"]
 METRICS = config["metrics"]
+NGRAMS = config["ngrams"]
+NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
+NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"
 LANGUAGE_META = "results/corpus/synthetic_language.json"
 SCHEDULE = CKPT["schedule"]
@@ -48,6 +51,7 @@ wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     step=r"\d+",
     rank=r"\d+|full",
+    corpus="|".join(map(re.escape, NGRAM_CORPORA)),
     split="train|eval",
 
 
@@ -123,12 +127,55 @@ def cache_output(path):
     return directory(path) if RANK_HEADS["keep_cache"] else temp(directory(path))
 
 
+def ngram_tokens(wildcards):
+    """The tokens of an n-gram corpus: the workflow's training split, or its own sample."""
+    if NGRAM_ENTRIES[wildcards.corpus]["source"] == "workflow":
+        return {
+            "tokens": "results/corpus/train.parquet",
+            "meta": "results/corpus/train.json",
+        }
+    return {
+        "tokens": f"results/ngrams/{wildcards.corpus}/tokens.parquet",
+        "meta": f"results/ngrams/{wildcards.corpus}/tokens.json",
+    }
+
+
+def ngram_tokenizer(name):
+    entry = NGRAM_ENTRIES[name]
+    if entry["source"] == "workflow":
+        return CORPUS["tokenizer"] or "synthetic"
+    return entry["tokenizer"]
+
+
+def ngram_corpus_params(name):
+    entry = NGRAM_ENTRIES[name]
+    params = {
+        "source": entry["source"],
+        "split": "train",
+        "n_tokens": entry["n_tokens"],
+        "seed": config["seed"],
+        "tokenizer": entry["tokenizer"],
+        "eval_fraction": 0.0,  # every document counts
+        "max_document_tokens": None,
+    }
+    params[entry["source"]] = entry[entry["source"]]
+    return params
+
+
+def ngram_corpus_inputs(wildcards):
+    entry = NGRAM_ENTRIES[wildcards.corpus]
+    if entry["source"] == "local":
+        return {"documents": entry["local"]["paths"]}
+    return {}
+
+
 TABLES = {
     "metrics": "results/tables/checkpoint_metrics.parquet",
     "spectra": "results/tables/spectra.parquet",
     "saturation": "results/tables/saturation.parquet",
     "fit": "results/tables/scaling_fit.parquet",
     "rank_heads": "results/tables/rank_heads.parquet",
+    "ngram_spectra": "results/tables/ngram_spectra.parquet",
 }
 
 # Each figure and the tables it draws from.
@@ -140,6 +187,8 @@ FIGURES = {
     "fig4_head_spectrum": ["metrics", "spectra"],
     "fig5_singular_entropy": ["metrics"],
     "fig6_rank_heads": ["metrics", "rank_heads"],
+    "fig7_w_error": ["metrics", "ngram_spectra"],
+    "fig8_loss_vs_w_error": ["metrics", "rank_heads", "ngram_spectra"],
 }
 FIGURE_GROUPS = {
     "fig1a_loss": "Loss and saturation",
@@ -149,6 +198,8 @@ FIGURE_GROUPS = {
     "fig4_head_spectrum": "LM-head spectrum",
     "fig5_singular_entropy": "LM-head spectrum",
     "fig6_rank_heads": "Rank-constrained heads",
+    "fig7_w_error": "n-gram spectra",
+    "fig8_loss_vs_w_error": "n-gram spectra",
 }
 
 

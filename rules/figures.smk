@@ -25,5 +25,6 @@ for fig, needs in FIGURES.items():
         params:
             figure=fig,
             style=config["figures"],
+            link=NGRAMS["link"] if fig == "fig8_loss_vs_w_error" else None,
         script:
             "../scripts/figure.py"

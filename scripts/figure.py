@@ -10,4 +10,5 @@ draw(
     snakemake.params.style,
     snakemake.output.png,
     snakemake.output.pdf,
+    link=snakemake.params.link,
 )

@@ -115,6 +115,7 @@ def check_semantics(config: dict) -> None:
             )
     check_scaling(config, models)
     check_rank_heads(config, models)
+    check_ngrams(config)
 
 
 def check_scaling(config: dict, models: list[str]) -> None:
@@ -174,6 +175,18 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
                 f"backbone {b['model']} (hidden size {hidden[b['model']]}"
                 + (f", vocabulary {vocab})" if vocab else ")")
             )
+
+
+def check_ngrams(config: dict) -> None:
+    ngrams = config["ngrams"]
+    names = [c["name"] for c in ngrams["corpora"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"config key 'ngrams.corpora': duplicate names {dup}")
+    if ngrams["link"] not in names:
+        raise ConfigError(
+            f"config key 'ngrams.link': {ngrams['link']!r} is not one of ngrams.corpora {names}"
+        )
 
 
 def model_name(repo_id: str) -> str:

@@ -346,7 +346,66 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     style.save(fig, png, pdf)
 
 
-def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
+def fig7_w_error(spectra, style, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    groups = list(spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
+    cmap = plt.get_cmap("tab10")
+    for i, ((corpus, tokenizer, n), g) in enumerate(groups):
+        g = g[g.d > 0].sort_values("d")
+        first = g.iloc[0]
+        ax.plot(
+            g.d,
+            g.w_error,
+            lw=1.5,
+            color=cmap(i % 10),
+            label=f"{corpus} ({tokenizer}; C = {human(first.C)}, V = {first.V})",
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("rank d")
+    ax.set_ylabel(r"W-error $\|W - W_d\|_F / \|W\|_F$")
+    ax.set_ylim(0, 1.02)
+    n = groups[0][0][2] if groups else 0
+    ax.set_title(f"Best rank-d approximation of {n}-gram next-token matrices")
+    ax.legend(fontsize="small")
+    style.save(fig, png, pdf)
+
+
+def fig8_loss_vs_w_error(heads, spectra, link, style, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    err = spectra[spectra.corpus == link].set_index("d").w_error
+    for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
+        g = g[(g["head"] == "rank") & g.r.isin(err.index)].sort_values("r")
+        x = err.loc[g.r].to_numpy()
+        ax.plot(
+            x,
+            g.eval_loss,
+            marker="o",
+            ms=4,
+            lw=1.3,
+            color=style.color(backbone),
+            label=f"{backbone} @ {step}",
+        )
+        for xi, yi, r in zip(x, g.eval_loss, g.r, strict=True):
+            ax.annotate(
+                f"r={r}",
+                (xi, yi),
+                textcoords="offset points",
+                xytext=(4, 3),
+                fontsize="x-small",
+                color="0.35",
+            )
+    ax.set_xlabel(f"W-error at d = r ({link})")
+    ax.set_ylabel("rank-r head evaluation loss")
+    ax.set_title("Rank-constrained head loss against the n-gram W-error")
+    ax.legend(fontsize="small")
+    style.save(fig, png, pdf)
+
+
+def draw(
+    figure: str, inputs: dict, style: dict, png: str, pdf: str, link: str | None = None
+) -> None:
     """Snakemake-facing dispatch: read the tables ``figure`` needs and draw it."""
     import json
 
@@ -377,6 +436,17 @@ def draw(figure: str, inputs: dict, style: dict, png: str, pdf: str) -> None:
         fig4_head_spectrum(pd.read_parquet(inputs["spectra"]), st, png, pdf)
     elif figure == "fig5_singular_entropy":
         fig5_singular_entropy(metrics, st, png, pdf)
+    elif figure == "fig7_w_error":
+        fig7_w_error(pd.read_parquet(inputs["ngram_spectra"]), st, png, pdf)
+    elif figure == "fig8_loss_vs_w_error":
+        fig8_loss_vs_w_error(
+            pd.read_parquet(inputs["rank_heads"]),
+            pd.read_parquet(inputs["ngram_spectra"]),
+            link,
+            st,
+            png,
+            pdf,
+        )
     elif figure == "fig6_rank_heads":
         fig6_rank_heads(pd.read_parquet(inputs["rank_heads"]), st, language, png, pdf)
     else:

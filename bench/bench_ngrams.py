@@ -1,0 +1,80 @@
+"""Benchmark of the n-gram stage: build throughput, peak memory and the time for the top
+1,000 singular values, on a 10M-token corpus.
+
+    python bench/bench_ngrams.py [--tokens 10000000] [--vocab 32000] [--k 1000]
+
+The corpus is generated here (no network): documents of 1,000 tokens from a Zipf-Markov
+source, next = (a * prev + z) mod V with z Zipf-distributed, so contexts repeat like text
+(a heavy head of frequent contexts, a long tail of distinct ones).
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from saturation.ngrams import next_token_matrix, top_singular_values, w_error  # noqa: E402
+
+
+def zipf_markov(n_tokens, vocab, doc_len=1000, seed=0):
+    rng = np.random.default_rng(seed)
+    ranks = np.arange(1, vocab + 1)
+    p = ranks**-1.1 / (ranks**-1.1).sum()
+    z = rng.choice(vocab, size=n_tokens, p=p)
+    tokens = np.empty(n_tokens, dtype=np.int64)
+    tokens[0] = z[0]
+    # A first-order chain, vectorised per document position.
+    docs = z.reshape(-1, doc_len).copy()
+    for t in range(1, doc_len):
+        docs[:, t] = (7919 * docs[:, t - 1] + z.reshape(-1, doc_len)[:, t]) % vocab
+    return [d.astype(np.int32) for d in docs]
+
+
+def rss_mb():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--tokens", type=int, default=10_000_000)
+    parser.add_argument("--vocab", type=int, default=32_000)
+    parser.add_argument("--n", type=int, default=5)
+    parser.add_argument("--k", type=int, default=1000)
+    args = parser.parse_args()
+    docs = zipf_markov(args.tokens, args.vocab)
+    base = rss_mb()
+    print(
+        f"corpus: {args.tokens} tokens, V = {args.vocab}, {len(docs)} documents "
+        f"(peak RSS so far {base:.0f} MB)"
+    )
+    t0 = time.perf_counter()
+    w, totals = next_token_matrix(docs, args.n, args.vocab)
+    t_build = time.perf_counter() - t0
+    print(
+        f"build: W {w.shape[0]} x {w.shape[1]}, {w.nnz} non-zeros, "
+        f"{t_build:.2f} s = {args.tokens / t_build / 1e6:.2f}M tokens/s; "
+        f"peak RSS {rss_mb():.0f} MB; W itself {(w.data.nbytes + w.indices.nbytes + w.indptr.nbytes) / 2**20:.0f} MB"
+    )
+    t1 = time.perf_counter()
+    sigma, method = top_singular_values(w, args.k)
+    t_svd = time.perf_counter() - t1
+    err = w_error(sigma, float((w.data**2).sum()))
+    print(
+        f"top {len(sigma)} singular values by {method}: {t_svd:.1f} s; peak RSS {rss_mb():.0f} MB"
+    )
+    print(
+        f"sigma_1 = {sigma[0]:.3f}, sigma_{len(sigma)} = {sigma[-1]:.4f}; "
+        f"W-error(10) = {err[10]:.4f}, W-error(100) = {err[100]:.4f}, W-error({len(sigma)}) = {err[-1]:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+rule ngram_corpus:
+    input:
+        unpack(ngram_corpus_inputs),
+    output:
+        tokens="results/ngrams/{corpus}/tokens.parquet",
+        meta="results/ngrams/{corpus}/tokens.json",
+    log:
+        "logs/ngrams/{corpus}/corpus.log",
+    benchmark:
+        "benchmarks/ngrams/{corpus}/corpus.tsv"
+    conda:
+        "../envs/corpus.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+        runtime=120,
+    params:
+        corpus=lambda wildcards: ngram_corpus_params(wildcards.corpus),
+    script:
+        "../scripts/sample_corpus.py"
+
+
+rule ngram_spectrum:
+    input:
+        unpack(ngram_tokens),
+    output:
+        "results/ngrams/{corpus}/spectrum.parquet",
+    log:
+        "logs/ngrams/{corpus}/spectrum.log",
+    benchmark:
+        "benchmarks/ngrams/{corpus}/spectrum.tsv"
+    conda:
+        "../envs/analysis.yaml"
+    threads: NGRAMS["threads"]
+    resources:
+        mem_mb=NGRAMS["mem_mb"],
+        runtime=NGRAMS["runtime"],
+    params:
+        spectrum={
+            k: NGRAMS[k] for k in ("n", "min_context_count", "top_k", "gram_max_dim")
+        },
+        tokenizer=lambda wildcards: ngram_tokenizer(wildcards.corpus),
+    script:
+        "../scripts/ngram_spectrum.py"
+
+
+rule aggregate_ngrams:
+    input:
+        expand("results/ngrams/{corpus}/spectrum.parquet", corpus=NGRAM_CORPORA),
+    output:
+        "results/tables/ngram_spectra.parquet",
+    log:
+        "logs/tables/aggregate_ngrams.log",
+    conda:
+        "../envs/analysis.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    script:
+        "../scripts/aggregate_ngrams.py"
