@@ -351,7 +351,7 @@ def fig7_w_error(spectra, style, png, pdf):
     ax = axes[0, 0]
     groups = list(spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
     cmap = plt.get_cmap("tab10")
-    for i, ((corpus, tokenizer, n), g) in enumerate(groups):
+    for i, ((corpus, tokenizer, _n), g) in enumerate(groups):
         g = g[g.d > 0].sort_values("d")
         first = g.iloc[0]
         ax.plot(
