@@ -4,7 +4,7 @@
     python bench/bench_ngrams.py [--tokens 10000000] [--vocab 32000] [--k 1000]
 
 The corpus is generated here (no network): documents of 1,000 tokens from a Zipf-Markov
-source, next = (a * prev + z) mod V with z Zipf-distributed, so contexts repeat like text
+source, next = (a * prev + z) mod V with z Zipf(2)-distributed, so contexts repeat like text
 (a heavy head of frequent contexts, a long tail of distinct ones).
 """
 
@@ -27,10 +27,8 @@ from saturation.ngrams import next_token_matrix, top_singular_values, w_error  #
 def zipf_markov(n_tokens, vocab, doc_len=1000, seed=0):
     rng = np.random.default_rng(seed)
     ranks = np.arange(1, vocab + 1)
-    p = ranks**-1.1 / (ranks**-1.1).sum()
+    p = ranks**-2.0 / (ranks**-2.0).sum()
     z = rng.choice(vocab, size=n_tokens, p=p)
-    tokens = np.empty(n_tokens, dtype=np.int64)
-    tokens[0] = z[0]
     # A first-order chain, vectorised per document position.
     docs = z.reshape(-1, doc_len).copy()
     for t in range(1, doc_len):

@@ -44,3 +44,34 @@ def run_snakemake(workdir, *args, timeout=900, env=None):
         timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+def copy_workflow(workdir: Path, config: Path | None = None) -> Path:
+    """A runnable copy of the workflow; ``config`` (a path) becomes its config/config.yaml."""
+    for name in ("Snakefile", "rules", "scripts", "envs", "config", "report", "profiles"):
+        src = ROOT / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    if config is not None:
+        shutil.copy(config, workdir / "config" / "config.yaml")
+    return workdir
+
+
+TINY = ROOT / "tests" / "config" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """A complete local run of the tiny configuration, shared by the tests that read it."""
+    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"), TINY)
+    result = run_snakemake(workdir, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def parquet_digests(workdir: Path) -> dict[str, str]:
+    import hashlib
+
+    return {
+        str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted((workdir / "results").rglob("*.parquet"))
+    }

@@ -2,30 +2,13 @@
 
 import json
 import re
-import shutil
 
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import ROOT, load_yaml, run_snakemake
+from conftest import copy_workflow, load_yaml, run_snakemake
 from saturation.checkpoints import load_model
 from saturation.corpus import CORPUS_SCHEMA
-
-
-def copy_workflow(workdir):
-    for name in ("Snakefile", "rules", "scripts", "envs", "config"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
-    return workdir
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    workdir = copy_workflow(tmp_path_factory.mktemp("tiny"))
-    shutil.copy(ROOT / "tests" / "config" / "tiny.yaml", workdir / "config" / "config.yaml")
-    result = run_snakemake(workdir, "--cores", "2")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return workdir
 
 
 def test_tiny_run_builds_corpus_and_checkpoints(tiny_run):
@@ -115,5 +98,5 @@ def test_tiny_run_sweeps_rank_heads(tiny_run):
     measured = metrics.query("model == 'tiny-d16' and step == 40 and metric == 'loss'").value.item()
     original = heads[heads["head"] == "original"].eval_loss.item()
     assert original == pytest.approx(measured, rel=1e-6)
-    assert not (tiny_run / "results/rank_heads/tiny-d16/step40/cache").exists()  # temp()
+    assert (tiny_run / "results/rank_heads/tiny-d16/step40/cache/train_00000.safetensors").exists()
     assert (tiny_run / "results/figures/fig6_rank_heads.png").stat().st_size > 1000
