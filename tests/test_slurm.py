@@ -4,6 +4,7 @@ tests/slurm/up.sh starts munged, slurmctld and slurmd (as root); their pids are 
 the end. Where SLURM cannot be brought up the test fails with the reason, never skips.
 """
 
+import re
 import subprocess
 import time
 
@@ -27,6 +28,8 @@ def slurm_cluster(tmp_path_factory):
 
 def test_tiny_config_through_slurm_gives_the_local_tables(slurm_cluster, tiny_run, tmp_path):
     workdir = copy_workflow(tmp_path, TINY)
+    controller_log = slurm_cluster / "slurmctld.log"
+    submitted_before = controller_log.read_text().count("_slurm_rpc_submit_batch_job")
     start = time.perf_counter()
     result = run_snakemake(
         workdir,
@@ -46,6 +49,11 @@ def test_tiny_config_through_slurm_gives_the_local_tables(slurm_cluster, tiny_ru
     wall = time.perf_counter() - start
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     print(f"SLURM run of the tiny config: {wall:.0f} s")
-    out = result.stdout + result.stderr
-    assert "Submitted" in out or "sbatch" in out  # the jobs really went through sbatch
+    # Every job really went through sbatch: the controller logged each submission, and
+    # the plugin kept each job's SLURM log.
+    log = result.stdout + result.stderr
+    n_jobs = int(re.search(r"^total\s+(\d+)$", log, re.M).group(1)) - 1  # less `all`
+    submitted = controller_log.read_text().count("_slurm_rpc_submit_batch_job") - submitted_before
+    assert submitted == n_jobs, (submitted, n_jobs)
+    assert len(list((workdir / ".snakemake" / "slurm_logs").rglob("*.log"))) == n_jobs
     assert parquet_digests(workdir) == parquet_digests(tiny_run)

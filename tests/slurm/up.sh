@@ -46,16 +46,20 @@ CONF
 chown munge:munge /run/munge 2>/dev/null || true
 if ! munge -n >/dev/null 2>&1; then
   [ -s /etc/munge/munge.key ] || { dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key 2>/dev/null; chown munge:munge /etc/munge/munge.key; chmod 400 /etc/munge/munge.key; }
-  su -s /bin/sh munge -c "/usr/sbin/munged --pid-file=$state/munged.pid" 2>/dev/null \
-    || /usr/sbin/munged --force --pid-file="$state/munged.pid"
+  /usr/sbin/munged --force --pid-file="$state/munged.pid"
 fi
 for _ in $(seq 20); do munge -n >/dev/null 2>&1 && break; sleep 0.5; done
 munge -n >/dev/null 2>&1 || { echo "munged did not start" >&2; exit 3; }
 
+if pgrep -x slurmctld >/dev/null || pgrep -x slurmd >/dev/null; then
+  echo "a SLURM daemon is already running on this machine; stop it first" >&2
+  exit 3
+fi
 /usr/sbin/slurmctld -c     # -c: a clean state, no jobs left from an earlier run
 /usr/sbin/slurmd
+alive() { [ -f "$state/$1.pid" ] && kill -0 "$(cat "$state/$1.pid")" 2>/dev/null; }
 for _ in $(seq 60); do
-  if sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
+  if alive slurmctld && alive slurmd && sinfo -h -o '%T' 2>/dev/null | grep -qE '^(idle|mixed|allocated)'; then
     for f in munged slurmctld slurmd; do [ -f "$state/$f.pid" ] && cat "$state/$f.pid"; done > "$state/pids"
     sinfo
     exit 0
