@@ -41,16 +41,11 @@ def head_inputs(model, seqs, batch_size, device):
     """Yield (features, next-token targets) batch by batch: the head's input (the base
     model's last hidden state, after the final norm) at every position that has a next
     token. The V-sized logits are never computed."""
+    from saturation.metrics import pad_batch
+
     base = model.base_model
     for start in range(0, len(seqs), batch_size):
-        batch = seqs[start : start + batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.zeros((len(batch), width), dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.bool)
-        for i, s in enumerate(batch):
-            ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
-            mask[i, : len(s)] = True
-        ids, mask = ids.to(device), mask.to(device)
+        ids, mask = pad_batch(seqs[start : start + batch_size], device)
         h = base(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         valid = mask[:, 1:]
         yield h[:, :-1][valid], ids[:, 1:][valid]

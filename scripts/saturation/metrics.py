@@ -170,6 +170,18 @@ def chunk_documents(docs: list[np.ndarray], sequence_length: int) -> list[np.nda
     return out
 
 
+def pad_batch(batch: list[np.ndarray], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded token ids and the mask of real positions. Causal models never let a
+    real position see the padding to its right."""
+    width = max(len(s) for s in batch)
+    ids = torch.zeros((len(batch), width), dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.bool)
+    for i, s in enumerate(batch):
+        ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
+        mask[i, : len(s)] = True
+    return ids.to(device), mask.to(device)
+
+
 class LayerTaps:
     """Forward hooks that stream each layer's hidden states into anisotropy accumulators.
 
@@ -243,14 +255,7 @@ def forward_metrics(
                 mininterval=10,
                 desc="measure",
             ):
-                batch = seqs[start : start + batch_size]
-                width = max(len(s) for s in batch)
-                ids = torch.zeros((len(batch), width), dtype=torch.long)
-                mask = torch.zeros((len(batch), width), dtype=torch.bool)
-                for i, s in enumerate(batch):
-                    ids[i, : len(s)] = torch.from_numpy(s.astype(np.int64))
-                    mask[i, : len(s)] = True
-                ids, mask = ids.to(device), mask.to(device)
+                ids, mask = pad_batch(seqs[start : start + batch_size], device)
                 taps.mask = mask
                 logits = model(input_ids=ids, attention_mask=mask.long()).logits
                 logits, target = logits[:, :-1], ids[:, 1:]

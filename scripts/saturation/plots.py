@@ -97,12 +97,11 @@ def log_steps(ax):
     ax.set_xlabel("training step")
 
 
-def fig1a_loss(metrics, style, floor, png, pdf):
-    fig, axes = style.figure()
-    ax = axes[0, 0]
-    loss = metric(metrics, "loss")
+def per_model_over_steps(ax, rows, style):
+    """One line per model of a metric over the training steps (step 0 has no place on a
+    log axis)."""
     for model in style.models():
-        g = loss[(loss.model == model) & (loss.step > 0)]
+        g = rows[(rows.model == model) & (rows.step > 0)]
         ax.plot(
             g.step,
             g.value,
@@ -112,6 +111,12 @@ def fig1a_loss(metrics, style, floor, png, pdf):
             color=style.color(model),
             label=label(style, model),
         )
+
+
+def fig1a_loss(metrics, style, floor, png, pdf):
+    fig, axes = style.figure()
+    ax = axes[0, 0]
+    per_model_over_steps(ax, metric(metrics, "loss"), style)
     floor_line(ax, floor)
     log_steps(ax)
     ax.set_ylabel("cross-entropy (nats / token)")
@@ -273,18 +278,7 @@ def fig4_head_spectrum(spectra, style, png, pdf):
 def fig5_singular_entropy(metrics, style, png, pdf):
     fig, axes = style.figure()
     ax = axes[0, 0]
-    ent = metric(metrics, "singular_entropy")
-    for model in style.models():
-        g = ent[(ent.model == model) & (ent.step > 0)]
-        ax.plot(
-            g.step,
-            g.value,
-            marker="o",
-            ms=2.5,
-            lw=1.3,
-            color=style.color(model),
-            label=label(style, model),
-        )
+    per_model_over_steps(ax, metric(metrics, "singular_entropy"), style)
     log_steps(ax)
     ax.set_ylabel(r"singular entropy KL($\hat\sigma$ ‖ uniform)")
     ax.set_title("Singular entropy of the LM head over training")
