@@ -75,3 +75,28 @@ def parquet_digests(workdir: Path) -> dict[str, str]:
         str(p.relative_to(workdir)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted((workdir / "results").rglob("*.parquet"))
     }
+
+
+def tiny_gpt_neox(hidden=16, layers=1, heads=2, vocab=20, context=16, seed=0):
+    """A small randomly initialised GPT-NeoX causal LM (untied head), in eval mode."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    from saturation.training import MiniModel, gpt_neox_config
+
+    torch.manual_seed(seed)
+    spec = MiniModel("t", hidden, layers, heads, vocab, context)
+    return GPTNeoXForCausalLM(gpt_neox_config(spec)).eval()
+
+
+FIGURES = [
+    "fig1a_loss",
+    "fig1b_scaling",
+    "fig2_anisotropy_layers",
+    "fig3_anisotropy_training",
+    "fig4_head_spectrum",
+    "fig5_singular_entropy",
+    "fig6_rank_heads",
+    "fig7_w_error",
+    "fig8_loss_vs_w_error",
+]

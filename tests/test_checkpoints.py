@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_gpt_neox
 from saturation.checkpoints import (
     CheckpointError,
     allow_patterns,
@@ -15,17 +16,10 @@ from saturation.checkpoints import (
     load_model,
     weights_files,
 )
-from saturation.training import MiniModel, gpt_neox_config
 
 
 def tiny_model():
-    from transformers import GPTNeoXForCausalLM
-
-    torch.manual_seed(0)
-    spec = MiniModel(
-        "t", hidden_size=8, num_layers=1, num_heads=1, vocab_size=16, sequence_length=8
-    )
-    return GPTNeoXForCausalLM(gpt_neox_config(spec))
+    return tiny_gpt_neox(hidden=8, heads=1, vocab=16, context=8)
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_gpt_neox
 from saturation.heads import (
     FullHead,
     HeadTraining,
@@ -14,17 +15,10 @@ from saturation.heads import (
     load_cache,
     train_head,
 )
-from saturation.training import MiniModel, gpt_neox_config
 
 
 def tiny_model():
-    from transformers import GPTNeoXForCausalLM
-
-    torch.manual_seed(0)
-    spec = MiniModel(
-        "t", hidden_size=16, num_layers=1, num_heads=2, vocab_size=20, sequence_length=16
-    )
-    return GPTNeoXForCausalLM(gpt_neox_config(spec)).eval()
+    return tiny_gpt_neox(hidden=16, heads=2, vocab=20, context=16)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])

@@ -9,6 +9,7 @@ import pytest
 import torch
 from scipy import stats
 
+from conftest import tiny_gpt_neox
 from saturation.metrics import (
     AnisotropyAccumulator,
     MetricError,
@@ -19,7 +20,6 @@ from saturation.metrics import (
     singular_values,
     spectrum_metrics,
 )
-from saturation.training import MiniModel, gpt_neox_config
 
 rng = np.random.default_rng(0)
 
@@ -106,13 +106,7 @@ def test_head_degenerate_cases():
 
 
 def tiny_model(seed=0, layers=2):
-    from transformers import GPTNeoXForCausalLM
-
-    torch.manual_seed(seed)
-    spec = MiniModel(
-        "t", hidden_size=16, num_layers=layers, num_heads=2, vocab_size=20, sequence_length=12
-    )
-    return GPTNeoXForCausalLM(gpt_neox_config(spec)).eval()
+    return tiny_gpt_neox(hidden=16, layers=layers, heads=2, vocab=20, context=12, seed=seed)
 
 
 def test_forward_metrics_against_a_hand_computation():

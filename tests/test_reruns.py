@@ -10,6 +10,7 @@ import time
 
 import yaml
 
+from conftest import FIGURES as ALL_FIGURES
 from conftest import SNAKEMAKE, TINY, copy_workflow, load_yaml, parquet_digests, run_snakemake
 
 
@@ -27,17 +28,7 @@ def planned(workdir, overlay: dict, tmp_path) -> dict[str, int]:
 
 
 TINY_CONFIG = load_yaml(TINY)
-FIGURES = {
-    "fig1a_loss",
-    "fig1b_scaling",
-    "fig2_anisotropy_layers",
-    "fig3_anisotropy_training",
-    "fig4_head_spectrum",
-    "fig5_singular_entropy",
-    "fig6_rank_heads",
-    "fig7_w_error",
-    "fig8_loss_vs_w_error",
-}
+FIGURES = set(ALL_FIGURES)
 
 
 def test_adding_a_rank_runs_only_that_head(tiny_run, tmp_path):

@@ -6,7 +6,7 @@ import re
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import copy_workflow, load_yaml, run_snakemake
+from conftest import FIGURES, copy_workflow, load_yaml, run_snakemake
 from saturation.checkpoints import load_model
 from saturation.corpus import CORPUS_SCHEMA
 
@@ -74,14 +74,7 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     assert spectra.groupby(["model", "step"]).size().to_dict()[("tiny-d16", 40)] == 16
     sat = pd.read_parquet(tiny_run / "results/tables/saturation.parquet")
     assert set(sat.role) == {"best", "final"} and len(sat) == 4
-    for fig in (
-        "fig1a_loss",
-        "fig1b_scaling",
-        "fig2_anisotropy_layers",
-        "fig3_anisotropy_training",
-        "fig4_head_spectrum",
-        "fig5_singular_entropy",
-    ):
+    for fig in FIGURES:
         for ext in ("png", "pdf"):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000
 
