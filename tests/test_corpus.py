@@ -92,29 +92,31 @@ def test_train_and_eval_streams_differ(tmp_path, language_file):
     assert train["tokens"] != evals["tokens"]
 
 
+WORDS = [
+    "the",
+    "cat",
+    "sat",
+    "on",
+    "a",
+    "mat",
+    "dog",
+    "ran",
+    "far",
+    "away",
+    "big",
+    "small",
+    "red",
+    "blue",
+]
+
+
 @pytest.fixture
 def tokenizer_dir(tmp_path):
     """A word-level tokenizer built here, saved as a Hugging Face tokenizer directory."""
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    words = [
-        "the",
-        "cat",
-        "sat",
-        "on",
-        "a",
-        "mat",
-        "dog",
-        "ran",
-        "far",
-        "away",
-        "big",
-        "small",
-        "red",
-        "blue",
-    ]
-    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(words)}}
+    vocab = {"[UNK]": 0, **{w: i + 1 for i, w in enumerate(WORDS)}}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     path = tmp_path / "tokenizer"
@@ -124,23 +126,7 @@ def tokenizer_dir(tmp_path):
 
 def make_texts(n):
     rng = np.random.default_rng(0)
-    words = [
-        "the",
-        "cat",
-        "sat",
-        "on",
-        "a",
-        "mat",
-        "dog",
-        "ran",
-        "far",
-        "away",
-        "big",
-        "small",
-        "red",
-        "blue",
-    ]
-    return [" ".join(rng.choice(words, size=rng.integers(3, 12))) for _ in range(n)]
+    return [" ".join(rng.choice(WORDS, size=rng.integers(3, 12))) for _ in range(n)]
 
 
 def local_params(split, paths, tokenizer, n_tokens, seed=3):

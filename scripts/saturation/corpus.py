@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from saturation.io import write_json, write_parquet
@@ -201,11 +202,11 @@ def tokenize(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
 def write_corpus(
     table: pa.Table, parquet_path: str | Path, json_path: str | Path, record: dict
 ) -> None:
-    lengths = pa.compute.list_value_length(table.column("tokens"))
+    lengths = pc.list_value_length(table.column("tokens"))
     record = dict(
         record,
         n_documents=table.num_rows,
-        n_tokens=int(pa.compute.sum(lengths).as_py() or 0),
+        n_tokens=int(pc.sum(lengths).as_py() or 0),
     )
     write_parquet(table, parquet_path)
     write_json(record, json_path)

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saturation.io import write_json, write_parquet
+from saturation.training import warmup_cosine
 
 log = logging.getLogger(__name__)
 
@@ -185,13 +186,6 @@ class HeadTraining:
         return self.lr_base * (self.lr_reference_params / trainable_params) ** self.lr_exponent
 
 
-def cosine(step, total, warmup, min_ratio):
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 def train_head(
     rank: int | None,
     vocab: int,
@@ -230,7 +224,9 @@ def train_head(
         idx = torch.from_numpy(order[cursor : cursor + batch]).to(features.device)
         cursor += batch
         for group in optimizer.param_groups:
-            group["lr"] = lr * cosine(step, setup.steps, setup.warmup_steps, setup.min_lr_ratio)
+            group["lr"] = lr * warmup_cosine(
+                step, setup.steps, setup.warmup_steps, setup.min_lr_ratio
+            )
         chunked_cross_entropy(
             head, features[idx], targets[idx], setup.chunk_tokens, 1.0 / batch, count_correct=False
         )

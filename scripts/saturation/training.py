@@ -76,14 +76,17 @@ def gpt_neox_config(m: MiniModel):
     )
 
 
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """The learning-rate multiplier: linear warm-up to 1, then cosine decay to ``min_ratio``
+    at ``total``. Shared by the mini-suite and the rank-constrained heads."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * (0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def learning_rate(step: int, total: int, setup: TrainingSetup) -> float:
-    """Linear warm-up to the peak, then cosine decay to ``min_lr_ratio`` of it at ``total``."""
-    peak = setup.learning_rate
-    if step < setup.warmup_steps:
-        return peak * (step + 1) / setup.warmup_steps
-    progress = (step - setup.warmup_steps) / max(1, total - setup.warmup_steps)
-    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
-    return peak * (setup.min_lr_ratio + (1 - setup.min_lr_ratio) * cosine)
+    return setup.learning_rate * warmup_cosine(step, total, setup.warmup_steps, setup.min_lr_ratio)
 
 
 def pack_sequences(token_lists: list[np.ndarray], sequence_length: int) -> np.ndarray:
