@@ -15,6 +15,7 @@ include: "rules/checkpoints.smk"
 include: "rules/metrics.smk"
 include: "rules/rank_heads.smk"
 include: "rules/ngrams.smk"
+include: "rules/downstream.smk"
 include: "rules/figures.smk"
 
 

@@ -8,7 +8,13 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from saturation.config import ConfigError, check_schema, check_semantics, model_name
+from saturation.config import (
+    LOCAL_TASKS,
+    ConfigError,
+    check_schema,
+    check_semantics,
+    model_name,
+)
 from saturation.schedule import checkpoint_steps, select_steps
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -169,6 +175,37 @@ def ngram_corpus_inputs(wildcards):
     return {}
 
 
+DOWNSTREAM = config["downstream"]
+DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
+LOCAL_TASKS_USED = [t for t in DOWNSTREAM.get("tasks", []) if t in LOCAL_TASKS]
+
+
+def downstream_tokenizer():
+    """The tokenizer the harness uses: the synthetic language's word-level one, the corpus
+    tokenizer of a mini-suite trained on text, or (None) the hub checkpoint's own."""
+    if CKPT["source"] == "hub":
+        return None
+    if SYNTHETIC:
+        return "results/downstream/tasks/tokenizer"
+    return CORPUS["tokenizer"]
+
+
+def downstream_inputs(wildcards):
+    inputs = {"checkpoint": checkpoint_dir(wildcards.model, wildcards.step)}
+    if SYNTHETIC:
+        inputs["tasks"] = "results/downstream/tasks"
+    return inputs
+
+
+def downstream_evaluations(wildcards):
+    """One evaluation per selected (model, step); known once select_downstream has run."""
+    import pandas as pd
+
+    selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
+    pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
+    return [f"results/downstream/{m}/step{s}.parquet" for m, s in pairs]
+
+
 TABLES = {
     "metrics": "results/tables/checkpoint_metrics.parquet",
     "spectra": "results/tables/spectra.parquet",
@@ -225,4 +262,11 @@ def all_targets():
     targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))
     if CKPT["source"] == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)
+    if DOWNSTREAM["activate"]:
+        targets += [
+            "results/tables/downstream.parquet",
+            "results/tables/table1.md",
+            "results/tables/table1.tex",
+            "results/tables/table1.html",
+        ]
     return targets

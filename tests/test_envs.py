@@ -7,7 +7,7 @@ import pytest
 
 from conftest import ROOT, load_yaml
 
-RULE = re.compile(r"^\s*rule (\w+):", re.M)
+RULE = re.compile(r"^\s*(?:rule|checkpoint) (\w+):", re.M)
 
 
 def requirements():

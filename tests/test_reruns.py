@@ -51,6 +51,8 @@ def test_adding_a_model_runs_only_its_jobs_and_the_aggregates(tiny_run, tmp_path
     assert jobs.pop("train_minisuite") == 1
     assert jobs.pop("measure_checkpoint") == n_steps  # the new model's checkpoints only
     assert jobs.pop("aggregate_metrics") == 1 and jobs.pop("saturation") == 1
+    # the new model's evaluations appear once select_downstream has run (a checkpoint)
+    assert jobs.pop("select_downstream") == 1 and jobs.pop("aggregate_downstream") == 1
     assert set(jobs) - {"all"} <= FIGURES
     assert "rank_head" not in jobs and "ngram_spectrum" not in jobs
 
@@ -62,6 +64,21 @@ def test_changing_the_eval_sample_reruns_measurements_not_training(tiny_run, tmp
     assert jobs["feature_cache"] == 1  # it scores the eval split too
     assert "train_minisuite" not in jobs and "synthetic_language" not in jobs
     assert "ngram_spectrum" not in jobs  # built from the training split
+
+
+def test_changing_the_local_tasks_reruns_only_the_evaluations(tiny_run, tmp_path):
+    import pandas as pd
+
+    selection = pd.read_parquet(tiny_run / "results/downstream/selection.parquet")
+    n_checkpoints = len(selection[["model", "step"]].drop_duplicates())
+    jobs = planned(tiny_run, {"downstream": {"local_items": 32}}, tmp_path)
+    assert jobs == {
+        "downstream_tasks": 1,
+        "evaluate_downstream": n_checkpoints,  # best = final is evaluated once
+        "aggregate_downstream": 1,
+        "all": 1,
+    }
+    assert n_checkpoints < len(selection)
 
 
 def test_changing_a_figure_style_reruns_only_figures(tiny_run, tmp_path):

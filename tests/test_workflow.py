@@ -93,3 +93,29 @@ def test_tiny_run_sweeps_rank_heads(tiny_run):
     assert original == pytest.approx(measured, rel=1e-6)
     assert (tiny_run / "results/rank_heads/tiny-d16/step40/cache/train_00000.safetensors").exists()
     assert (tiny_run / "results/figures/fig6_rank_heads.png").stat().st_size > 1000
+
+
+def test_tiny_run_evaluates_best_and_final_downstream(tiny_run):
+    import pandas as pd
+
+    from saturation.downstream import DOWNSTREAM_SCHEMA
+
+    table = pq.read_table(tiny_run / "results/tables/downstream.parquet")
+    assert table.schema.equals(DOWNSTREAM_SCHEMA, check_metadata=False)
+    down = table.to_pandas()
+    metrics = pd.read_parquet(tiny_run / "results/tables/checkpoint_metrics.parquet")
+    loss = metrics[metrics.metric == "loss"]
+    for model, g in loss.groupby("model"):
+        roles = down[down.model == model].groupby("role").step.unique().to_dict()
+        assert list(roles["best"]) == [int(g.step[g.value == g.value.min()].min())]
+        assert list(roles["final"]) == [40] and list(roles["step"]) == [20]
+    assert set(down.task) == {"synthetic_next_token", "synthetic_choice"}
+    acc = down[down.metric == "acc"]
+    assert acc.value.between(0, 1).all() and (down.n_items == 64).all()
+    # the trained model beats chance on the 4-way choice (25%)
+    final = acc[(acc.role == "final") & (acc.task == "synthetic_choice")]
+    assert (final.value > 0.3).all()
+    md = (tiny_run / "results/tables/table1.md").read_text()
+    assert md.count("\n") == 2 + 2 * 3  # header, rule, 2 models x 3 (task, metric) rows
+    assert (tiny_run / "results/tables/table1.tex").read_text().startswith(r"\begin{tabular}")
+    assert "<table>" in (tiny_run / "results/tables/table1.html").read_text()

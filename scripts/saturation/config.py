@@ -116,6 +116,7 @@ def check_semantics(config: dict) -> None:
     check_scaling(config, models)
     check_rank_heads(config, models)
     check_ngrams(config)
+    check_downstream(config, models)
 
 
 def check_scaling(config: dict, models: list[str]) -> None:
@@ -187,6 +188,56 @@ def check_ngrams(config: dict) -> None:
         raise ConfigError(
             f"config key 'ngrams.link': {ngrams['link']!r} is not one of ngrams.corpora {names}"
         )
+
+
+LOCAL_TASKS = ("synthetic_next_token", "synthetic_choice")
+
+
+def check_downstream(config: dict, models: list[str]) -> None:
+    down = config.get("downstream") or {}
+    if not down.get("activate"):
+        return
+    unknown = sorted(set(down["models"] or []) - set(models))
+    if unknown:
+        raise ConfigError(
+            f"config key 'downstream.models': {unknown} are not among the checkpoints' models "
+            f"{models}"
+        )
+    sched = config["checkpoints"]["schedule"]
+    steps = select_steps(
+        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
+        sched.get("subset"),
+    )
+    missing = sorted(set(down["steps"]) - set(steps))
+    if missing:
+        raise ConfigError(
+            f"config key 'downstream.steps': {missing} are not checkpoints of the schedule"
+        )
+    local = [t for t in down["tasks"] if t in LOCAL_TASKS]
+    if local and config["corpus"]["source"] != "synthetic":
+        raise ConfigError(
+            f"config key 'downstream.tasks': the local tasks {local} are built from the "
+            "synthetic language and need corpus.source: synthetic"
+        )
+    if local:
+        need = down["context_tokens"] + 1
+        doc = config["corpus"]["synthetic"]["document_length"]
+        if need > doc:
+            raise ConfigError(
+                f"config key 'downstream.context_tokens': an item needs {need} tokens of one "
+                f"document, longer than corpus.synthetic.document_length {doc}"
+            )
+        if config["checkpoints"]["source"] == "minisuite":
+            ctx = config["checkpoints"]["minisuite"]["sequence_length"]
+            if need > ctx:
+                raise ConfigError(
+                    f"config key 'downstream.context_tokens': an item needs {need} positions, "
+                    f"more than the mini-suite's context {ctx}"
+                )
+        if down["choices"] > config["corpus"]["synthetic"]["vocab_size"]:
+            raise ConfigError(
+                "config key 'downstream.choices': more candidates than the vocabulary has tokens"
+            )
 
 
 def model_name(repo_id: str) -> str:

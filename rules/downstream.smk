@@ -1,0 +1,110 @@
+# Downstream evaluation with lm-evaluation-harness (Table 1). The best checkpoint is known only
+# once the metrics are in, so `select_downstream` is a Snakemake checkpoint: the dry run shows
+# it, and the evaluation jobs appear when it has run.
+if DOWNSTREAM["activate"]:
+    if SYNTHETIC:  # local tasks and the word-level tokenizer of the synthetic ids
+
+        rule downstream_tasks:
+            input:
+                eval="results/corpus/eval.parquet",
+            output:
+                directory("results/downstream/tasks"),
+            log:
+                "logs/downstream/tasks.log",
+            conda:
+                "../envs/torch.yaml"
+            threads: 1
+            resources:
+                mem_mb=2000,
+                runtime=10,
+            params:
+                tasks={
+                    "vocab_size": CORPUS["synthetic"]["vocab_size"],
+                    "n_items": DOWNSTREAM["local_items"],
+                    "context_tokens": DOWNSTREAM["context_tokens"],
+                    "choices": DOWNSTREAM["choices"],
+                    "seed": config["seed"],
+                },
+            script:
+                "../scripts/downstream_tasks.py"
+
+    checkpoint select_downstream:
+        input:
+            metrics=TABLES["metrics"],
+        output:
+            "results/downstream/selection.parquet",
+        log:
+            "logs/downstream/selection.log",
+        conda:
+            "../envs/analysis.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            models=DOWNSTREAM_MODELS,
+            steps=DOWNSTREAM["steps"],
+        script:
+            "../scripts/select_downstream.py"
+
+    rule evaluate_downstream:
+        input:
+            unpack(downstream_inputs),
+        output:
+            table="results/downstream/{model}/step{step}.parquet",
+            raw="results/downstream/{model}/step{step}.json",
+        log:
+            "logs/downstream/{model}/step{step}.log",
+        benchmark:
+            "benchmarks/downstream/{model}/step{step}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: DOWNSTREAM["threads"]
+        resources:
+            mem_mb=DOWNSTREAM["mem_mb"],
+            runtime=DOWNSTREAM["runtime"],
+            gpu=DOWNSTREAM["gpu"],
+        params:
+            tokenizer=downstream_tokenizer(),
+            allow_pickle=CKPT["allow_pickle"],
+            harness={
+                k: DOWNSTREAM[k]
+                for k in (
+                    "tasks",
+                    "num_fewshot",
+                    "batch_size",
+                    "limit",
+                    "device",
+                    "dtype",
+                )
+            },
+            seed=config["seed"],
+        script:
+            "../scripts/evaluate_downstream.py"
+
+    rule aggregate_downstream:
+        input:
+            selection="results/downstream/selection.parquet",
+            evaluations=downstream_evaluations,
+        output:
+            table="results/tables/downstream.parquet",
+            md="results/tables/table1.md",
+            tex="results/tables/table1.tex",
+            html=report(
+                "results/tables/table1.html",
+                caption="../report/table1.rst",
+                category="Saturation and the softmax bottleneck",
+                subcategory="Downstream evaluation",
+            ),
+        log:
+            "logs/downstream/aggregate.log",
+        conda:
+            "../envs/analysis.yaml"
+        threads: 1
+        resources:
+            mem_mb=2000,
+            runtime=10,
+        params:
+            models=DOWNSTREAM_MODELS,
+        script:
+            "../scripts/aggregate_downstream.py"

@@ -1,0 +1,15 @@
+"""downstream.parquet and Table 1 (Snakemake entry point)."""
+
+from saturation import logs
+from saturation.downstream import run_aggregate
+
+logs.to_file(snakemake.log[0])
+run_aggregate(
+    snakemake.input.selection,
+    list(snakemake.input.evaluations),
+    snakemake.params.models,
+    out_table=snakemake.output.table,
+    out_md=snakemake.output.md,
+    out_tex=snakemake.output.tex,
+    out_html=snakemake.output.html,
+)

@@ -1,0 +1,252 @@
+"""Downstream evaluation: the local tasks through lm-evaluation-harness against a direct
+computation, best/final selection, the tables, and clear errors."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from conftest import tiny_gpt_neox
+from saturation.config import ConfigError, check_downstream
+from saturation.downstream import (
+    DOWNSTREAM_SCHEMA,
+    PAPER_TABLE1,
+    DownstreamError,
+    check_tasks,
+    evaluate_checkpoint,
+    local_items,
+    results_rows,
+    select_checkpoints,
+    synthetic_tokenizer,
+    table1,
+    task_manager,
+    to_latex,
+    to_markdown,
+    write_local_tasks,
+)
+
+V, CONTEXT = 20, 6
+
+
+@pytest.fixture(scope="module")
+def local_setup(tmp_path_factory):
+    """A tiny checkpoint, an eval split of random documents, and the local tasks."""
+    root = tmp_path_factory.mktemp("downstream")
+    model = tiny_gpt_neox(hidden=16, layers=1, heads=2, vocab=V, context=16, seed=3)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(
+            30.0
+        )  # peaked predictions, so accuracy is far from chance
+    model.save_pretrained(root / "ckpt", safe_serialization=True)
+    # documents sampled from the model itself: its scores are informative, not chance level
+    torch.manual_seed(0)
+    ids = torch.randint(0, V, (40, 1))
+    with torch.no_grad():
+        for _ in range(11):
+            probs = torch.softmax(model(ids).logits[:, -1], -1)
+            ids = torch.cat([ids, torch.multinomial(probs, 1)], 1)
+    docs = ids.to(torch.int32).tolist()
+    pq.write_table(pa.table({"doc_id": list(range(40)), "tokens": docs}), root / "eval.parquet")
+    write_local_tasks(
+        str(root / "eval.parquet"),
+        vocab_size=V,
+        n_items=50,
+        context_tokens=CONTEXT,
+        choices=4,
+        seed=5,
+        out_dir=str(root / "tasks"),
+    )
+    return root, model
+
+
+def direct_scores(model, items):
+    """Accuracy, perplexity and multiple-choice accuracy computed straight from the logits."""
+    logp, correct, chosen = [], [], []
+    for item in items:
+        ids = torch.tensor([[int(w[1:]) for w in item["context"].split()]])
+        with torch.no_grad():
+            lp = torch.log_softmax(model(ids).logits[0, -1].double(), -1)
+        target = int(item["target"][1:])
+        logp.append(lp[target].item())
+        correct.append(int(lp.argmax()) == target)
+        choice_lp = [lp[int(c[1:])].item() for c in item["choices"]]
+        chosen.append(int(np.argmax(choice_lp)) == item["label"])
+    return np.mean(correct), math.exp(-np.mean(logp)), np.mean(chosen)
+
+
+def test_local_tasks_through_the_harness_match_a_direct_computation(local_setup):
+    root, model = local_setup
+    items = [json.loads(line) for line in (root / "tasks" / "items.jsonl").read_text().splitlines()]
+    assert len(items) == 50
+    rows, raw = evaluate_checkpoint(
+        str(root / "ckpt"),
+        tokenizer=str(root / "tasks" / "tokenizer"),
+        tasks=["synthetic_next_token", "synthetic_choice"],
+        include_path=str(root / "tasks"),
+        batch_size=7,
+        device="cpu",
+    )
+    got = {(r["task"], r["metric"]): r for r in rows}
+    acc, ppl, mc_acc = direct_scores(model, items)
+    assert 0.3 < acc < 0.95 and 0.3 < mc_acc < 1  # informative, not chance (0.05 and 0.25)
+    assert got[("synthetic_next_token", "acc")]["value"] == pytest.approx(acc, abs=1e-12)
+    assert got[("synthetic_next_token", "perplexity")]["value"] == pytest.approx(ppl, rel=1e-5)
+    assert got[("synthetic_choice", "acc")]["value"] == pytest.approx(mc_acc, abs=1e-12)
+    assert all(r["n_items"] == 50 for r in rows)
+    # binomial standard error of a mean of 0/1 scores (the harness uses the sample variance)
+    assert got[("synthetic_choice", "acc")]["stderr"] == pytest.approx(
+        math.sqrt(mc_acc * (1 - mc_acc) / 49), rel=1e-9
+    )
+    assert "synthetic_choice" in raw["results"]
+
+
+def test_local_items_are_cut_from_the_documents():
+    docs = [list(range(i, i + 10)) for i in range(5)]
+    items = local_items(docs, vocab_size=20, n_items=30, context_tokens=4, choices=3, seed=1)
+    for item in items:
+        ctx = [int(w[1:]) for w in item["context"].split()]
+        target = int(item["target"][1:])
+        assert len(ctx) == 4 and ctx == list(range(ctx[0], ctx[0] + 4)) and target == ctx[-1] + 1
+        assert item["choices"][item["label"]] == item["target"]
+        assert len(set(item["choices"])) == 3
+    assert len({it["label"] for it in items}) == 3  # the answer's position varies
+    assert items == local_items(docs, 20, 30, 4, 3, seed=1)
+    with pytest.raises(DownstreamError, match="context_tokens = 10"):
+        local_items(docs, 20, 3, context_tokens=10, choices=3, seed=1)
+
+
+def test_synthetic_tokenizer_round_trips_ids():
+    tok = synthetic_tokenizer(300)
+    ids = [0, 7, 299, 42]
+    assert tok(" ".join(f"t{i}" for i in ids), add_special_tokens=False)["input_ids"] == ids
+    with pytest.raises(Exception, match="UNK"):
+        tok("t300")
+
+
+def metrics_table(losses: dict[str, dict[int, float]]) -> pd.DataFrame:
+    rows = [
+        {"model": m, "step": s, "metric": "loss", "value": v}
+        for m, per_step in losses.items()
+        for s, v in per_step.items()
+    ]
+    rows += [{"model": m, "step": 0, "metric": "accuracy", "value": 0.0} for m in losses]
+    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # any row order
+
+
+def test_selection_picks_the_minimum_loss_and_the_last_step():
+    metrics = metrics_table(
+        {
+            "a": {0: 9.0, 10: 3.0, 20: 2.5, 30: 2.5, 40: 2.8},  # saturates; tie -> earliest
+            "b": {0: 9.0, 10: 4.0, 20: 3.0, 40: 2.0},  # monotone: best = final
+        }
+    )
+    sel = select_checkpoints(metrics, ["a", "b"], steps=[10])
+    got = {(r.model, r.role): (r.step, r.loss) for r in sel.itertuples()}
+    assert got == {
+        ("a", "best"): (20, 2.5),
+        ("a", "final"): (40, 2.8),
+        ("a", "step"): (10, 3.0),
+        ("b", "best"): (40, 2.0),
+        ("b", "final"): (40, 2.0),
+        ("b", "step"): (10, 4.0),
+    }
+    with pytest.raises(DownstreamError, match="step 30"):
+        select_checkpoints(metrics, ["b"], steps=[30])
+    with pytest.raises(DownstreamError, match="'c'"):
+        select_checkpoints(metrics, ["c"], steps=[])
+
+
+def test_unknown_task_names_it_and_suggests(local_setup):
+    root, _ = local_setup
+    manager = task_manager(str(root / "tasks"))
+    check_tasks(manager, ["synthetic_choice", "lambada_openai", "sciq"])  # known: no error
+    with pytest.raises(DownstreamError, match=r"'lambada_opnai' \(did you mean lambada_openai"):
+        check_tasks(manager, ["sciq", "lambada_opnai"])
+    with pytest.raises(DownstreamError, match="'no_such_benchmark_xyz'"):
+        evaluate_checkpoint(
+            str(root / "ckpt"),
+            tokenizer=str(root / "tasks" / "tokenizer"),
+            tasks=["no_such_benchmark_xyz"],
+            include_path=str(root / "tasks"),
+            device="cpu",
+        )
+
+
+def test_results_rows_parse_the_harness_keys():
+    results = {
+        "lambada_openai": {
+            "alias": "lambada_openai",
+            "perplexity,none": 24.6,
+            "perplexity_stderr,none": 0.9,
+            "acc,none": 0.403,
+            "acc_stderr,none": 0.007,
+        },
+        "gsm8k": {"exact_match,strict-match": 0.1, "exact_match_stderr,strict-match": "N/A"},
+    }
+    rows = results_rows(results, {"lambada_openai": {"effective": 5153}})
+    got = {(r["task"], r["metric"]): (r["value"], r["stderr"], r["n_items"]) for r in rows}
+    assert got[("lambada_openai", "acc")] == (0.403, 0.007, 5153)
+    assert got[("lambada_openai", "perplexity")] == (24.6, 0.9, 5153)
+    value, stderr, _ = got[("gsm8k", "exact_match (strict-match)")]
+    assert value == 0.1 and math.isnan(stderr)
+    assert len(rows) == 3
+
+
+def test_table1_puts_the_paper_beside_ours():
+    rows = []
+    for role, step, acc, ppl in (("best", 33000, 0.41, 25.0), ("final", 143000, 0.37, 33.5)):
+        rows.append(("pythia-160m", step, role, "lambada_openai", "acc", acc, 0.007, 5153))
+        rows.append(("pythia-160m", step, role, "lambada_openai", "perplexity", ppl, 0.9, 5153))
+        rows.append(("pythia-160m", step, role, "piqa", "acc", 0.6, 0.01, 1838))
+    down = pd.DataFrame(rows, columns=[f.name for f in DOWNSTREAM_SCHEMA])
+    t = table1(down)
+    acc = t[(t.task == "lambada_openai") & (t.metric == "acc (%)")].iloc[0]
+    assert (acc["best step"], acc["final step"]) == (33000, 143000)
+    assert acc["best"] == "41.0 ± 0.7" and acc["final"] == "37.0 ± 0.7"
+    assert acc["Δ final − best"] == "-4.00"
+    assert (acc["paper best"], acc["paper final"]) == ("40.3", "38.0")
+    ppl = t[t.metric == "perplexity"].iloc[0]
+    assert (ppl["paper best"], ppl["paper final"]) == ("24.6", "32.9")
+    assert ppl["best"] == "25.000 ± 0.900" or ppl["best"] == "25.0 ± 0.9"
+    piqa = t[t.task == "piqa"].iloc[0]
+    assert piqa["paper best"] == ""  # the paper has no such cell
+    md = to_markdown(t)
+    assert md.count("\n") == len(t) + 2 and "| 40.3 | 38.0 |" in md
+    tex = to_latex(t)
+    assert r"lambada\_openai" in tex and r"$\pm$" in tex and tex.count(r"\\") == len(t) + 1
+    assert ("pythia-160m", "sciq", "acc") in PAPER_TABLE1
+
+
+def test_downstream_config_errors():
+    base = {
+        "corpus": {"source": "huggingface", "synthetic": {"document_length": 64}},
+        "checkpoints": {
+            "source": "hub",
+            "schedule": {"final_step": 10, "log_spaced_until": 4, "every": 5},
+        },
+        "downstream": {
+            "activate": True,
+            "tasks": ["synthetic_choice"],
+            "models": None,
+            "steps": [],
+            "context_tokens": 8,
+            "choices": 4,
+        },
+    }
+    with pytest.raises(ConfigError, match="'downstream.tasks'.*synthetic"):
+        check_downstream(base, ["m"])
+    base["downstream"]["tasks"] = ["sciq"]
+    base["downstream"]["steps"] = [7]
+    with pytest.raises(ConfigError, match=r"'downstream.steps': \[7\]"):
+        check_downstream(base, ["m"])
+    base["downstream"]["steps"] = [5]
+    base["downstream"]["models"] = ["other"]
+    with pytest.raises(ConfigError, match="'downstream.models'"):
+        check_downstream(base, ["m"])
+    base["downstream"]["models"] = ["m"]
+    check_downstream(base, ["m"])
