@@ -30,14 +30,22 @@ rule ngram_spectrum:
     benchmark:
         "benchmarks/ngrams/{corpus}/spectrum.tsv"
     conda:
-        "../envs/analysis.yaml"
+        "../envs/torch.yaml"  # scipy for W, torch BLAS for the block Krylov solver
     threads: NGRAMS["threads"]
     resources:
         mem_mb=NGRAMS["mem_mb"],
         runtime=NGRAMS["runtime"],
     params:
         spectrum={
-            k: NGRAMS[k] for k in ("n", "min_context_count", "top_k", "gram_max_dim")
+            k: NGRAMS[k]
+            for k in (
+                "n",
+                "min_context_count",
+                "top_k",
+                "gram_max_dim",
+                "tol",
+                "max_iter",
+            )
         },
         tokenizer=lambda wildcards: ngram_tokenizer(wildcards.corpus),
     script:

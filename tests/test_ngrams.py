@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from saturation.ngrams import (
+    block_krylov_eigvalsh,
     context_keys,
     next_token_matrix,
     top_singular_values,
@@ -51,7 +52,7 @@ def test_lexsort_keys_group_like_packed_keys():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("gram_max_dim", [4096, 0])  # exact Gram path, Lanczos path
+@pytest.mark.parametrize("gram_max_dim", [4096, 0])  # exact Gram path, the reduced path
 @pytest.mark.parametrize("shape", [(60, 25), (25, 60)])
 def test_singular_values_equal_dense_svd(shape, gram_max_dim):
     import scipy.sparse as sp
@@ -59,8 +60,54 @@ def test_singular_values_equal_dense_svd(shape, gram_max_dim):
     w = sp.random(*shape, density=0.3, random_state=1, format="csr")
     expected = np.linalg.svd(w.toarray(), compute_uv=False)
     sigma, method = top_singular_values(w, 10, gram_max_dim)
-    assert method == ("gram-eigh" if gram_max_dim else "lanczos-gram")
+    assert method == ("gram-eigh" if gram_max_dim else "block-krylov-gram")
     np.testing.assert_allclose(sigma, expected[:10], rtol=1e-8, atol=1e-10)
+
+
+def corpus_like(n_rows, vocab, seed):
+    """A sparse row-stochastic matrix like an n-gram W: most rows have a single non-zero
+    (contexts seen once), a Zipf-like column popularity, and some columns that only singleton
+    rows touch (decoupled)."""
+    import scipy.sparse as sp
+
+    r = np.random.default_rng(seed)
+    p = 1.0 / np.arange(1, vocab + 1)
+    p /= p.sum()
+    rows, cols, vals = [], [], []
+    for i in range(n_rows):
+        width = 1 if r.random() < 0.8 else int(r.integers(2, 6))
+        pool = vocab - 20 if width > 1 else vocab  # the last 20 columns: singleton rows only
+        c = np.unique(r.choice(pool, width, p=p[:pool] / p[:pool].sum()))
+        v = r.random(len(c)) + 0.1
+        rows += [i] * len(c)
+        cols += c.tolist()
+        vals += (v / v.sum()).tolist()
+    return sp.csr_matrix((vals, (rows, cols)), shape=(n_rows, vocab))
+
+
+@pytest.mark.parametrize("transpose", [False, True])
+def test_block_krylov_path_equals_dense_svd(transpose):
+    w = corpus_like(4000, 500, seed=3)
+    w = w.T.tocsr() if transpose else w  # C < V: the reduction works on W^T
+    expected = np.linalg.svd(w.toarray(), compute_uv=False)
+    sigma, method = top_singular_values(w, 40, gram_max_dim=100)
+    assert method == "block-krylov-gram"
+    np.testing.assert_allclose(sigma, expected[:40], rtol=1e-8)
+    err = w_error(sigma, float((w.data**2).sum()))
+    full = w_error(expected, float((expected**2).sum()))
+    np.testing.assert_allclose(err, full[:41], rtol=1e-8)
+
+
+def test_block_krylov_eigenvalues_and_non_convergence():
+    import scipy.sparse as sp
+
+    m = sp.random(3000, 400, density=0.004, random_state=4, format="csr")
+    d = np.random.default_rng(5).random(400) * 3
+    dense = np.diag(d) + (m.T @ m).toarray()
+    expected = np.linalg.eigvalsh(dense)[::-1][:30]
+    np.testing.assert_allclose(block_krylov_eigvalsh(m, d, 30), expected, rtol=1e-8)
+    with pytest.raises(RuntimeError, match=r"did not reach a relative residual of 1e-14 in 1 "):
+        block_krylov_eigvalsh(m, d, 30, tol=1e-14, max_iter=1)
 
 
 def test_w_error_endpoints_and_definition():
