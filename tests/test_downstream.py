@@ -203,8 +203,11 @@ def test_table1_puts_the_paper_beside_ours():
         rows.append(("pythia-160m", step, role, "lambada_openai", "acc", acc, 0.007, 5153))
         rows.append(("pythia-160m", step, role, "lambada_openai", "perplexity", ppl, 0.9, 5153))
         rows.append(("pythia-160m", step, role, "piqa", "acc", 0.6, 0.01, 1838))
+    rows.append(("pythia-160m", 1000, "step", "piqa", "acc", 0.55, 0.01, 1838))
     down = pd.DataFrame(rows, columns=[f.name for f in DOWNSTREAM_SCHEMA])
     t = table1(down)
+    assert list(t.columns[-3:]) == ["paper best", "paper final", "step 1000"]
+    assert t["step 1000"].tolist() == ["", "", "55.0 ± 1.0"]
     acc = t[(t.task == "lambada_openai") & (t.metric == "acc (%)")].iloc[0]
     assert (acc["best step"], acc["final step"]) == (33000, 143000)
     assert acc["best"] == "41.0 ± 0.7" and acc["final"] == "37.0 ± 0.7"

@@ -402,7 +402,8 @@ def _cell(metric: str, value: float, stderr: float) -> str:
 
 def table1(downstream: pd.DataFrame) -> pd.DataFrame:
     """Best vs final, one row per (model, task, metric); accuracies in %; the paper's cells
-    beside ours where the same (model, task, metric) exists."""
+    beside ours where the same (model, task, metric) exists; then a column per configured
+    extra step."""
     rows = []
     bf = downstream[downstream.role.isin(["best", "final"])]
     order = list(dict.fromkeys(bf.model))
@@ -426,8 +427,16 @@ def table1(downstream: pd.DataFrame) -> pd.DataFrame:
                 "_order": order.index(model),
             }
         )
+        extra = downstream[
+            (downstream.role == "step")
+            & (downstream.model == model)
+            & (downstream.task == task)
+            & (downstream.metric == metric)
+        ]
+        for r in extra.itertuples():  # configured steps, after the paper's columns
+            rows[-1][f"step {r.step}"] = _cell(metric, r.value, r.stderr)
     t = pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order")
-    return t.reset_index(drop=True)
+    return t.fillna("").reset_index(drop=True)
 
 
 def to_markdown(t: pd.DataFrame) -> str:
