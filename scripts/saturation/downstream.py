@@ -55,18 +55,7 @@ EVAL_SCHEMA = pa.schema(
         ("n_items", pa.int64()),
     ]
 )
-DOWNSTREAM_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("step", pa.int64()),
-        ("role", pa.string()),
-        ("task", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("stderr", pa.float64()),
-        ("n_items", pa.int64()),
-    ]
-)
+DOWNSTREAM_SCHEMA = EVAL_SCHEMA.insert(2, pa.field("role", pa.string()))
 
 # Table 1 of the paper: Pythia-160M, best vs final checkpoint (accuracies in %).
 PAPER_TABLE1 = {
