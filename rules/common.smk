@@ -8,13 +8,7 @@ sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from saturation.config import (
-    LOCAL_TASKS,
-    ConfigError,
-    check_schema,
-    check_semantics,
-    model_name,
-)
+from saturation.config import ConfigError, check_schema, check_semantics, model_name
 from saturation.schedule import checkpoint_steps, select_steps
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
@@ -177,7 +171,6 @@ def ngram_corpus_inputs(wildcards):
 
 DOWNSTREAM = config["downstream"]
 DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
-LOCAL_TASKS_USED = [t for t in DOWNSTREAM.get("tasks", []) if t in LOCAL_TASKS]
 
 
 def downstream_tokenizer():

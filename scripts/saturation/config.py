@@ -66,12 +66,8 @@ def check_semantics(config: dict) -> None:
                 f"config key 'corpus.synthetic.rank': {syn['rank']} exceeds "
                 f"corpus.synthetic.vocab_size {syn['vocab_size']}"
             )
-    sched = ckpt["schedule"]
     try:
-        select_steps(
-            checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
-            sched.get("subset"),
-        )
+        schedule_steps(config)
     except ValueError as exc:
         raise ConfigError(f"config key {exc}") from None
     if ckpt["source"] == "minisuite":
@@ -138,16 +134,21 @@ def check_scaling(config: dict, models: list[str]) -> None:
         )
 
 
+def schedule_steps(config: dict) -> list[int]:
+    """The run's checkpoint steps, from checkpoints.schedule."""
+    sched = config["checkpoints"]["schedule"]
+    return select_steps(
+        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
+        sched.get("subset"),
+    )
+
+
 def check_rank_heads(config: dict, models: list[str]) -> None:
     """Backbones must be models and steps of this run; ranks at most min(d, V) where the
     config says d and V (the mini-suite on the synthetic corpus); hub models are checked
     when their head is read."""
     heads, ckpt = config["rank_heads"], config["checkpoints"]
-    sched = ckpt["schedule"]
-    steps = select_steps(
-        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
-        sched.get("subset"),
-    )
+    steps = schedule_steps(config)
     for i, b in enumerate(heads["backbones"]):
         if b["model"] not in models:
             raise ConfigError(
@@ -203,12 +204,7 @@ def check_downstream(config: dict, models: list[str]) -> None:
             f"config key 'downstream.models': {unknown} are not among the checkpoints' models "
             f"{models}"
         )
-    sched = config["checkpoints"]["schedule"]
-    steps = select_steps(
-        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
-        sched.get("subset"),
-    )
-    missing = sorted(set(down["steps"]) - set(steps))
+    missing = sorted(set(down["steps"]) - set(schedule_steps(config)))
     if missing:
         raise ConfigError(
             f"config key 'downstream.steps': {missing} are not checkpoints of the schedule"

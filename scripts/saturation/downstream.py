@@ -21,6 +21,7 @@ same ids, so the harness sees exactly the token sequences the models were traine
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import math
 from pathlib import Path
@@ -31,6 +32,7 @@ import pyarrow as pa
 import yaml
 
 from saturation.io import write_json, write_parquet
+from saturation.scaling import best_and_final
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +82,13 @@ def select_checkpoints(metrics: pd.DataFrame, models: list[str], steps: list[int
     loss = metrics[metrics.metric == "loss"]
     rows = []
     for model in models:
-        g = loss[loss.model == model].sort_values("step")
+        g = loss[loss.model == model]
         if g.empty:
             raise DownstreamError(f"model {model!r} has no measured loss")
         if g.value.isna().any():
             bad = g.step[g.value.isna()].tolist()
             raise DownstreamError(f"model {model!r} has no finite loss at steps {bad}")
-        best = g.loc[g.value.idxmin()]
-        final = g.iloc[-1]
+        best, final = best_and_final(g)
         rows.append((model, "best", int(best.step), float(best.value)))
         rows.append((model, "final", int(final.step), float(final.value)))
         by_step = dict(zip(g.step.astype(int), g.value.astype(float), strict=True))
@@ -210,8 +211,6 @@ def write_local_tasks(
     out_dir: str,
 ) -> None:
     """Items (JSON lines), one task YAML per local task, and the word-level tokenizer."""
-    import json
-
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     docs = pd.read_parquet(eval_path, columns=["tokens"]).tokens

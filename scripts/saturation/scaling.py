@@ -106,6 +106,12 @@ POINTS_SCHEMA = pa.schema(
 )
 
 
+def best_and_final(loss: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """One model's best (minimum eval loss, earliest step on ties) and final loss rows."""
+    g = loss.sort_values("step", kind="stable")
+    return g.loc[g.value.idxmin()], g.iloc[-1]
+
+
 def saturation_analysis(
     metrics_path: str,
     fit_models: list[str],
@@ -135,8 +141,7 @@ def saturation_analysis(
 
     rows = []
     for model, g in loss.groupby("model", sort=True):
-        best = g.loc[g.value.idxmin()]
-        final = g.loc[g.step.idxmax()]
+        best, final = best_and_final(g)
         for role, r in (("best", best), ("final", final)):
             pred = scaling_law(r.N, r.tokens_seen, **law) if r.tokens_seen > 0 else np.nan
             rows.append(
