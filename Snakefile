@@ -23,3 +23,10 @@ rule all:
     default_target: True
     input:
         all_targets(),
+
+
+rule prefetch:
+    # On a machine with the network: fill the Hugging Face cache with every revision and
+    # sample the corpora, so that the rest can run with HF_HUB_OFFLINE=1 (compute nodes).
+    input:
+        prefetch_targets(),

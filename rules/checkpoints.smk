@@ -37,13 +37,29 @@ if CKPT["source"] == "minisuite":
 
 else:
 
-    rule download_checkpoint:
+    rule revision_manifest:
         output:
-            # temp: a checkpoint stays on disk only while a job still needs it
-            temp(directory(checkpoint_dir("{model}", "{step}"))),
+            revision_manifest("{model}"),
         log:
-            "logs/checkpoints/download_{model}_step{step}.log",
-        retries: HUB["retries"]
+            "logs/checkpoints/manifest_{model}.log",
+        conda:
+            "../envs/torch.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=30,
+        params:
+            manifest=manifest_params,
+        script:
+            "../scripts/revision_manifest.py"
+
+    rule prefetch_checkpoint:
+        input:
+            manifest=lambda wildcards: revision_manifest(wildcards.model),
+        output:
+            "results/prefetch/{model}/step{step}.json",
+        log:
+            "logs/checkpoints/prefetch_{model}_step{step}.log",
         conda:
             "../envs/torch.yaml"
         threads: 1
@@ -51,10 +67,7 @@ else:
             mem_mb=2000,
             runtime=120,
         params:
-            repo_id=lambda wildcards: REPO_ID[wildcards.model],
-            revision=lambda wildcards: HUB["revision_template"].format(
-                step=wildcards.step
-            ),
             allow_pickle=CKPT["allow_pickle"],
+            retry=HUB_ACCESS["retry"],
         script:
-            "../scripts/download_checkpoint.py"
+            "../scripts/prefetch_checkpoint.py"

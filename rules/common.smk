@@ -46,6 +46,20 @@ else:
     MODELS = list(REPO_ID)
     TOKENS_PER_STEP = HUB["tokens_per_step"]
 
+# How jobs read hub revisions (None: local checkpoint folders).
+HUB_ACCESS = (
+    {
+        "evict": HUB["evict"],
+        "retry": {
+            "attempts": HUB["retries"] + 1,
+            "base": HUB["backoff_seconds"],
+            "cap": HUB["max_backoff_seconds"],
+        },
+    }
+    if CKPT["source"] == "hub"
+    else None
+)
+
 
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
@@ -57,6 +71,47 @@ wildcard_constraints:
 
 def checkpoint_dir(model, step):
     return f"results/checkpoints/{model}/step{step}"
+
+
+def revision_manifest(model):
+    return f"results/checkpoints/{model}/revisions.parquet"
+
+
+def checkpoint_input(wildcards):
+    """What a job reads a checkpoint from: the mini-suite's folder, or the model's revision
+    manifest (the job then reads the revision through the Hugging Face cache)."""
+    if CKPT["source"] == "hub":
+        return revision_manifest(wildcards.model)
+    return checkpoint_dir(wildcards.model, wildcards.step)
+
+
+def manifest_params(wildcards):
+    return {
+        "model": wildcards.model,
+        "repo_id": REPO_ID[wildcards.model],
+        "steps": STEPS,
+        "revision_template": HUB["revision_template"],
+        "trusted_steps": CKPT["trusted_steps"].get(wildcards.model, []),
+        "reference": HUB["reference_revision"],
+        "retry": HUB_ACCESS["retry"],
+    }
+
+
+def prefetch_targets():
+    """What a machine with the network fetches before an offline run: every revision into
+    the Hugging Face cache, the corpus samples and the hub n-gram corpora."""
+    targets = []
+    if CKPT["source"] == "hub":
+        targets += expand(
+            "results/prefetch/{model}/step{step}.json", model=MODELS, step=STEPS
+        )
+    targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
+    targets += [
+        f"results/ngrams/{name}/tokens.parquet"
+        for name, entry in NGRAM_ENTRIES.items()
+        if entry["source"] != "workflow"
+    ]
+    return targets
 
 
 def corpus_params(split):
@@ -184,7 +239,7 @@ def downstream_tokenizer():
 
 
 def downstream_inputs(wildcards):
-    inputs = {"checkpoint": checkpoint_dir(wildcards.model, wildcards.step)}
+    inputs = {"checkpoint": checkpoint_input(wildcards)}
     if SYNTHETIC:
         inputs["tasks"] = "results/downstream/tasks"
     return inputs

@@ -67,6 +67,8 @@ if DOWNSTREAM["activate"]:
         params:
             tokenizer=downstream_tokenizer(),
             allow_pickle=CKPT["allow_pickle"],
+            hub=HUB_ACCESS,
+            include_path=DOWNSTREAM["include_path"],
             harness={
                 k: DOWNSTREAM[k]
                 for k in (

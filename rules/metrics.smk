@@ -1,6 +1,6 @@
 rule measure_checkpoint:
     input:
-        checkpoint=lambda wildcards: checkpoint_dir(wildcards.model, wildcards.step),
+        checkpoint=checkpoint_input,
         eval="results/corpus/eval.parquet",
     output:
         metrics="results/metrics/{model}/step{step}/metrics.parquet",
@@ -23,6 +23,8 @@ rule measure_checkpoint:
         },
         tokens_per_step=TOKENS_PER_STEP,
         allow_pickle=CKPT["allow_pickle"],
+        hub=HUB_ACCESS,
+        tokenizer=CORPUS["tokenizer"],
     script:
         "../scripts/measure_checkpoint.py"
 
@@ -56,6 +58,8 @@ rule aggregate_metrics:
     resources:
         mem_mb=4000,
         runtime=20,
+    params:
+        trusted_steps=CKPT["trusted_steps"],
     script:
         "../scripts/aggregate_metrics.py"
 

@@ -1,6 +1,6 @@
 rule feature_cache:
     input:
-        checkpoint=lambda wildcards: checkpoint_dir(wildcards.model, wildcards.step),
+        checkpoint=checkpoint_input,
         train="results/corpus/train.parquet",
         eval="results/corpus/eval.parquet",
     output:
@@ -34,6 +34,7 @@ rule feature_cache:
             )
         },
         allow_pickle=CKPT["allow_pickle"],
+        hub=HUB_ACCESS,
     script:
         "../scripts/feature_cache.py"
 

@@ -11,4 +11,5 @@ aggregate(
     snakemake.output.metrics,
     snakemake.output.spectra,
     snakemake.output.checkpoints,
+    trusted_steps=snakemake.params.trusted_steps,
 )

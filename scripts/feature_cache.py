@@ -15,4 +15,5 @@ cache_features(
     cache=snakemake.params.cache,
     allow_pickle=snakemake.params.allow_pickle,
     threads=snakemake.threads,
+    hub=snakemake.params.hub,
 )

@@ -1,15 +1,17 @@
 """Measure one checkpoint (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.tables import measure_checkpoint
+from saturation.tables import measure_revision
 
 progress = logs.to_file(snakemake.log[0])
-measure_checkpoint(
+measure_revision(
+    checkpoint=snakemake.input.checkpoint,
+    hub=snakemake.params.hub,
     model_name=snakemake.wildcards.model,
     step=int(snakemake.wildcards.step),
     tokens_per_step=snakemake.params.tokens_per_step,
-    checkpoint_dir=snakemake.input.checkpoint,
     eval_path=snakemake.input.eval,
+    tokenizer=snakemake.params.tokenizer,
     allow_pickle=snakemake.params.allow_pickle,
     out_metrics=snakemake.output.metrics,
     out_spectrum=snakemake.output.spectrum,

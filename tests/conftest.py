@@ -1,7 +1,10 @@
+import atexit
 import os
 import shutil
+import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -10,6 +13,46 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# The hub clients read their endpoint and cache when first imported: point them at the
+# loopback hub (started on first use) and at a cache of the test session's own.
+HUB_PORT = _free_port()
+HF_ENDPOINT = f"http://127.0.0.1:{HUB_PORT}"
+HF_HOME = tempfile.mkdtemp(prefix="hf-home-")
+atexit.register(shutil.rmtree, HF_HOME, ignore_errors=True)
+os.environ.update(HF_ENDPOINT=HF_ENDPOINT, HF_HOME=HF_HOME, HF_HUB_DISABLE_TELEMETRY="1")
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("HF_HUB_CACHE", None)
+
+
+@pytest.fixture(scope="session")
+def loopback_hub(tmp_path_factory):
+    """The loopback hub with Pythia-shaped repos (tests/hub/repos.py), served on
+    127.0.0.1 for the whole session. Yields (hub, facts)."""
+    from hub import repos
+    from hub.server import LoopbackHub
+
+    hub = LoopbackHub(tmp_path_factory.mktemp("hub"))
+    facts = repos.build(hub)
+    hub.serve(HUB_PORT)
+    yield hub, facts
+    hub.shutdown()
+
+
+@pytest.fixture
+def hub(loopback_hub):
+    """The loopback hub with an empty request log and no faults."""
+    server, facts = loopback_hub
+    server.clear()
+    yield server, facts
+    server.clear()
 
 
 def load_yaml(path):

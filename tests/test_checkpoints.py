@@ -1,18 +1,13 @@
 """Checkpoint acquisition and loading: the hub path without the network, safetensors-only
 loading, and clear errors for pickles and damaged files."""
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 
 from conftest import tiny_gpt_neox
 from saturation.checkpoints import (
     CheckpointError,
-    allow_patterns,
     check_safetensors,
-    download,
     load_model,
     weights_files,
 )
@@ -82,66 +77,3 @@ def test_missing_weights_and_config(tmp_path, checkpoint):
         weights_files(checkpoint, allow_pickle=False)
     with pytest.raises(CheckpointError, match="no config.json"):
         weights_files(tmp_path, allow_pickle=False)
-
-
-def test_hub_download_asks_for_repo_revision_and_patterns(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    calls = []
-
-    def fake_snapshot_download(repo_id, revision, local_dir, allow_patterns):
-        calls.append((repo_id, revision, allow_patterns))
-        tiny_model().save_pretrained(local_dir, safe_serialization=True)
-        return local_dir
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    out = tmp_path / "pythia-14m" / "step1000"
-    download("EleutherAI/pythia-14m", "step1000", out, allow_pickle=False)
-    ((repo, rev, patterns),) = calls
-    assert (repo, rev) == ("EleutherAI/pythia-14m", "step1000")
-    assert "config.json" in patterns and "*.safetensors" in patterns
-    assert "model.safetensors.index.json" in patterns and "tokenizer.json" in patterns
-    assert not any(p.endswith(".bin") for p in patterns)
-    assert any(p.endswith(".bin") for p in allow_patterns(True))
-    np.testing.assert_array_equal(logits(load_model(out)).numpy(), logits(tiny_model()).numpy())
-
-
-def http_error(cls, url):
-    import httpx2
-
-    response = httpx2.Response(404, request=httpx2.Request("GET", url))
-    return cls(f"404 Client Error for url {url}", response=response)
-
-
-@pytest.mark.parametrize(
-    "error, message",
-    [
-        ("RevisionNotFoundError", "revision 'step999' does not exist in EleutherAI/pythia-14m"),
-        ("RepositoryNotFoundError", "repository 'EleutherAI/pythia-14m' not found"),
-    ],
-)
-def test_hub_missing_revision_or_repo_is_named(tmp_path, monkeypatch, error, message):
-    import huggingface_hub
-    import huggingface_hub.errors as errors
-
-    def fake_snapshot_download(repo_id, revision, local_dir, allow_patterns):
-        raise http_error(getattr(errors, error), f"https://hub/{repo_id}/{revision}")
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    with pytest.raises(CheckpointError, match=message):
-        download("EleutherAI/pythia-14m", "step999", tmp_path / "x", allow_pickle=False)
-
-
-def test_hub_revision_serving_only_pickles_is_refused(tmp_path, monkeypatch):
-    import huggingface_hub
-
-    def fake_snapshot_download(repo_id, revision, local_dir, allow_patterns):
-        Path(local_dir).mkdir(parents=True)
-        tiny_model().config.save_pretrained(local_dir)  # config only: weights were .bin
-        return local_dir
-
-    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
-    with pytest.raises(
-        CheckpointError, match="pythia-14m at revision step0 holds no .*allow_pickle"
-    ):
-        download("EleutherAI/pythia-14m", "step0", tmp_path / "x", allow_pickle=False)

@@ -1,7 +1,7 @@
 """Checkpoint acquisition and safe loading.
 
-Hub revisions come through ``huggingface_hub.snapshot_download`` with an allow-list of file
-patterns; the mini-suite writes the same Hugging Face layout. Loading reads safetensors only
+Hub revisions are read through the Hugging Face cache with an allow-list of file patterns
+(``saturation.hub``); the mini-suite writes the same Hugging Face layout. Loading reads safetensors only
 (PyTorch ``.bin`` files are pickles, which can run code when unpickled) unless the config
 opts in, never runs remote code, and checks every weights file before torch sees it.
 """
@@ -35,36 +35,6 @@ class CheckpointError(RuntimeError):
 def allow_patterns(allow_pickle: bool) -> list[str]:
     patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + TOKENIZER_PATTERNS
     return patterns + PICKLE_PATTERNS if allow_pickle else patterns
-
-
-def download(repo_id: str, revision: str, local_dir: str | Path, allow_pickle: bool) -> Path:
-    """Fetch one revision's config, weights and tokenizer into ``local_dir`` and check it."""
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    where = f"{repo_id} at revision {revision}"
-    try:
-        snapshot_download(
-            repo_id=repo_id,
-            revision=revision,
-            local_dir=str(local_dir),
-            allow_patterns=allow_patterns(allow_pickle),
-        )
-    except RevisionNotFoundError as exc:
-        raise CheckpointError(f"revision '{revision}' does not exist in {repo_id}") from exc
-    except GatedRepoError as exc:
-        raise CheckpointError(f"{repo_id} is gated: accept its terms and log in") from exc
-    except RepositoryNotFoundError as exc:
-        raise CheckpointError(f"repository '{repo_id}' not found on the hub (or private)") from exc
-    except HfHubHTTPError as exc:
-        raise CheckpointError(f"download of {where} failed: {exc}") from exc
-    weights_files(local_dir, allow_pickle, where=where)
-    return Path(local_dir)
 
 
 def weights_files(

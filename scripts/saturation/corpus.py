@@ -166,12 +166,30 @@ def seeded_shuffle(items: list, seed: int) -> list:
 
 
 def huggingface_texts(
-    path: str, name: str | None, split: str, text_field: str, seed: int, shuffle_buffer: int
+    path: str,
+    name: str | None,
+    split: str,
+    text_field: str,
+    seed: int,
+    shuffle_buffer: int,
+    data_files: dict | None = None,
 ) -> Iterator[str]:
-    """A hub dataset, streamed and shuffled with a seeded buffer (no full download)."""
+    """A hub dataset, streamed and shuffled with a seeded buffer (no full download).
+
+    Compressed files (The Pile's ``.jsonl.zst``) are decompressed as they stream; ``.zst``
+    needs the ``zstandard`` package.
+    """
     from datasets import load_dataset
 
-    dataset = load_dataset(path, name, split=split, streaming=True)
+    try:
+        dataset = load_dataset(path, name, split=split, streaming=True, data_files=data_files)
+    except ValueError as exc:
+        if "Bad split" in str(exc) or "Unknown split" in str(exc):
+            raise CorpusError(
+                f"dataset {path} has no split '{split}' ({exc}); set "
+                "corpus.huggingface.split / eval_split, or data_files to map its files to splits"
+            ) from exc
+        raise
     dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
     for record in dataset:
         if text_field not in record:
@@ -241,21 +259,28 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             texts = seeded_shuffle(
                 list(local_texts(settings["paths"], settings["text_field"])), seed
             )
-        else:
+        eval_fraction = params["eval_fraction"]
+        if source == "huggingface":
+            hub_split = settings["split"]
+            if settings.get("eval_split"):  # each sample from its own split, whole
+                hub_split = settings["eval_split"] if split == "eval" else settings["split"]
+                eval_fraction = 1.0 if split == "eval" else 0.0
             texts = huggingface_texts(
                 settings["path"],
                 settings["name"],
-                settings["split"],
+                hub_split,
                 settings["text_field"],
                 seed,
                 settings["shuffle_buffer"],
+                settings.get("data_files"),
             )
+            record["dataset_split"] = hub_split
         ids, docs = take_tokens(
             tokenize(texts, tokenizer),
             split,
             n_tokens,
             seed,
-            params["eval_fraction"],
+            eval_fraction,
             params["max_document_tokens"],
         )
         record.update(

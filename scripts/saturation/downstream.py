@@ -100,7 +100,9 @@ def select_checkpoints(metrics: pd.DataFrame, models: list[str], steps: list[int
 
 
 def run_selection(metrics_path: str, models: list[str], steps: list[int], out: str) -> None:
-    sel = select_checkpoints(pd.read_parquet(metrics_path), models, steps)
+    from saturation.tables import trusted_metrics
+
+    sel = select_checkpoints(trusted_metrics(pd.read_parquet(metrics_path)), models, steps)
     for r in sel.itertuples():
         log.info("%s %s: step %d (loss %.4f)", r.model, r.role, r.step, r.loss)
     write_parquet(pa.Table.from_pandas(sel, schema=SELECTION_SCHEMA, preserve_index=False), out)
@@ -299,6 +301,8 @@ def evaluate_checkpoint(
     dtype: str = "float32",
     allow_pickle: bool = False,
     seed: int = 1234,
+    step: int | None = None,
+    hub: dict | None = None,
 ) -> tuple[list[dict], dict]:
     """Run the harness on one local checkpoint; tidy rows and the harness's raw results."""
     import torch
@@ -307,13 +311,16 @@ def evaluate_checkpoint(
     from transformers import AutoTokenizer
 
     from saturation.checkpoints import load_model
+    from saturation.hub import open_checkpoint
 
     manager = task_manager(include_path)
     check_tasks(manager, tasks)
     device = resolve_device(device)
     torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
-    model = load_model(checkpoint_dir, allow_pickle=allow_pickle, dtype=torch_dtype, device=device)
-    tok = AutoTokenizer.from_pretrained(tokenizer, trust_remote_code=False)
+    with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
+        model = load_model(folder, allow_pickle=allow_pickle, dtype=torch_dtype, device=device)
+        # The checkpoint's own tokenizer unless another is named.
+        tok = AutoTokenizer.from_pretrained(str(tokenizer or folder), trust_remote_code=False)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device)
     out = simple_evaluate(
         model=lm,
@@ -338,7 +345,7 @@ def run_evaluation(
     import torch
 
     torch.set_num_threads(threads)
-    rows, raw = evaluate_checkpoint(**kwargs)
+    rows, raw = evaluate_checkpoint(step=step, **kwargs)
     for r in rows:
         log.info(
             "%s step %d %s %s = %.4f ± %.4f",

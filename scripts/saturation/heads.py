@@ -276,19 +276,22 @@ def cache_features(
     allow_pickle,
     threads,
     progress_file=None,
+    hub: dict | None = None,
 ) -> None:
     """Cache the backbone's head inputs for the train and eval splits, and score the
     original head on the eval features (the reference line of Fig 6)."""
     from saturation.checkpoints import load_model
     from saturation.corpus import read_tokens
+    from saturation.hub import open_checkpoint
 
     torch.set_num_threads(threads)
     device = cache["device"]
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    model = load_model(
-        checkpoint_dir, allow_pickle, dtype=getattr(torch, cache["dtype"]), device=device
-    )
+    with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
+        model = load_model(
+            folder, allow_pickle, dtype=getattr(torch, cache["dtype"]), device=device
+        )
     train_docs = read_tokens(train_path)
     # The first train_tokens tokens of the training split, cut at a document boundary or
     # mid-document: the sample is fixed by the config alone.

@@ -403,7 +403,9 @@ def draw(
     """Snakemake-facing dispatch: read the tables ``figure`` needs and draw it."""
     import json
 
-    metrics = pd.read_parquet(inputs["metrics"])
+    from saturation.tables import trusted_metrics
+
+    metrics = trusted_metrics(pd.read_parquet(inputs["metrics"]))
     sizes = metrics.groupby("model").n_params.first().to_dict()
     st = Style(style, sizes)
     language = None
@@ -427,7 +429,9 @@ def draw(
     elif figure == "fig3_anisotropy_training":
         fig3_anisotropy_training(metrics, st, floor, png, pdf)
     elif figure == "fig4_head_spectrum":
-        fig4_head_spectrum(pd.read_parquet(inputs["spectra"]), st, png, pdf)
+        spectra = pd.read_parquet(inputs["spectra"])
+        kept = metrics[["model", "step"]].drop_duplicates()
+        fig4_head_spectrum(spectra.merge(kept, on=["model", "step"]), st, png, pdf)
     elif figure == "fig5_singular_entropy":
         fig5_singular_entropy(metrics, st, png, pdf)
     elif figure == "fig7_w_error":

@@ -124,7 +124,9 @@ def saturation_analysis(
     out_points: str,
     entropy_rate: float | None = None,
 ) -> dict:
-    metrics = pd.read_parquet(metrics_path)
+    from saturation.tables import trusted_metrics
+
+    metrics = trusted_metrics(pd.read_parquet(metrics_path))
     loss = metrics[metrics.metric == "loss"].copy()
     n_col = "n_params_no_embedding" if parameters == "non_embedding" else "n_params"
     loss["N"] = loss[n_col].astype(float)

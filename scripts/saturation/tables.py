@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -40,6 +41,8 @@ CHECKPOINTS_SCHEMA = pa.schema(
         ("n_predicted_tokens", pa.int64()),
         ("head_fingerprint", pa.string()),
         ("weights_fingerprint", pa.string()),
+        ("commit", pa.string()),  # the hub commit measured; null for local checkpoints
+        ("status", pa.string()),  # measured | duplicate | missing
     ]
 )
 
@@ -60,6 +63,8 @@ def measure_checkpoint(
     out_checkpoint: str,
     threads: int = 1,
     progress_file=None,
+    commit: str | None = None,
+    tokenizer: str | None = None,
 ) -> None:
     import torch
 
@@ -79,11 +84,11 @@ def measure_checkpoint(
     model = load_model(checkpoint_dir, allow_pickle, dtype=getattr(torch, dtype), device=device)
     log.info("%s step %d on %s in %s", model_name, step, device, dtype)
     head = model.get_output_embeddings().weight
+    docs = read_tokens(eval_path)
+    check_vocabulary(docs, head.shape[0], model_name, step, tokenizer)
     sigma = singular_values(head)
     spec = spectrum_metrics(sigma)
-    fwd = forward_metrics(
-        model, read_tokens(eval_path), sequence_length, batch_size, device, progress_file
-    )
+    fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file)
     counts = parameter_counts(model)
     base = {
         "model": model_name,
@@ -121,11 +126,55 @@ def measure_checkpoint(
         "tied_head": tied,
         "n_predicted_tokens": fwd["n_predicted_tokens"],
         **fingerprints(model),
+        "commit": commit,
+        "status": "measured",
     }
     write_parquet(
         pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA), out_checkpoint
     )
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
+
+
+def check_vocabulary(docs, vocab_size: int, model_name: str, step: int, tokenizer) -> None:
+    """Refuse a model whose output vocabulary does not cover the sample's token ids."""
+    top = max((int(d.max()) for d in docs if len(d)), default=-1)
+    if top >= vocab_size:
+        raise ValueError(
+            f"{model_name} step {step} has an output vocabulary of {vocab_size} rows, but the "
+            f"evaluation sample, tokenized with corpus.tokenizer '{tokenizer}', holds token id "
+            f"{top}: the model and the tokenizer do not match"
+        )
+
+
+def write_unmeasured(row: dict, model_name, out_metrics, out_spectrum, out_checkpoint) -> None:
+    """Empty metric tables and a checkpoint row saying why a revision was not measured."""
+    write_parquet(METRICS_SCHEMA.empty_table(), out_metrics)
+    write_parquet(SPECTRA_SCHEMA.empty_table(), out_spectrum)
+    record = {f.name: None for f in CHECKPOINTS_SCHEMA}
+    record.update(model=model_name, step=row["step"], commit=row["commit"], status=row["status"])
+    write_parquet(pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA), out_checkpoint)
+
+
+def measure_revision(checkpoint: str, hub: dict | None, **kwargs) -> None:
+    """Measure one checkpoint: a local folder, or (``hub`` set) a revision of a manifest,
+    read through the Hugging Face cache. Revisions the manifest marks missing or duplicate
+    are recorded as such and not fetched."""
+    if hub is None:
+        return measure_checkpoint(checkpoint_dir=checkpoint, **kwargs)
+    from saturation.hub import hub_checkpoint, manifest_row
+
+    row = manifest_row(checkpoint, kwargs["step"])
+    if row["status"] in ("missing", "duplicate"):
+        log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
+        return write_unmeasured(
+            row,
+            kwargs["model_name"],
+            kwargs["out_metrics"],
+            kwargs["out_spectrum"],
+            kwargs["out_checkpoint"],
+        )
+    with hub_checkpoint(row, kwargs["allow_pickle"], hub["evict"], hub["retry"]) as folder:
+        measure_checkpoint(checkpoint_dir=str(folder), commit=row["commit"], **kwargs)
 
 
 def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
@@ -134,23 +183,51 @@ def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
 
 
 def aggregate(
-    metrics_paths, spectrum_paths, checkpoint_paths, out_metrics, out_spectra, out_checkpoints
+    metrics_paths,
+    spectrum_paths,
+    checkpoint_paths,
+    out_metrics,
+    out_spectra,
+    out_checkpoints,
+    trusted_steps: dict | None = None,
 ) -> None:
-    """One table of each kind for the whole run; checkpoints that serve the same weights as
-    an earlier step of the same model are flagged (``duplicate_of_step``,
-    ``duplicate_weights``)."""
+    """One table of each kind for the whole run.
+
+    Checkpoints that serve the same weights as another measured step of the same model are
+    all flagged (``duplicate_of_step``: the smallest other step of the group;
+    ``duplicate_weights`` on their metrics): none of a group is trusted as the original,
+    except the steps listed in ``trusted_steps`` ({model: [step, ...]}).
+    """
+    trusted_steps = trusted_steps or {}
     ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
-    first = ckpts.groupby(["model", "weights_fingerprint"])["step"].transform("min")
-    ckpts["duplicate_of_step"] = first.where(first != ckpts["step"]).astype("Int64")
+    groups = ckpts.dropna(subset=["weights_fingerprint"]).groupby(["model", "weights_fingerprint"])[
+        "step"
+    ]
+    others = {}
+    for _, steps in groups:
+        for s in steps.index:
+            rest = [int(x) for x in steps if x != steps[s]]
+            if rest:
+                others[s] = min(rest)
+    ckpts["duplicate_of_step"] = pd.array([others.get(i) for i in ckpts.index], dtype="Int64")
+    trusted = [
+        ckpts.at[i, "step"] in trusted_steps.get(ckpts.at[i, "model"], []) for i in ckpts.index
+    ]
+    flagged = ckpts["duplicate_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
+    ckpts.loc[flagged, "status"] = "duplicate"
     dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64()))
     write_parquet(
         pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
     )
-    n_dup = int(ckpts["duplicate_of_step"].notna().sum())
-    if n_dup:
-        log.warning("%d checkpoints serve the same weights as an earlier step", n_dup)
-    is_dup = ckpts["duplicate_of_step"].notna()
-    dup = set(zip(ckpts["model"][is_dup], ckpts["step"][is_dup], strict=True))
+    for model, g in ckpts[ckpts.status != "measured"].groupby("model"):
+        for status, h in g.groupby("status"):
+            log.warning(
+                "%s: steps %s %s, left out of the analysis",
+                model,
+                h.step.tolist(),
+                "serve another step's weights" if status == "duplicate" else "are missing",
+            )
+    dup = set(zip(ckpts["model"][flagged], ckpts["step"][flagged], strict=True))
     metrics = concat(metrics_paths, METRICS_SCHEMA)
     flags = [
         (m, s) in dup
@@ -161,3 +238,18 @@ def aggregate(
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
     write_parquet(metrics, out_metrics)
     write_parquet(concat(spectrum_paths, SPECTRA_SCHEMA), out_spectra)
+
+
+def trusted_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The metric rows the analysis may use: checkpoints flagged as serving another step's
+    weights are left out, with a warning naming them."""
+    if "duplicate_weights" not in metrics:
+        return metrics
+    dup = metrics[metrics.duplicate_weights]
+    for model, g in dup.groupby("model"):
+        log.warning(
+            "%s: steps %s serve another step's weights; left out",
+            model,
+            sorted(set(g.step.astype(int))),
+        )
+    return metrics[~metrics.duplicate_weights]

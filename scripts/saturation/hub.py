@@ -1,0 +1,418 @@
+"""Checkpoint suites on the Hugging Face hub: what each revision serves, known before any
+download; the revisions read through the user's Hugging Face cache; retries with backoff.
+
+The *revision manifest* of a model lists every scheduled revision with its commit and the
+sha256 of each weights file, as the hub's tree gives them for LFS files (one request per
+revision, no weights downloaded). Revisions that serve the same weights as another scheduled
+revision (pythia-2.8b serves final-era weights on 86 branches, step0 = step1 on every Pythia
+model) or as the reference revision (``main``) where they should not, are marked duplicates
+before anything is fetched: no member of such a group is trusted as "the original" unless
+the config lists its step in ``checkpoints.trusted_steps``.
+
+Weights are read through the Hugging Face cache (``HF_HOME``/``HF_HUB_CACHE``) at the commit
+the manifest recorded, so a revision already there is not fetched again, ``HF_HUB_OFFLINE=1``
+works once the cache is filled (the ``prefetch`` target), and the weights measured are the
+weights the manifest names even if the branch moves. With ``checkpoints.hub.evict`` a
+revision not already in the cache is fetched into a job-private folder and deleted when the
+job ends, so the disk holds only the checkpoints of the jobs running at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saturation.checkpoints import CheckpointError, allow_patterns, weights_files
+from saturation.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+
+MANIFEST_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("repo_id", pa.string()),
+        ("step", pa.int64()),
+        ("revision", pa.string()),
+        ("commit", pa.string()),  # null where the revision does not exist
+        ("status", pa.string()),  # ok | duplicate | missing
+        ("weights_format", pa.string()),  # safetensors | bin | none
+        ("weights_sha256", pa.string()),  # digest of the weights files' sha256 and names
+        ("weights_bytes", pa.int64()),
+        ("duplicate_steps", pa.list_(pa.int64())),  # the other scheduled steps it equals
+        ("same_as_reference", pa.bool_()),
+    ],
+    metadata={"description": b"one row per scheduled revision, known before any download"},
+)
+
+
+# --- retries -------------------------------------------------------------------------------
+
+
+def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> float | None:
+    """Seconds to wait before retrying after ``exc``, or None if retrying cannot help.
+
+    Rate limits (429) wait what the hub's ``Retry-After`` asks (at least the backoff);
+    server errors, time-outs, dropped connections and bodies cut short back off
+    exponentially (base * 2^attempt, capped, with jitter). Missing repos, revisions and
+    files, and gated repos, are final.
+    """
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    final = (
+        EntryNotFoundError,
+        GatedRepoError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+        LocalEntryNotFoundError,
+    )
+    cause = exc.__cause__ or exc.__context__
+    if isinstance(exc, LocalEntryNotFoundError) and cause is not None:
+        # Online, the client reports a hub it could not reach as a missing cache entry.
+        from huggingface_hub import constants
+
+        if not constants.HF_HUB_OFFLINE:
+            return retry_delay(cause, attempt, base, cap)
+    if isinstance(exc, final):
+        return None
+    backoff = min(cap, base * 2**attempt) * random.uniform(0.75, 1.0)
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(exc, HfHubHTTPError) and status is not None:
+        if status not in RETRY_STATUS:
+            return None
+        after = response.headers.get("Retry-After")
+        if status == 429 and after and after.strip().isdigit():
+            return max(float(after), backoff)
+        return backoff
+    if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return None  # the local disk, not the hub
+    if isinstance(exc, (OSError, TimeoutError) + transport_errors()):
+        # Dropped connections and time-outs, and the client's check of a body cut short
+        # ("consistency check failed", an OSError).
+        return backoff
+    return None
+
+
+def transport_errors() -> tuple[type, ...]:
+    """The HTTP library's transport errors (huggingface_hub 2 uses httpx2, 1.x httpx)."""
+    import importlib
+
+    found = []
+    for name in ("httpx2", "httpx"):
+        try:
+            found.append(importlib.import_module(name).TransportError)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
+
+
+def with_backoff(
+    call: Callable, what: str, attempts: int, base: float, cap: float, sleep=time.sleep
+):
+    """``call()``, retried up to ``attempts`` times in all on transient hub errors."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as exc:  # noqa: BLE001 - classified by retry_delay
+            delay = retry_delay(exc, attempt, base, cap)
+            if delay is None or attempt == attempts - 1:
+                raise
+            log.warning(
+                "%s: %s; retry %d of %d in %.1f s",
+                what,
+                str(exc).splitlines()[0],
+                attempt + 1,
+                attempts - 1,
+                delay,
+            )
+            sleep(delay)
+    raise AssertionError("unreachable")
+
+
+# --- the manifest ----------------------------------------------------------------------------
+
+
+def weights_of(files: dict[str, dict]) -> tuple[str, dict[str, dict]]:
+    """The weights format of a file listing and its weights files (safetensors first)."""
+    safetensors = {p: f for p, f in files.items() if p.endswith(".safetensors")}
+    if safetensors:
+        return "safetensors", safetensors
+    pickles = {p: f for p, f in files.items() if p.endswith(".bin") and "/" not in p}
+    if pickles:
+        return "bin", pickles
+    return "none", {}
+
+
+def weights_digest(weights: dict[str, dict]) -> str | None:
+    """One digest of a revision's weights: the sha256 of each file (the git blob id where the
+    hub gives no LFS sha256), with its name."""
+    if not weights:
+        return None
+    h = hashlib.sha256()
+    for path in sorted(weights):
+        h.update(f"{path}\0{weights[path]['sha256']}\n".encode())
+    return h.hexdigest()
+
+
+def list_revision(api, repo_id: str, commit: str, retry: dict) -> dict[str, dict]:
+    """The root files of one commit with their size and sha256, from the hub's tree."""
+    from huggingface_hub.hf_api import RepoFile
+
+    entries = with_backoff(
+        lambda: list(api.list_repo_tree(repo_id, revision=commit, recursive=False)),
+        f"{repo_id}@{commit[:12]}: tree",
+        **retry,
+    )
+    files = {}
+    for e in entries:
+        if isinstance(e, RepoFile):
+            sha = e.lfs.sha256 if e.lfs is not None else e.blob_id
+            files[e.path] = {"size": e.size, "sha256": sha}
+    return files
+
+
+def build_manifest(
+    model: str,
+    repo_id: str,
+    revisions: dict[int, str],
+    trusted_steps: list[int],
+    reference: str | None,
+    retry: dict,
+    api=None,
+) -> pa.Table:
+    """One row per scheduled revision: its commit, weights format and digest, and whether
+    it is missing or serves the weights of another revision."""
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+
+    api = api or HfApi()
+    try:
+        refs = with_backoff(lambda: api.list_repo_refs(repo_id), f"{repo_id}: refs", **retry)
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(
+            f"repository '{repo_id}' not found on the hub (or private); "
+            "check checkpoints.hub.models"
+        ) from exc
+    branches = {b.name: b.target_commit for b in refs.branches}
+    branches.update({t.name: t.target_commit for t in refs.tags})
+
+    def commit_of(revision: str) -> str | None:
+        if revision in branches:
+            return branches[revision]
+        try:  # a commit sha, or a ref the listing does not show
+            info = with_backoff(
+                lambda: api.model_info(repo_id, revision=revision),
+                f"{repo_id}@{revision}: info",
+                **retry,
+            )
+        except RevisionNotFoundError:
+            return None
+        return info.sha
+
+    rows, digests = [], {}
+    final_step = max(revisions)
+    for step in sorted(revisions):
+        revision = revisions[step]
+        commit = commit_of(revision)
+        row = {
+            "model": model,
+            "repo_id": repo_id,
+            "step": step,
+            "revision": revision,
+            "commit": commit,
+            "status": "ok" if commit else "missing",
+            "weights_format": "none",
+            "weights_sha256": None,
+            "weights_bytes": 0,
+            "duplicate_steps": [],
+            "same_as_reference": False,
+        }
+        if commit:
+            fmt, weights = weights_of(list_revision(api, repo_id, commit, retry))
+            row["weights_format"] = fmt
+            row["weights_sha256"] = weights_digest(weights)
+            row["weights_bytes"] = sum(f["size"] for f in weights.values())
+            if row["weights_sha256"]:
+                digests.setdefault(row["weights_sha256"], []).append(step)
+        else:
+            log.warning("%s: revision '%s' (step %d) does not exist", repo_id, revision, step)
+        rows.append(row)
+
+    reference_digest = None
+    if reference and reference in branches:
+        ref_commit = branches[reference]
+        ref_weights = weights_of(list_revision(api, repo_id, ref_commit, retry))[1]
+        reference_digest = weights_digest(ref_weights)
+    trusted = set(trusted_steps)
+    for row in rows:
+        digest = row["weights_sha256"]
+        if digest is None:
+            continue
+        row["duplicate_steps"] = [s for s in digests[digest] if s != row["step"]]
+        row["same_as_reference"] = digest == reference_digest
+        # The final step is expected to serve the reference's weights; any other step that
+        # does serves weights from the end of training, not its own.
+        misplaced = row["same_as_reference"] and row["step"] != final_step
+        if (row["duplicate_steps"] or misplaced) and row["step"] not in trusted:
+            row["status"] = "duplicate"
+    dup = [r["step"] for r in rows if r["status"] == "duplicate"]
+    if dup:
+        log.warning(
+            "%s: steps %s serve the weights of another revision; they are not measured "
+            "(list trusted ones in checkpoints.trusted_steps)",
+            repo_id,
+            dup,
+        )
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def write_manifest(
+    model, repo_id, steps, revision_template, trusted_steps, reference, retry, out_path
+) -> None:
+    revisions = {int(s): revision_template.format(step=s) for s in steps}
+    table = build_manifest(model, repo_id, revisions, trusted_steps, reference, retry)
+    write_parquet(table, out_path)
+    counts = {
+        s: table.column("status").to_pylist().count(s) for s in ("ok", "duplicate", "missing")
+    }
+    log.info("%s: %s", repo_id, counts)
+
+
+def manifest_row(manifest_path: str | Path, step: int) -> dict:
+    rows = pq.read_table(manifest_path, schema=MANIFEST_SCHEMA).to_pylist()
+    for row in rows:
+        if row["step"] == step:
+            return row
+    raise CheckpointError(f"step {step} is not in the revision manifest {manifest_path}")
+
+
+# --- acquisition -----------------------------------------------------------------------------
+
+
+def describe(row: dict) -> str:
+    return f"{row['repo_id']} at revision {row['revision']} (step {row['step']})"
+
+
+def check_usable(row: dict, allow_pickle: bool) -> None:
+    """Refuse, before any download, a revision that is missing, a duplicate or pickles only."""
+    where = describe(row)
+    if row["status"] == "missing":
+        raise CheckpointError(f"revision '{row['revision']}' does not exist in {row['repo_id']}")
+    if row["status"] == "duplicate":
+        raise CheckpointError(
+            f"{where} serves the same weights as steps {row['duplicate_steps']}"
+            + (" and the reference revision" if row["same_as_reference"] else "")
+            + "; it is not trusted (list it in checkpoints.trusted_steps to use it)"
+        )
+    if row["weights_format"] == "bin" and not allow_pickle:
+        raise CheckpointError(
+            f"{where} serves only PyTorch .bin weights, which are pickles and can run code "
+            "when loaded; refusing them. Set checkpoints.allow_pickle: true to load them anyway."
+        )
+    if row["weights_format"] == "none":
+        raise CheckpointError(f"{where} holds no weights files")
+
+
+@contextlib.contextmanager
+def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, staging_root=None):
+    """The folder of one manifest revision, read through the Hugging Face cache.
+
+    Yields a local folder with config and weights, checked. With ``evict``, a revision not
+    already in the cache is fetched into a private folder that is deleted on exit.
+    """
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    check_usable(row, allow_pickle)
+    where = describe(row)
+    patterns = allow_patterns(allow_pickle)
+    fetch = {
+        "repo_id": row["repo_id"],
+        "revision": row["commit"],  # the weights the manifest names, even if the branch moves
+        "allow_patterns": patterns,
+    }
+    staged = None
+    try:
+        if evict:
+            try:
+                folder = snapshot_download(**fetch, local_files_only=True)
+            except LocalEntryNotFoundError:
+                staging_root = Path(staging_root or tempfile.gettempdir())
+                staging_root.mkdir(parents=True, exist_ok=True)
+                staged = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=staging_root))
+                folder = with_backoff(
+                    lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
+                )
+        else:
+            folder = with_backoff(lambda: snapshot_download(**fetch), where, **retry)
+    except RevisionNotFoundError as exc:
+        raise CheckpointError(f"commit {row['commit']} of {where} is not on the hub") from exc
+    except GatedRepoError as exc:
+        raise CheckpointError(f"{row['repo_id']} is gated: accept its terms and log in") from exc
+    except RepositoryNotFoundError as exc:
+        raise CheckpointError(f"repository '{row['repo_id']}' not found on the hub") from exc
+    except LocalEntryNotFoundError as exc:
+        raise CheckpointError(
+            f"{where} is not in the Hugging Face cache and the hub cannot be reached "
+            "(HF_HUB_OFFLINE is set?): run the prefetch target on a machine with the network"
+        ) from exc
+    except HfHubHTTPError as exc:
+        raise CheckpointError(f"download of {where} failed: {exc}") from exc
+    try:
+        weights_files(folder, allow_pickle, where=where)
+        yield Path(folder)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+            log.info("evicted %s", where)
+
+
+def prefetch(row: dict, allow_pickle: bool, retry: dict, out_path) -> None:
+    """Fill the Hugging Face cache with one revision (skipping those not to be measured)."""
+    from saturation.io import write_json
+
+    record = {k: row[k] for k in ("repo_id", "revision", "step", "commit", "status")}
+    if row["status"] == "ok" and not (row["weights_format"] == "bin" and not allow_pickle):
+        with hub_checkpoint(row, allow_pickle, evict=False, retry=retry) as folder:
+            record["snapshot"] = str(folder)
+            record["bytes"] = sum(f.stat().st_size for f in Path(folder).iterdir())
+    else:
+        log.warning("%s: %s, not fetched", describe(row), row["status"])
+    write_json(record, out_path)
+
+
+@contextlib.contextmanager
+def open_checkpoint(checkpoint: str | Path, step: int, hub: dict | None, allow_pickle: bool):
+    """A checkpoint folder: ``checkpoint`` itself (local), or (``hub`` set) the revision of
+    the manifest ``checkpoint`` at ``step``, read through the Hugging Face cache."""
+    if hub is None:
+        yield Path(checkpoint)
+        return
+    row = manifest_row(checkpoint, step)
+    with hub_checkpoint(row, allow_pickle, hub["evict"], hub["retry"]) as folder:
+        yield folder

@@ -1,0 +1,245 @@
+"""Repositories shaped like Pythia's and The Pile's, for the loopback hub.
+
+- ``EleutherAI/pythia-160m``: the tokenizer (a byte-level BPE trained here, 300 entries,
+  ``<|endoftext|>`` its EOS), as the paper config names it.
+- ``EleutherAI/pythia-14m``, ``-31m``, ``-2.8b``: tiny GPT-NeoX models, untied head, the
+  vocabulary padded to 384 rows above the tokenizer's 300, trained here for a few steps;
+  branches ``step{N}`` on a subset of Pythia's schedule plus ``main`` (= the last step).
+  step0 = step1 on every model (Pythia's #83); 31m misses one branch; 2.8b serves final-era weights
+  (those of ``main``) on step0, step512 and step2000, and its last step differs from main
+  (pythia#205).
+- ``EleutherAI/pythia-70m``: a branch that serves only ``pytorch_model.bin``.
+- ``monology/pile-uncopyrighted`` (dataset): ``train/00.jsonl.zst``, ``train/01.jsonl.zst``,
+  ``val.jsonl.zst``, ``test.jsonl.zst`` with a ``text`` field.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+STEPS = [0, 1, 2, 512, 1000, 2000, 3000]
+# Training steps of the tiny run at each branch's step: step0 and step1 are the same weights.
+TRAINED_AT = {0: 0, 1: 0, 2: 2, 512: 6, 1000: 12, 2000: 24, 3000: 40}
+MODELS = {"pythia-14m": 16, "pythia-31m": 32, "pythia-2.8b": 24}
+MISSING = {"pythia-31m": 1000}
+FINAL_ERA = {"pythia-2.8b": [0, 512, 2000]}  # serve main's weights
+VOCAB_ROWS = 384
+TOKENIZER_SIZE = 300
+SEQUENCE = 64
+
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "for",
+    "on",
+    "with",
+    "as",
+    "by",
+    "at",
+    "from",
+    "that",
+    "this",
+    "it",
+    "his",
+    "her",
+    "their",
+    "model",
+    "data",
+    "language",
+    "token",
+    "learning",
+    "training",
+    "loss",
+    "layer",
+    "head",
+    "rank",
+    "matrix",
+    "vector",
+    "small",
+    "large",
+    "early",
+    "late",
+    "study",
+    "paper",
+    "result",
+    "figure",
+    "table",
+    "value",
+    "step",
+    "point",
+    "curve",
+    "rises",
+    "falls",
+    "stays",
+    "grows",
+    "drops",
+    "reaches",
+    "shows",
+    "gives",
+    "finds",
+    "makes",
+    "takes",
+    "holds",
+    "keeps",
+]
+
+
+def documents(n_docs: int, seed: int) -> list[str]:
+    """Sentences of a word-level Markov chain: text with structure a model can learn."""
+    rng = np.random.default_rng(seed)
+    V = len(WORDS)
+    logits = rng.normal(size=(V, V)) * 2.5
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    docs = []
+    for _ in range(n_docs):
+        w = rng.integers(V)
+        words = []
+        for _ in range(rng.integers(20, 80)):
+            words.append(WORDS[w])
+            w = rng.choice(V, p=probs[w])
+        docs.append(" ".join(words).capitalize() + ".")
+    return docs
+
+
+def zst_jsonl(texts: list[str]) -> bytes:
+    import zstandard
+
+    raw = "".join(
+        json.dumps({"text": t, "meta": {"pile_set_name": "Pile-CC"}}) + "\n" for t in texts
+    )
+    return zstandard.ZstdCompressor(level=3).compress(raw.encode())
+
+
+def tokenizer_files(texts: list[str]) -> dict[str, bytes]:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_SIZE,
+        special_tokens=["<|endoftext|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        unk_token="<|endoftext|>",
+        model_max_length=SEQUENCE,
+    )
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        fast.save_pretrained(d)
+        return {p.name: p.read_bytes() for p in Path(d).iterdir() if p.is_file()}
+
+
+def train_snapshots(hidden: int, token_docs: list[list[int]], seed: int) -> dict[int, dict]:
+    """State dicts of a tiny GPT-NeoX at each training step in TRAINED_AT."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    from saturation.training import MiniModel, gpt_neox_config
+
+    torch.manual_seed(seed)
+    spec = MiniModel("t", hidden, 2, 2, VOCAB_ROWS, SEQUENCE)
+    model = GPTNeoXForCausalLM(gpt_neox_config(spec))
+    stream = np.concatenate([np.asarray(d + [0]) for d in token_docs])
+    rng = np.random.default_rng(seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    want = sorted(set(TRAINED_AT.values()))
+    snapshots = {}
+    for step in range(max(want) + 1):
+        if step in want:
+            snapshots[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        starts = rng.integers(0, len(stream) - SEQUENCE - 1, size=8)
+        batch = torch.as_tensor(np.stack([stream[s : s + SEQUENCE] for s in starts]))
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    return {s: snapshots[k] for s, k in TRAINED_AT.items()}, model.config
+
+
+def checkpoint_files(state: dict, config, tok_files: dict, pickle: bool = False) -> dict:
+    import torch
+    from safetensors.torch import save
+
+    files = {"config.json": config.to_json_string().encode(), **tok_files}
+    if pickle:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        files["pytorch_model.bin"] = buf.getvalue()
+    else:
+        files["model.safetensors"] = save({k: v.contiguous() for k, v in state.items()})
+    return files
+
+
+def build(hub) -> dict:
+    """Fill a LoopbackHub with the repositories above; returns facts the tests check."""
+    texts = documents(400, seed=0)
+    tok_files = tokenizer_files(texts)
+    import tempfile
+
+    from transformers import PreTrainedTokenizerFast
+
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in tok_files.items():
+            (Path(d) / name).write_bytes(data)
+        tok = PreTrainedTokenizerFast.from_pretrained(d)
+    token_docs = [tok(t, add_special_tokens=False)["input_ids"] for t in texts]
+
+    hub.add_branch("model", "EleutherAI/pythia-160m", "main", tok_files)
+    hub.add_branch(
+        "dataset",
+        "monology/pile-uncopyrighted",
+        "main",
+        {
+            "train/00.jsonl.zst": zst_jsonl(texts[:150]),
+            "train/01.jsonl.zst": zst_jsonl(texts[150:300]),
+            "val.jsonl.zst": zst_jsonl(texts[300:370]),
+            "test.jsonl.zst": zst_jsonl(texts[370:]),
+            "README.md": b"---\nlicense: other\n---\n# A Pile-shaped corpus for tests\n",
+        },
+    )
+    facts = {"commits": {}, "steps": STEPS, "models": dict(MODELS)}
+    for i, (name, hidden) in enumerate(MODELS.items()):
+        repo = f"EleutherAI/{name}"
+        snaps, config = train_snapshots(hidden, token_docs, seed=i)
+        final = STEPS[-1]
+        main_state = snaps[final]
+        if name in FINAL_ERA:  # main: later weights than the last step branch
+            main_state = {k: v + 0.01 for k, v in snaps[final].items()}
+        commits = {}
+        for step in STEPS:
+            if MISSING.get(name) == step:
+                continue
+            state = main_state if step in FINAL_ERA.get(name, []) else snaps[step]
+            files = checkpoint_files(state, config, tok_files)
+            commits[step] = hub.add_branch("model", repo, f"step{step}", files).commit
+        hub.add_branch("model", repo, "main", checkpoint_files(main_state, config, tok_files))
+        facts["commits"][name] = commits
+    snaps, config = train_snapshots(16, token_docs[:50], seed=9)
+    hub.add_branch(
+        "model",
+        "EleutherAI/pythia-70m",
+        "step2",
+        checkpoint_files(snaps[2], config, tok_files, pickle=True),
+    )
+    facts["tokenizer_size"] = len(tok)
+    return facts

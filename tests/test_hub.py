@@ -1,0 +1,231 @@
+"""The workflow's hub code against the loopback hub (tests/hub), through the unmodified
+huggingface_hub and datasets clients: the revision manifest, reading revisions through the
+Hugging Face cache, eviction, the fault cases, and The Pile's layout streamed."""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from saturation.checkpoints import CheckpointError
+from saturation.hub import build_manifest, check_usable, hub_checkpoint, retry_delay, with_backoff
+
+RETRY = {"attempts": 4, "base": 0.05, "cap": 2.0}
+
+
+def manifest(model, facts, trusted=(), reference="main"):
+    revisions = {s: f"step{s}" for s in facts["steps"]}
+    table = build_manifest(model, f"EleutherAI/{model}", revisions, list(trusted), reference, RETRY)
+    return {r["step"]: r for r in table.to_pylist()}
+
+
+def test_manifest_finds_duplicates_and_missing_revisions_before_any_download(hub):
+    server, facts = hub
+    rows14 = manifest("pythia-14m", facts)
+    rows31 = manifest("pythia-31m", facts)
+    rows28 = manifest("pythia-2.8b", facts)
+    # Nothing was downloaded: the tree's LFS sha256 identifies the weights.
+    assert server.downloads() == []
+    # step0 = step1: neither is trusted as the original.
+    assert rows14[0]["status"] == rows14[1]["status"] == "duplicate"
+    assert rows14[0]["duplicate_steps"] == [1] and rows14[1]["duplicate_steps"] == [0]
+    assert {s for s, r in rows14.items() if r["status"] == "ok"} == {2, 512, 1000, 2000, 3000}
+    assert rows14[2]["commit"] == facts["commits"]["pythia-14m"][2]
+    # A missing branch.
+    assert rows31[1000]["status"] == "missing" and rows31[1000]["commit"] is None
+    assert {s for s, r in rows31.items() if r["status"] == "ok"} == {2, 512, 2000, 3000}
+    # Final-era weights on early branches; the last step differs from main.
+    assert {s for s, r in rows28.items() if r["status"] == "duplicate"} == {0, 512, 2000}
+    assert all(rows28[s]["same_as_reference"] for s in (0, 512, 2000))
+    assert rows28[3000]["status"] == "ok" and not rows28[3000]["same_as_reference"]
+    # Trusted steps are used although duplicated.
+    assert manifest("pythia-14m", facts, trusted=[1])[1]["status"] == "ok"
+    # The sha256 the manifest combines are the files' own.
+    assert rows14[2]["weights_format"] == "safetensors" and rows14[2]["weights_bytes"] > 0
+    with pytest.raises(
+        CheckpointError, match="step 1.*same weights as steps \\[0\\]|steps \\[0\\]"
+    ):
+        check_usable(rows14[1], allow_pickle=False)
+    with pytest.raises(
+        CheckpointError, match="revision 'step1000' does not exist in EleutherAI/pythia-31m"
+    ):
+        check_usable(rows31[1000], allow_pickle=False)
+
+
+def test_revisions_are_read_through_the_cache_once(hub):
+    server, facts = hub
+    row = manifest("pythia-31m", facts)[2000]
+    server.clear()
+    with hub_checkpoint(row, False, evict=False, retry=RETRY) as folder:
+        assert "hub/models--EleutherAI--pythia-31m/snapshots" in str(folder)
+        first = server.downloads()
+        assert {r["file"] for r in first} >= {"config.json", "model.safetensors"}
+        assert all(r["commit"] == row["commit"] for r in first)
+    server.clear()
+    with hub_checkpoint(row, False, evict=False, retry=RETRY) as again:
+        assert again == folder
+    assert server.downloads() == []  # in the cache: nothing fetched again
+
+
+def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path):
+    server, facts = hub
+    row = manifest("pythia-31m", facts)[512]
+    server.clear()
+    with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=tmp_path) as folder:
+        assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+    assert list(tmp_path.iterdir()) == []
+    assert any(r["file"] == "model.safetensors" for r in server.downloads())
+    cache = Path(os.environ["HF_HOME"]) / "hub" / "models--EleutherAI--pythia-31m" / "snapshots"
+    assert not (cache / row["commit"]).exists()  # the cache did not grow
+
+
+def test_rate_limit_honours_retry_after_then_succeeds(hub, caplog):
+    server, facts = hub
+    server.inject("429", r"GET /api/models/EleutherAI/pythia-14m/refs", times=2, retry_after=1)
+    start = time.perf_counter()
+    with caplog.at_level(logging.WARNING, logger="saturation.hub"):
+        rows = manifest("pythia-14m", facts)
+    waited = time.perf_counter() - start
+    assert rows[2]["status"] == "ok"
+    assert waited >= 2.0  # two Retry-After: 1 s, although the backoff base is 0.05 s
+    assert [r["status"] for r in server.log if r["route"] == "fault"] == [429, 429]
+    assert caplog.text.count("retry") == 2 and "429" in caplog.text
+
+
+def test_server_errors_and_cut_bodies_are_retried(hub):
+    server, facts = hub
+    row = manifest("pythia-14m", facts)[512]
+    server.clear()
+    server.inject(
+        "status", rf"GET /api/models/EleutherAI/pythia-14m/tree/{row['commit']}", status=500
+    )
+    server.inject("cut", rf"GET /EleutherAI/pythia-14m/resolve/{row['commit']}/model.safetensors")
+    with hub_checkpoint(row, False, evict=False, retry=RETRY) as folder:
+        data = (folder / "model.safetensors").read_bytes()
+    served = [r for r in server.downloads() if r["file"] == "model.safetensors"]
+    assert served[0].get("cut") and served[0]["bytes"] < len(data)
+    assert not served[-1].get("cut") and served[-1]["bytes"] == len(data)
+    assert any(r["status"] == 500 for r in server.log)
+
+
+def test_persistent_failure_names_the_revision(hub):
+    server, facts = hub
+    row = manifest("pythia-14m", facts)[1000]
+    server.clear()
+    server.inject(
+        "status",
+        rf"GET /EleutherAI/pythia-14m/resolve/{row['commit']}/model",
+        times=None,
+        status=503,
+    )
+    retry = {**RETRY, "attempts": 2}
+    with pytest.raises(CheckpointError, match="EleutherAI/pythia-14m at revision step1000"):
+        with hub_checkpoint(row, False, evict=False, retry=retry):
+            pass
+    # One GET of the weights per attempt, each answered 503.
+    faults = [r for r in server.log if r["route"] == "fault"]
+    assert [r["status"] for r in faults] == [503] * retry["attempts"]
+
+
+def test_pickle_only_branch_is_refused_before_download(hub):
+    server, _ = hub
+    table = build_manifest("pythia-70m", "EleutherAI/pythia-70m", {2: "step2"}, [], "main", RETRY)
+    row = table.to_pylist()[0]
+    assert row["weights_format"] == "bin" and row["status"] == "ok"
+    with pytest.raises(
+        CheckpointError, match="EleutherAI/pythia-70m at revision step2.*only PyTorch .bin"
+    ):
+        with hub_checkpoint(row, False, evict=False, retry=RETRY):
+            pass
+    assert server.downloads() == []
+
+
+def test_missing_repository_is_named(hub):
+    with pytest.raises(CheckpointError, match="repository 'EleutherAI/pythia-99m' not found"):
+        build_manifest("pythia-99m", "EleutherAI/pythia-99m", {0: "step0"}, [], "main", RETRY)
+
+
+def test_retry_delay_classifies_errors():
+    import httpx2 as httpx
+    from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError
+
+    def http_error(status, headers=None, cls=HfHubHTTPError):
+        request = httpx.Request("GET", "http://127.0.0.1/x")
+        response = httpx.Response(status, headers=headers or {}, request=request)
+        return cls("boom", response=response)
+
+    assert retry_delay(http_error(429, {"Retry-After": "30"}), 0, 1.0, 300) == 30
+    assert 0.75 * 4 <= retry_delay(http_error(503), 2, 1.0, 300) <= 4  # 1 * 2^2, jittered
+    assert retry_delay(http_error(503), 20, 1.0, 10) <= 10  # capped
+    assert retry_delay(http_error(401), 0, 1.0, 300) is None
+    assert retry_delay(http_error(404, cls=RevisionNotFoundError), 0, 1.0, 300) is None
+    assert retry_delay(httpx.ConnectError("refused"), 0, 1.0, 300) is not None
+    assert retry_delay(ValueError("a bug"), 0, 1.0, 300) is None
+    calls = []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise http_error(502)
+        return "ok"
+
+    slept = []
+    assert with_backoff(flaky, "x", 3, 1.0, 300, sleep=slept.append) == "ok"
+    assert len(slept) == 2 and slept[1] > slept[0] * 1.4
+
+
+def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
+    """The Pile's train/*.jsonl.zst and val.jsonl.zst through datasets' streaming (zstd)."""
+    from saturation.corpus import read_tokens, sample_split
+
+    server, facts = hub
+    settings = {
+        "path": "monology/pile-uncopyrighted",
+        "name": None,
+        "split": "train",
+        "eval_split": "validation",
+        "data_files": {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst"},
+        "text_field": "text",
+        "shuffle_buffer": 16,
+    }
+    common = {
+        "source": "huggingface",
+        "seed": 3,
+        "tokenizer": "EleutherAI/pythia-160m",
+        "eval_fraction": 0.5,
+        "max_document_tokens": None,
+        "huggingface": settings,
+    }
+    for split, n in (("eval", 500), ("train", 2000)):
+        sample_split(
+            {**common, "split": split, "n_tokens": n},
+            {},
+            tmp_path / f"{split}.parquet",
+            tmp_path / f"{split}.json",
+        )
+        meta = json.loads((tmp_path / f"{split}.json").read_text())
+        assert meta["n_tokens"] == n
+        assert meta["dataset_split"] == ("validation" if split == "eval" else "train")
+    files = {r["file"] for r in server.downloads()}
+    assert "val.jsonl.zst" in files and any(f.startswith("train/") for f in files)
+    assert "test.jsonl.zst" not in files
+    # Range requests: streaming reads the compressed files in pieces.
+    assert any(r["status"] == 206 for r in server.downloads())
+    eval_docs = read_tokens(tmp_path / "eval.parquet")
+    assert max(int(d.max()) for d in eval_docs) < facts["tokenizer_size"]
+    assert pq.read_table(tmp_path / "eval.parquet").num_rows >= 2
+    # Without data_files, a split the layout does not give is named.
+    from saturation.corpus import CorpusError
+
+    bad = {
+        **common,
+        "split": "eval",
+        "n_tokens": 10,
+        "huggingface": {**settings, "data_files": None},
+    }
+    with pytest.raises(CorpusError, match="no split 'validation'"):
+        sample_split(bad, {}, tmp_path / "x.parquet", tmp_path / "x.json")
