@@ -152,3 +152,42 @@ def test_evaluate_matches_direct_loss():
     with torch.no_grad():
         assert loss == pytest.approx(torch.nn.functional.cross_entropy(head(h), t).item(), rel=1e-6)
         assert acc == pytest.approx((head(h).argmax(1) == t).float().mean().item())
+
+
+def test_feature_shards_stream_the_cache_shard_by_shard(tmp_path):
+    """Streamed batches: rows of the cache, upcast to float32, no row twice in an epoch, and
+    a single-shard cache batched exactly as the same features held in memory."""
+    from safetensors.torch import save_file
+
+    from saturation.heads import FeatureShards, FeatureTensors
+
+    rng = np.random.default_rng(0)
+    rows = torch.from_numpy(rng.normal(size=(70, 4)).astype(np.float32)).to(torch.bfloat16)
+    targets = torch.arange(70, dtype=torch.int32)  # a row's target is its index
+    for i, (a, b) in enumerate([(0, 30), (30, 60), (60, 70)]):
+        save_file(
+            {"features": rows[a:b].contiguous(), "targets": targets[a:b].contiguous()},
+            str(tmp_path / f"train_{i:05d}.safetensors"),
+        )
+    shards = FeatureShards(tmp_path)
+    assert len(shards) == 70 and shards.d == 4
+    batches = shards.batches(np.random.default_rng(1), 8, "cpu")
+    seen = []
+    for _ in range(6):  # one epoch: 3 batches from each 30-row shard, none from the 10-row one
+        f, t = next(batches)
+        assert f.dtype == torch.float32 and t.dtype == torch.long
+        assert torch.equal(f, rows[t].float())
+        assert len({int(x) // 30 for x in t}) == 1  # one shard a batch
+        seen += t.tolist()
+    assert len(seen) == len(set(seen)) == 48
+    with pytest.raises(ValueError, match="larger than the largest cache shard"):
+        next(shards.batches(np.random.default_rng(1), 31, "cpu"))
+
+    one = tmp_path / "one"
+    one.mkdir()
+    save_file({"features": rows, "targets": targets}, str(one / "train_00000.safetensors"))
+    a = FeatureShards(one).batches(np.random.default_rng(5), 16, "cpu")
+    b = FeatureTensors(rows, targets.long()).batches(np.random.default_rng(5), 16, "cpu")
+    for _ in range(10):
+        (fa, ta), (fb, tb) = next(a), next(b)
+        assert torch.equal(fa, fb) and torch.equal(ta, tb)

@@ -94,11 +94,80 @@ def build_cache(
     return counts
 
 
-def load_cache(cache_dir, split: str, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+def cache_shards(cache_dir, split: str) -> list[Path]:
     shards = sorted(Path(cache_dir).glob(f"{split}_*.safetensors"))
     if not shards:
         raise FileNotFoundError(f"no {split} shards in the feature cache {cache_dir}")
-    parts = [load_file(str(p)) for p in shards]
+    return shards
+
+
+class FeatureShards:
+    """The cached training features, streamed one shard at a time in their stored dtype.
+
+    Memory holds one shard (``shard_tokens`` x d in the cache dtype), whatever the number of
+    cached tokens; each batch is upcast to float32 on the device. Batches follow a seeded
+    order: the shards in a permuted order (when there are several), then the tokens of each
+    shard in a permuted order; a shard's last tokens that do not fill a batch are skipped in
+    that epoch, as are the last tokens of an epoch of a single-shard cache.
+    """
+
+    def __init__(self, cache_dir, split: str = "train"):
+        from safetensors import safe_open
+
+        self.paths = cache_shards(cache_dir, split)
+        self.sizes = []
+        for p in self.paths:
+            with safe_open(str(p), framework="pt") as fh:
+                n, self.d = fh.get_slice("features").get_shape()
+                self.sizes.append(n)
+
+    def __len__(self) -> int:
+        return sum(self.sizes)
+
+    def batches(self, rng: np.random.Generator, batch: int, device):
+        if batch > max(self.sizes):
+            raise ValueError(
+                f"a batch of {batch} tokens is larger than the largest cache shard "
+                f"({max(self.sizes)} tokens): raise rank_heads.shard_tokens or lower batch_tokens"
+            )
+        while True:
+            order = rng.permutation(len(self.paths)) if len(self.paths) > 1 else [0]
+            for i in order:
+                if self.sizes[i] < batch:
+                    continue
+                shard = load_file(str(self.paths[i]))
+                features, targets = shard["features"], shard["targets"]
+                perm = rng.permutation(self.sizes[i])
+                for start in range(0, self.sizes[i] - batch + 1, batch):
+                    idx = torch.from_numpy(perm[start : start + batch])
+                    yield (
+                        features[idx].to(device).float(),
+                        targets[idx].to(device, torch.long),
+                    )
+                del shard, features, targets
+
+
+class FeatureTensors:
+    """Training features already in memory, batched as a single-shard cache is."""
+
+    def __init__(self, features: torch.Tensor, targets: torch.Tensor):
+        self.features, self.targets = features, targets
+        self.d = features.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def batches(self, rng: np.random.Generator, batch: int, device):
+        while True:
+            perm = rng.permutation(len(self.targets))
+            for start in range(0, len(perm) - batch + 1, batch):
+                idx = torch.from_numpy(perm[start : start + batch]).to(self.features.device)
+                yield self.features[idx].to(device).float(), self.targets[idx].to(device)
+
+
+def load_cache(cache_dir, split: str, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """A whole split of the cache in float32 (the evaluation features: they are few)."""
+    parts = [load_file(str(p)) for p in cache_shards(cache_dir, split)]
     features = torch.cat([p["features"] for p in parts]).to(device, torch.float32)
     targets = torch.cat([p["targets"] for p in parts]).to(device, torch.long)
     return features, targets
@@ -197,13 +266,16 @@ def train_head(
 ) -> dict:
     """Train one head from the cache: ``rank`` an int, or None for the full-rank control.
 
+    ``train`` is a :class:`FeatureShards` (streamed from disk) or (features, targets).
+
     AdamW on the head only, linear warm-up then cosine decay, batches drawn from the cached
     training features by a seeded permutation; deterministic on CPU.
     """
     from tqdm import tqdm
 
-    features, targets = train
-    d = features.shape[1]
+    if isinstance(train, tuple):
+        train = FeatureTensors(*train)
+    d = train.d
     generator = torch.Generator().manual_seed(setup.seed)
     head = (
         FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
@@ -214,21 +286,18 @@ def train_head(
         head.parameters(), lr=lr, weight_decay=setup.weight_decay, betas=(0.9, 0.95), foreach=True
     )
     rng = np.random.default_rng(setup.seed)
-    order, cursor = rng.permutation(len(targets)), 0
-    batch = min(setup.batch_tokens, len(targets))
+    batch = min(setup.batch_tokens, len(train))
+    batches = train.batches(rng, batch, device)
     for step in tqdm(
         range(setup.steps), desc=f"rank {rank or 'full'}", file=progress_file, mininterval=10
     ):
-        if cursor + batch > len(order):
-            order, cursor = rng.permutation(len(targets)), 0
-        idx = torch.from_numpy(order[cursor : cursor + batch]).to(features.device)
-        cursor += batch
+        features, targets = next(batches)
         for group in optimizer.param_groups:
             group["lr"] = lr * warmup_cosine(
                 step, setup.steps, setup.warmup_steps, setup.min_lr_ratio
             )
         chunked_cross_entropy(
-            head, features[idx], targets[idx], setup.chunk_tokens, 1.0 / batch, count_correct=False
+            head, features, targets, setup.chunk_tokens, 1.0 / batch, count_correct=False
         )
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -241,6 +310,16 @@ def train_head(
         "eval_loss": loss,
         "eval_accuracy": accuracy,
     }
+
+
+def deterministic(device) -> None:
+    """Deterministic kernels; on CUDA, cuBLAS needs a fixed workspace for that, set before
+    its first use (torch raises on CUDA matmuls otherwise)."""
+    import os
+
+    if str(device).startswith("cuda"):
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True)
 
 
 RANK_HEADS_SCHEMA = pa.schema(
@@ -345,9 +424,9 @@ def train_rank_head(
     from saturation.io import read_json
 
     torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    deterministic(device)
     info = read_json(original_json)
     d, vocab = info["hidden_size"], info["vocab_size"]
     r = None if rank == "full" else int(rank)
@@ -356,7 +435,7 @@ def train_rank_head(
     result = train_head(
         r,
         vocab,
-        load_cache(cache_dir, "train", device),
+        FeatureShards(cache_dir, "train"),
         load_cache(cache_dir, "eval", device),
         HeadTraining(**setup),
         device,
