@@ -30,9 +30,13 @@ def rule_blocks():
 
 def test_rules_exist():
     names = [name for _, name, _ in rule_blocks()]
-    assert {"synthetic_language", "sample_corpus", "train_minisuite", "revision_manifest", "prefetch_checkpoint"} <= set(
-        names
-    )
+    assert {
+        "synthetic_language",
+        "sample_corpus",
+        "train_minisuite",
+        "revision_manifest",
+        "prefetch_checkpoint",
+    } <= set(names)
 
 
 @pytest.mark.parametrize(

@@ -136,11 +136,13 @@ def test_pickle_only_branch_is_refused_before_download(hub):
     table = build_manifest("pythia-70m", "EleutherAI/pythia-70m", {2: "step2"}, [], "main", RETRY)
     row = table.to_pylist()[0]
     assert row["weights_format"] == "bin" and row["status"] == "ok"
-    with pytest.raises(
-        CheckpointError, match="EleutherAI/pythia-70m at revision step2.*only PyTorch .bin"
+    with (
+        pytest.raises(
+            CheckpointError, match="EleutherAI/pythia-70m at revision step2.*only PyTorch .bin"
+        ),
+        hub_checkpoint(row, False, evict=False, retry=RETRY),
     ):
-        with hub_checkpoint(row, False, evict=False, retry=RETRY):
-            pass
+        pass
     assert server.downloads() == []
 
 

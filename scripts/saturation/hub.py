@@ -118,10 +118,8 @@ def transport_errors() -> tuple[type, ...]:
 
     found = []
     for name in ("httpx2", "httpx"):
-        try:
+        with contextlib.suppress(ImportError, AttributeError):
             found.append(importlib.import_module(name).TransportError)
-        except (ImportError, AttributeError):
-            pass
     return tuple(found)
 
 
