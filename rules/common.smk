@@ -50,6 +50,7 @@ else:
 HUB_ACCESS = (
     {
         "evict": HUB["evict"],
+        "staging": "results/checkpoints/staging",  # evict: job-private folders, deleted
         "retry": {
             "attempts": HUB["retries"] + 1,
             "base": HUB["backoff_seconds"],

@@ -123,9 +123,11 @@ def test_persistent_failure_names_the_revision(hub):
         status=503,
     )
     retry = {**RETRY, "attempts": 2}
-    with pytest.raises(CheckpointError, match="EleutherAI/pythia-14m at revision step1000"):
-        with hub_checkpoint(row, False, evict=False, retry=retry):
-            pass
+    with (
+        pytest.raises(CheckpointError, match="EleutherAI/pythia-14m at revision step1000"),
+        hub_checkpoint(row, False, evict=False, retry=retry),
+    ):
+        pass
     # One GET of the weights per attempt, each answered 503.
     faults = [r for r in server.log if r["route"] == "fault"]
     assert [r["status"] for r in faults] == [503] * retry["attempts"]

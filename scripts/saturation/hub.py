@@ -412,5 +412,7 @@ def open_checkpoint(checkpoint: str | Path, step: int, hub: dict | None, allow_p
         yield Path(checkpoint)
         return
     row = manifest_row(checkpoint, step)
-    with hub_checkpoint(row, allow_pickle, hub["evict"], hub["retry"]) as folder:
+    with hub_checkpoint(
+        row, allow_pickle, hub["evict"], hub["retry"], hub.get("staging")
+    ) as folder:
         yield folder

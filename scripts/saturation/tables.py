@@ -161,7 +161,7 @@ def measure_revision(checkpoint: str, hub: dict | None, **kwargs) -> None:
     are recorded as such and not fetched."""
     if hub is None:
         return measure_checkpoint(checkpoint_dir=checkpoint, **kwargs)
-    from saturation.hub import hub_checkpoint, manifest_row
+    from saturation.hub import manifest_row, open_checkpoint
 
     row = manifest_row(checkpoint, kwargs["step"])
     if row["status"] in ("missing", "duplicate"):
@@ -173,7 +173,7 @@ def measure_revision(checkpoint: str, hub: dict | None, **kwargs) -> None:
             kwargs["out_spectrum"],
             kwargs["out_checkpoint"],
         )
-    with hub_checkpoint(row, kwargs["allow_pickle"], hub["evict"], hub["retry"]) as folder:
+    with open_checkpoint(checkpoint, row["step"], hub, kwargs["allow_pickle"]) as folder:
         measure_checkpoint(checkpoint_dir=str(folder), commit=row["commit"], **kwargs)
 
 

@@ -1,0 +1,242 @@
+"""The paper's path end to end: tests/config/paper.yaml (config/pythia.yaml's keys, tiny
+sizes) against the loopback hub, with the unmodified huggingface_hub and datasets clients:
+streaming The Pile's layout, revision manifests, measuring through the user's Hugging Face
+cache, saturation, rank heads, n-grams of a hub corpus, downstream on a local harness task,
+figures. Requests are counted at the server."""
+
+import collections
+import contextlib
+import json
+import os
+import re
+import threading
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import ROOT, copy_workflow, load_yaml, run_snakemake
+
+PAPER = ROOT / "tests" / "config" / "paper.yaml"
+MODEL_REPOS = ("EleutherAI/pythia-14m", "EleutherAI/pythia-31m", "EleutherAI/pythia-2.8b")
+# What the loopback hub's branches are (tests/hub/repos.py).
+EXPECTED_STATUS = {
+    ("pythia-14m", 0): "duplicate",
+    ("pythia-14m", 1): "duplicate",
+    ("pythia-31m", 0): "duplicate",
+    ("pythia-31m", 1): "duplicate",
+    ("pythia-31m", 1000): "missing",
+    ("pythia-2.8b", 0): "duplicate",
+    ("pythia-2.8b", 512): "duplicate",
+    ("pythia-2.8b", 2000): "duplicate",
+}
+
+
+def flat_keys(d, prefix=""):
+    keys = set()
+    for k, v in d.items():
+        keys.add(prefix + k)
+        if isinstance(v, dict) and not k.endswith(
+            ("fixed", "initial", "data_files", "trusted_steps")
+        ):
+            keys |= flat_keys(v, prefix + k + ".")
+    return keys
+
+
+def test_paper_test_config_has_exactly_the_paper_config_keys():
+    assert flat_keys(load_yaml(PAPER)) == flat_keys(load_yaml(ROOT / "config" / "pythia.yaml"))
+
+
+def write_cloze_task(folder: Path) -> None:
+    """A LAMBADA-style harness task of our own: the last word of a sentence of the corpus."""
+    from hub.repos import documents
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with (folder / "items.jsonl").open("w") as fh:
+        for text in documents(40, seed=11):
+            words = text.rstrip(".").split()
+            fh.write(json.dumps({"context": " ".join(words[:-1]), "target": words[-1]}) + "\n")
+    task = {
+        "task": "loopback_cloze",
+        "dataset_path": "json",
+        "dataset_kwargs": {"data_files": {"test": str(folder / "items.jsonl")}},
+        "test_split": "test",
+        "output_type": "loglikelihood",
+        "doc_to_text": "{{context}}",
+        "doc_to_target": " {{target}}",
+        "metric_list": [
+            {"metric": "perplexity", "aggregation": "perplexity", "higher_is_better": False},
+            {"metric": "acc", "aggregation": "mean", "higher_is_better": True},
+        ],
+        "metadata": {"version": 1.0},
+    }
+    (folder / "loopback_cloze.yaml").write_text(yaml.safe_dump(task))
+
+
+class DiskSampler:
+    """Peak bytes of checkpoint files on disk (the Hugging Face cache's model blobs and the
+    evict mode's staging folders), sampled every 50 ms while a run goes on."""
+
+    def __init__(self, *roots: Path):
+        self.roots, self.peak, self._stop = roots, 0, threading.Event()
+
+    def size(self) -> int:
+        total = 0
+        for root in self.roots:
+            for dirpath, _, files in os.walk(root):
+                if "models--" not in dirpath and "staging" not in dirpath:
+                    continue
+                for f in files:
+                    p = os.path.join(dirpath, f)
+                    if not os.path.islink(p):
+                        with contextlib.suppress(OSError):
+                            total += os.path.getsize(p)
+        return total
+
+    def run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.size())
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+
+
+def model_downloads(server) -> list[dict]:
+    return [r for r in server.downloads() if r.get("repo") in MODEL_REPOS]
+
+
+def paper_workdir(tmp_path: Path, **overrides) -> Path:
+    """A copy of the workflow with config/paper.yaml, run as a user runs config/pythia.yaml:
+    ``--configfile config/paper.yaml`` over the embedded default."""
+    workdir = copy_workflow(tmp_path / "wf")
+    config = load_yaml(PAPER)
+    write_cloze_task(tmp_path / "tasks")
+    config["downstream"]["include_path"] = str(tmp_path / "tasks")
+    for dotted, value in overrides.items():
+        section, key = dotted.split(".")
+        config[section][key] = value
+    write_config(workdir, config)
+    return workdir
+
+
+def write_config(workdir: Path, config: dict) -> None:
+    (workdir / "config" / "paper.yaml").write_text(yaml.safe_dump(config))
+
+
+def read_config(workdir: Path) -> dict:
+    return load_yaml(workdir / "config" / "paper.yaml")
+
+
+ARGS = ("--configfile", "config/paper.yaml")
+
+
+@pytest.fixture(scope="module")
+def paper_run(loopback_hub, tmp_path_factory):
+    server, facts = loopback_hub
+    tmp = tmp_path_factory.mktemp("paper")
+    (tmp / "wf").mkdir()
+    workdir = paper_workdir(tmp)
+    hf_home = tmp / "hf-user"
+    env = {"HF_HOME": str(hf_home)}
+    server.clear()
+    start = time.perf_counter()
+    with DiskSampler(hf_home, workdir / "results") as disk:
+        result = run_snakemake(workdir, "--cores", "2", *ARGS, env=env, timeout=1500)
+    wall = time.perf_counter() - start
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    log = list(server.log)
+    print(f"paper path, local: {wall:.0f} s, peak checkpoint bytes on disk {disk.peak}")
+    return {"workdir": workdir, "env": env, "log": log, "facts": facts, "peak": disk.peak}
+
+
+def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_hub):
+    server, facts = loopback_hub
+    workdir = paper_run["workdir"]
+    gets = [
+        r
+        for r in paper_run["log"]
+        if r["route"] == "resolve" and r["method"] == "GET" and r.get("repo") in MODEL_REPOS
+    ]
+    # No revision's file was downloaded twice in the run.
+    per_file = collections.Counter((r["repo"], r["commit"], r["file"]) for r in gets)
+    assert per_file and max(per_file.values()) == 1, per_file.most_common(3)
+    fetched = {(r["repo"], r["commit"]) for r in gets}
+    # Duplicates and missing branches were never fetched; every measured revision was, once.
+    for (model, step), status in EXPECTED_STATUS.items():
+        commit = facts["commits"][model].get(step)
+        assert (f"EleutherAI/{model}", commit) not in fetched, (model, step, status)
+    ckpts = pd.read_parquet(workdir / "results/tables/checkpoints.parquet")
+    status = {(r.model, r.step): r.status for r in ckpts.itertuples()}
+    for model in facts["models"]:
+        for step in facts["steps"]:
+            want = EXPECTED_STATUS.get((model, step), "measured")
+            assert status[(model, step)] == want, (model, step)
+            if want == "measured":
+                commit = facts["commits"][model][step]
+                assert (f"EleutherAI/{model}", commit) in fetched
+                row = ckpts[(ckpts.model == model) & (ckpts.step == step)].iloc[0]
+                assert row.commit == commit  # the weights measured are traceable
+    assert len(fetched) == sum(v == "measured" for v in status.values())
+    # The model's vocabulary (384 rows) covers the tokenizer's 300 ids.
+    assert set(ckpts.vocab_size.dropna()) == {384}
+
+    metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")
+    measured = set(zip(metrics.model, metrics.step, strict=True))
+    assert not measured & set(EXPECTED_STATUS)
+    sat = pd.read_parquet(workdir / "results/tables/saturation.parquet")
+    assert not set(zip(sat.model, sat.step, strict=True)) & set(EXPECTED_STATUS)
+    selection = pd.read_parquet(workdir / "results/downstream/selection.parquet")
+    assert not set(zip(selection.model, selection.step, strict=True)) & set(EXPECTED_STATUS)
+    heads = pd.read_parquet(workdir / "results/tables/rank_heads.parquet")
+    assert set(heads["head"]) == {"rank", "full", "original"} and set(heads.backbone) == {
+        "pythia-31m"
+    }
+    ngrams = pd.read_parquet(workdir / "results/tables/ngram_spectra.parquet")
+    assert set(ngrams.corpus) == {"pile-pythia", "pile-hub"}
+    down = pd.read_parquet(workdir / "results/tables/downstream.parquet")
+    assert set(down.task) == {"loopback_cloze"} and down.value.notna().all()
+    for fig in (workdir / "results/figures").glob("*.png"):
+        assert fig.stat().st_size > 10_000
+    assert len(list((workdir / "results/figures").glob("*.png"))) == 9
+    # The eval sample is The Pile's validation split; the training split its train files.
+    meta = json.loads((workdir / "results/corpus/eval.json").read_text())
+    assert meta["dataset_split"] == "validation"
+    # The cache held the measured revisions and nothing else was left in the workdir.
+    assert not (workdir / "results/checkpoints/staging").exists() or not any(
+        (workdir / "results/checkpoints/staging").iterdir()
+    )
+
+
+def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopback_hub):
+    server, _ = loopback_hub
+    workdir, env = paper_run["workdir"], paper_run["env"]
+    config = read_config(workdir)
+    config["metrics"]["batch_size"] = 4
+    write_config(workdir, config)
+    server.clear()
+    result = run_snakemake(workdir, "--cores", "2", *ARGS, env=env, timeout=1500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    ran = result.stdout + result.stderr
+    # Every revision was measured again (21 = 3 models x 7 steps), none downloaded again.
+    assert re.search(r"^measure_checkpoint\s+21$", ran, re.M), ran[-3000:]
+    assert model_downloads(server) == []
+    # Offline, from the cache alone: a new rank needs the backbone's features again.
+    config["rank_heads"]["ranks"] = [2, 4, 8]
+    write_config(workdir, config)
+    server.clear()
+    result = run_snakemake(
+        workdir, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=900
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert [r["path"] for r in server.log if "EleutherAI/" in r["path"]] == []
+    heads = pd.read_parquet(workdir / "results/tables/rank_heads.parquet")
+    assert 4 in set(heads.r)
