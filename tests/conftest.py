@@ -143,3 +143,41 @@ FIGURES = [
     "fig7_w_error",
     "fig8_loss_vs_w_error",
 ]
+
+
+# The shipped profile, and only what a one-node test cluster needs besides: no account,
+# status through squeue, a few jobs at once, a short first status check.
+SLURM_ARGS = (
+    "--workflow-profile",
+    "profiles/slurm",
+    "--slurm-no-account",
+    "--slurm-status-command",
+    "squeue",
+    "--jobs",
+    "4",
+    "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--latency-wait",
+    "30",
+)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A single-node SLURM cluster on this machine: tests/slurm/up.sh starts munged,
+    slurmctld and slurmd (as root); they are stopped by their pids at the end. Where SLURM
+    cannot be brought up the test fails with the reason, never skips."""
+    state = tmp_path_factory.mktemp("slurm-state")
+    up = subprocess.run(
+        [str(ROOT / "tests/slurm/up.sh"), str(state)], capture_output=True, text=True
+    )
+    if up.returncode != 0:
+        subprocess.run([str(ROOT / "tests/slurm/down.sh"), str(state)])
+        pytest.fail(f"could not bring up SLURM: {up.stderr.strip()}")
+    yield state
+    subprocess.run([str(ROOT / "tests/slurm/down.sh"), str(state)])
+
+
+def submissions(slurm_state: Path) -> int:
+    """Batch jobs the controller has accepted so far."""
+    return (slurm_state / "slurmctld.log").read_text().count("_slurm_rpc_submit_batch_job")

@@ -86,6 +86,14 @@ INVALID = {
         with_value(DEFAULT, ["nope"], "scaling", "models"),
         "scaling.models",
     ),
+    "rank-head cache shard beyond the job's memory": (
+        with_value(DEFAULT, 10**9, "rank_heads", "shard_tokens"),
+        "rank_heads.mem_mb",
+    ),
+    "trusted steps of an unknown model": (
+        with_value(DEFAULT, {"mini-d999": [0]}, "checkpoints", "trusted_steps"),
+        "checkpoints.trusted_steps",
+    ),
     "step off the schedule": (
         with_value(DEFAULT, [0, 333], "checkpoints", "schedule", "subset"),
         "checkpoints.schedule.subset",
@@ -118,3 +126,28 @@ def test_snakemake_stops_before_any_job(case, workflow_copy):
     assert "Invalid configuration" in out and f"'{key}" in out
     assert "Traceback" not in out
     assert not (workdir / "results").exists()  # nothing ran
+
+
+def test_rank_head_memory_check_says_what_to_lower():
+    """Pythia backbones with a 4M-token shard in bfloat16 against 16 GB: pythia-1b
+    (d = 2048) is the first that cannot fit (15.6 GB of shard alone)."""
+    from saturation.config import ConfigError, rank_head_memory_mb
+
+    parts = rank_head_memory_mb(
+        {"shard_tokens": 4_000_000, "cache_dtype": "bfloat16", "batch_tokens": 4096,
+         "chunk_tokens": 1024},
+        50_000,
+        2560,
+        50304,
+    )  # fmt: skip
+    assert parts["cache shard (rank_heads.shard_tokens)"] == 4_000_000 * 2560 * 2 / 2**20
+    assert parts["full-rank head and AdamW state"] == 50304 * 2560 * 16 / 2**20
+    pythia = load_yaml(ROOT / "config" / "pythia.yaml")
+    config = merged(DEFAULT, pythia)
+    config["rank_heads"]["shard_tokens"] = 4_000_000
+    config["rank_heads"]["mem_mb"] = 16000
+    with pytest.raises(
+        ConfigError,
+        match="pythia-1b \\(d = 2048\\).*the cache shard \\(rank_heads.shard_tokens\\) takes 15625 MB",
+    ):
+        check_semantics(config)

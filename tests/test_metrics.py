@@ -224,14 +224,44 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
         tables / "checkpoints.parquet",
     )
     ck = pd.read_parquet(tables / "checkpoints.parquet").set_index("step")
-    assert ck.loc[20, "duplicate_of_step"] == 10 and pd.isna(ck.loc[10, "duplicate_of_step"])
+    # Neither member of the group is trusted as the original.
+    assert ck.loc[20, "duplicate_of_step"] == 10 and ck.loc[10, "duplicate_of_step"] == 20
+    assert pd.isna(ck.loc[0, "duplicate_of_step"])
+    assert ck.status.to_dict() == {0: "measured", 10: "duplicate", 20: "duplicate"}
     assert ck.loc[0, "head_fingerprint"] != ck.loc[10, "head_fingerprint"]
     metrics = pd.read_parquet(tables / "metrics.parquet")
     assert metrics.groupby("step").duplicate_weights.all().to_dict() == {
         0: False,
-        10: False,
+        10: True,
         20: True,
     }
+    # The analysis uses what is left, with a warning; a trusted step stays in.
+    from saturation.tables import trusted_metrics
+
+    assert set(trusted_metrics(metrics).step) == {0}
+    aggregate(
+        [o / "metrics.parquet" for o in outs],
+        [o / "spectrum.parquet" for o in outs],
+        [o / "checkpoint.parquet" for o in outs],
+        tables / "metrics.parquet",
+        tables / "spectra.parquet",
+        tables / "checkpoints.parquet",
+        trusted_steps={"tiny": [10]},
+    )
+    metrics = pd.read_parquet(tables / "metrics.parquet")
+    assert set(trusted_metrics(metrics).step) == {0, 10}
     assert not metrics.value.isna().any()
     spectra = pd.read_parquet(tables / "spectra.parquet")
     assert len(spectra) == 3 * 16
+
+
+def test_a_model_whose_vocabulary_misses_the_tokenizer_ids_is_refused():
+    from saturation.tables import check_vocabulary
+
+    docs = [np.array([1, 5, 19], dtype=np.int32), np.array([], dtype=np.int32)]
+    check_vocabulary(docs, 20, "tiny", 3, "org/tok")  # ids 0..19 fit 20 rows
+    docs.append(np.array([20], dtype=np.int32))
+    with pytest.raises(
+        ValueError, match="tiny step 3 has an output vocabulary of 20 rows.*'org/tok'.*token id 20"
+    ):
+        check_vocabulary(docs, 20, "tiny", 3, "org/tok")

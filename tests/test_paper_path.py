@@ -17,7 +17,15 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, copy_workflow, load_yaml, run_snakemake
+from conftest import (
+    ROOT,
+    SLURM_ARGS,
+    copy_workflow,
+    load_yaml,
+    parquet_digests,
+    run_snakemake,
+    submissions,
+)
 
 PAPER = ROOT / "tests" / "config" / "paper.yaml"
 MODEL_REPOS = ("EleutherAI/pythia-14m", "EleutherAI/pythia-31m", "EleutherAI/pythia-2.8b")
@@ -75,9 +83,13 @@ def write_cloze_task(folder: Path) -> None:
     (folder / "loopback_cloze.yaml").write_text(yaml.safe_dump(task))
 
 
+CHECKPOINT_DIRS = tuple("models--" + r.replace("/", "--") for r in MODEL_REPOS) + ("staging",)
+
+
 class DiskSampler:
-    """Peak bytes of checkpoint files on disk (the Hugging Face cache's model blobs and the
-    evict mode's staging folders), sampled every 50 ms while a run goes on."""
+    """Peak bytes of checkpoint files on disk (the Hugging Face cache's blobs of the
+    measured models and the evict mode's staging folders), sampled every 50 ms while a run
+    goes on."""
 
     def __init__(self, *roots: Path):
         self.roots, self.peak, self._stop = roots, 0, threading.Event()
@@ -86,7 +98,7 @@ class DiskSampler:
         total = 0
         for root in self.roots:
             for dirpath, _, files in os.walk(root):
-                if "models--" not in dirpath and "staging" not in dirpath:
+                if not any(d in dirpath for d in CHECKPOINT_DIRS):
                     continue
                 for f in files:
                     p = os.path.join(dirpath, f)
@@ -214,6 +226,56 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert not (workdir / "results/checkpoints/staging").exists() or not any(
         (workdir / "results/checkpoints/staging").iterdir()
     )
+
+
+def revision_bytes(server, model: str, step: int) -> int:
+    """Bytes of the files a job fetches for one revision (config, weights, tokenizer)."""
+    branch = server.repos[("model", f"EleutherAI/{model}")].branches[f"step{step}"]
+    return sum(e.size for e in branch.files.values())
+
+
+def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopback_hub, tmp_path):
+    """The same study submitted through the shipped SLURM profile, with checkpoints.hub.evict:
+    the disk holds the checkpoints of the jobs running at once, and the tables are the local
+    run's, byte for byte."""
+    server, facts = loopback_hub
+    workdir = paper_workdir(tmp_path / "slurm")
+    config = read_config(workdir)
+    config["checkpoints"]["hub"]["evict"] = True
+    write_config(workdir, config)
+    hf_home = tmp_path / "hf-fresh"
+    server.clear()
+    before = submissions(slurm_cluster)
+    start = time.perf_counter()
+    with DiskSampler(hf_home, workdir / "results") as disk:
+        result = run_snakemake(
+            workdir, *SLURM_ARGS, *ARGS, env={"HF_HOME": str(hf_home)}, timeout=1500
+        )
+    wall = time.perf_counter() - start
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    submitted = submissions(slurm_cluster) - before
+    largest = max(
+        revision_bytes(server, m, s) for m, steps in facts["commits"].items() for s in steps
+    )
+    all_measured = sum(
+        revision_bytes(server, m, s)
+        for m, steps in facts["commits"].items()
+        for s in steps
+        if (m, s) not in EXPECTED_STATUS
+    )
+    print(
+        f"paper path through SLURM with eviction: {wall:.0f} s, {submitted} submissions; peak "
+        f"checkpoint bytes on disk {disk.peak} (largest revision {largest}, all measured "
+        f"revisions {all_measured}; the local run without eviction peaked at {paper_run['peak']})"
+    )
+    assert 0 < disk.peak <= 4 * largest < all_measured  # --jobs 4
+    assert submitted >= 21  # every measurement was an sbatch job
+    # Nothing is left behind: no staged checkpoint, no weights in the cache.
+    staging = workdir / "results/checkpoints/staging"
+    assert not staging.exists() or not any(staging.iterdir())
+    assert DiskSampler(hf_home).size() == 0
+    local = {k: v for k, v in parquet_digests(paper_run["workdir"]).items() if "/tables/" in k}
+    assert local and {k: v for k, v in parquet_digests(workdir).items() if k in local} == local
 
 
 def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopback_hub):

@@ -111,8 +111,14 @@ def check_semantics(config: dict) -> None:
             )
     check_scaling(config, models)
     check_rank_heads(config, models)
+    check_rank_head_memory(config)
     check_ngrams(config)
     check_downstream(config, models)
+    unknown = sorted(set(ckpt.get("trusted_steps") or {}) - set(models))
+    if unknown:
+        raise ConfigError(
+            f"config key 'checkpoints.trusted_steps': {unknown} are not models of this run"
+        )
 
 
 def check_scaling(config: dict, models: list[str]) -> None:
@@ -176,6 +182,77 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
                 f"config key 'rank_heads.ranks': {too_big} exceed min(d, V) = {limit} of "
                 f"backbone {b['model']} (hidden size {hidden[b['model']]}"
                 + (f", vocabulary {vocab})" if vocab else ")")
+            )
+
+
+# Widths and padded vocabularies of the Pythia suite (model cards), for checks before any
+# job; other hub models are checked when their head is read.
+PYTHIA_WIDTHS = {
+    "14m": 128, "31m": 256, "70m": 512, "160m": 768, "410m": 1024,
+    "1b": 2048, "1.4b": 2048, "2.8b": 2560, "6.9b": 4096, "12b": 5120,
+}  # fmt: skip
+PYTHIA_VOCAB = 50304
+DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
+
+
+def known_shape(config: dict, model: str) -> tuple[int, int | None] | None:
+    """(hidden size, vocabulary rows or None) of a model where the config alone says them."""
+    ckpt, corpus = config["checkpoints"], config["corpus"]
+    if ckpt["source"] == "minisuite":
+        hidden = {m["name"]: m["hidden_size"] for m in ckpt["minisuite"]["models"]}
+        vocab = corpus["synthetic"]["vocab_size"] if corpus["source"] == "synthetic" else None
+        return hidden[model], vocab
+    for repo in ckpt["hub"]["models"]:
+        owner, _, name = repo.partition("/")
+        if model_name(repo) == model and owner == "EleutherAI" and name.startswith("pythia-"):
+            size = name.removeprefix("pythia-").removesuffix("-deduped")
+            if size in PYTHIA_WIDTHS:
+                return PYTHIA_WIDTHS[size], PYTHIA_VOCAB
+    return None
+
+
+def rank_head_memory_mb(heads: dict, eval_tokens: int, d: int, vocab: int | None) -> dict:
+    """What one rank-head job holds at once, in MB: one cache shard in its stored dtype
+    (the cache is streamed, so the cached tokens do not count), a float32 batch, the float32
+    eval features, and, where V is known, a full head with its gradient and AdamW moments
+    and the chunk of logits with its softmax and gradient."""
+    mb = 1 / 2**20
+    parts = {
+        "cache shard (rank_heads.shard_tokens)": heads["shard_tokens"]
+        * d
+        * DTYPE_BYTES[heads["cache_dtype"]]
+        * mb,
+        "batch (rank_heads.batch_tokens)": heads["batch_tokens"] * d * 4 * mb,
+        "eval features (corpus.eval_tokens)": eval_tokens * d * 4 * mb,
+    }
+    if vocab:
+        parts["full-rank head and AdamW state"] = vocab * d * 4 * 4 * mb
+        parts["logits chunk (rank_heads.chunk_tokens)"] = heads["chunk_tokens"] * vocab * 4 * 3 * mb
+    return parts
+
+
+def check_rank_head_memory(config: dict) -> None:
+    """Each rank-head job's memory against rank_heads.mem_mb, before any job runs."""
+    heads = config["rank_heads"]
+    for b in heads["backbones"]:
+        shape = known_shape(config, b["model"])
+        if shape is None:
+            continue
+        parts = rank_head_memory_mb(heads, config["corpus"]["eval_tokens"], *shape)
+        total = sum(parts.values())
+        if total > heads["mem_mb"]:
+            largest = max(parts, key=parts.get)
+            raise ConfigError(
+                f"config key 'rank_heads.mem_mb': {heads['mem_mb']} MB cannot hold a rank-head "
+                f"job of backbone {b['model']} (d = {shape[0]}): about {total:.0f} MB, of which "
+                f"the {largest} takes {parts[largest]:.0f} MB; lower that setting or raise "
+                "rank_heads.mem_mb"
+            )
+        if heads["shard_tokens"] < heads["batch_tokens"]:
+            raise ConfigError(
+                f"config key 'rank_heads.shard_tokens': {heads['shard_tokens']} is smaller than "
+                f"a batch (rank_heads.batch_tokens {heads['batch_tokens']}); batches are drawn "
+                "from one shard"
             )
 
 
