@@ -129,6 +129,7 @@ def model_downloads(server) -> list[dict]:
 def paper_workdir(tmp_path: Path, **overrides) -> Path:
     """A copy of the workflow with config/paper.yaml, run as a user runs config/pythia.yaml:
     ``--configfile config/paper.yaml`` over the embedded default."""
+    (tmp_path / "wf").mkdir(parents=True)
     workdir = copy_workflow(tmp_path / "wf")
     config = load_yaml(PAPER)
     write_cloze_task(tmp_path / "tasks")
@@ -155,7 +156,6 @@ ARGS = ("--configfile", "config/paper.yaml")
 def paper_run(loopback_hub, tmp_path_factory):
     server, facts = loopback_hub
     tmp = tmp_path_factory.mktemp("paper")
-    (tmp / "wf").mkdir()
     workdir = paper_workdir(tmp)
     hf_home = tmp / "hf-user"
     env = {"HF_HOME": str(hf_home)}
@@ -198,6 +198,9 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
                 row = ckpts[(ckpts.model == model) & (ckpts.step == step)].iloc[0]
                 assert row.commit == commit  # the weights measured are traceable
     assert len(fetched) == sum(v == "measured" for v in status.values())
+    dup_of = {(r.model, r.step): r.duplicate_of_step for r in ckpts.itertuples()}
+    assert dup_of[("pythia-14m", 1)] == 0 and dup_of[("pythia-2.8b", 2000)] == 0
+    assert pd.isna(dup_of[("pythia-2.8b", 3000)]) and pd.isna(dup_of[("pythia-31m", 1000)])
     # The model's vocabulary (384 rows) covers the tokenizer's 300 ids.
     assert set(ckpts.vocab_size.dropna()) == {384}
 

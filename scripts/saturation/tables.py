@@ -42,6 +42,7 @@ CHECKPOINTS_SCHEMA = pa.schema(
         ("head_fingerprint", pa.string()),
         ("weights_fingerprint", pa.string()),
         ("commit", pa.string()),  # the hub commit measured; null for local checkpoints
+        ("weights_sha256", pa.string()),  # the hub's sha256 of the weights files (manifest)
         ("status", pa.string()),  # measured | duplicate | missing
     ]
 )
@@ -64,6 +65,7 @@ def measure_checkpoint(
     threads: int = 1,
     progress_file=None,
     commit: str | None = None,
+    weights_sha256: str | None = None,
     tokenizer: str | None = None,
 ) -> None:
     import torch
@@ -127,6 +129,7 @@ def measure_checkpoint(
         "n_predicted_tokens": fwd["n_predicted_tokens"],
         **fingerprints(model),
         "commit": commit,
+        "weights_sha256": weights_sha256,
         "status": "measured",
     }
     write_parquet(
@@ -151,7 +154,13 @@ def write_unmeasured(row: dict, model_name, out_metrics, out_spectrum, out_check
     write_parquet(METRICS_SCHEMA.empty_table(), out_metrics)
     write_parquet(SPECTRA_SCHEMA.empty_table(), out_spectrum)
     record = {f.name: None for f in CHECKPOINTS_SCHEMA}
-    record.update(model=model_name, step=row["step"], commit=row["commit"], status=row["status"])
+    record.update(
+        model=model_name,
+        step=row["step"],
+        commit=row["commit"],
+        weights_sha256=row["weights_sha256"],
+        status=row["status"],
+    )
     write_parquet(pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA), out_checkpoint)
 
 
@@ -174,7 +183,12 @@ def measure_revision(checkpoint: str, hub: dict | None, **kwargs) -> None:
             kwargs["out_checkpoint"],
         )
     with open_checkpoint(checkpoint, row["step"], hub, kwargs["allow_pickle"]) as folder:
-        measure_checkpoint(checkpoint_dir=str(folder), commit=row["commit"], **kwargs)
+        measure_checkpoint(
+            checkpoint_dir=str(folder),
+            commit=row["commit"],
+            weights_sha256=row["weights_sha256"],
+            **kwargs,
+        )
 
 
 def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
@@ -193,16 +207,17 @@ def aggregate(
 ) -> None:
     """One table of each kind for the whole run.
 
-    Checkpoints that serve the same weights as another measured step of the same model are
-    all flagged (``duplicate_of_step``: the smallest other step of the group;
+    Checkpoints that serve the same weights as another step of the same model are all
+    flagged (``duplicate_of_step``: the smallest other step of the group;
     ``duplicate_weights`` on their metrics): none of a group is trusted as the original,
     except the steps listed in ``trusted_steps`` ({model: [step, ...]}).
     """
     trusted_steps = trusted_steps or {}
     ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
-    groups = ckpts.dropna(subset=["weights_fingerprint"]).groupby(["model", "weights_fingerprint"])[
-        "step"
-    ]
+    # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
+    # they have no fingerprint of their own), else the measured weights' fingerprint.
+    ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
+    groups = ckpts.dropna(subset=["_weights"]).groupby(["model", "_weights"])["step"]
     others = {}
     for _, steps in groups:
         for s in steps.index:
@@ -215,6 +230,7 @@ def aggregate(
     ]
     flagged = ckpts["duplicate_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
     ckpts.loc[flagged, "status"] = "duplicate"
+    ckpts = ckpts.drop(columns="_weights")
     dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64()))
     write_parquet(
         pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
