@@ -215,14 +215,19 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
     assert names.count("anisotropy") == 4 and "singular_entropy" in names and "loss" in names
     assert set(m.column("tokens_seen").to_pylist()) == {0}
     tables = tmp_path / "tables"
-    aggregate(
-        [o / "metrics.parquet" for o in outs],
-        [o / "spectrum.parquet" for o in outs],
-        [o / "checkpoint.parquet" for o in outs],
-        tables / "metrics.parquet",
-        tables / "spectra.parquet",
-        tables / "checkpoints.parquet",
-    )
+
+    def run_aggregate(**kw):
+        aggregate(
+            [o / "metrics.parquet" for o in outs],
+            [o / "spectrum.parquet" for o in outs],
+            [o / "checkpoint.parquet" for o in outs],
+            tables / "metrics.parquet",
+            tables / "spectra.parquet",
+            tables / "checkpoints.parquet",
+            **kw,
+        )
+
+    run_aggregate()
     ck = pd.read_parquet(tables / "checkpoints.parquet").set_index("step")
     # Neither member of the group is trusted as the original.
     assert ck.loc[20, "duplicate_of_step"] == 10 and ck.loc[10, "duplicate_of_step"] == 20
@@ -239,15 +244,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
     from saturation.tables import trusted_metrics
 
     assert set(trusted_metrics(metrics).step) == {0}
-    aggregate(
-        [o / "metrics.parquet" for o in outs],
-        [o / "spectrum.parquet" for o in outs],
-        [o / "checkpoint.parquet" for o in outs],
-        tables / "metrics.parquet",
-        tables / "spectra.parquet",
-        tables / "checkpoints.parquet",
-        trusted_steps={"tiny": [10]},
-    )
+    run_aggregate(trusted_steps={"tiny": [10]})
     metrics = pd.read_parquet(tables / "metrics.parquet")
     assert set(trusted_metrics(metrics).step) == {0, 10}
     assert not metrics.value.isna().any()

@@ -140,7 +140,7 @@ def tokenizer_files(texts: list[str]) -> dict[str, bytes]:
         bos_token="<|endoftext|>",
         eos_token="<|endoftext|>",
         unk_token="<|endoftext|>",
-        model_max_length=SEQUENCE,
+        model_max_length=2048,  # as Pythia's; the models see SEQUENCE positions
     )
     import tempfile
 
