@@ -191,3 +191,25 @@ def test_feature_shards_stream_the_cache_shard_by_shard(tmp_path):
     for _ in range(10):
         (fa, ta), (fb, tb) = next(a), next(b)
         assert torch.equal(fa, fb) and torch.equal(ta, tb)
+
+
+def test_deterministic_cuda_sets_the_cublas_workspace():
+    """torch raises on deterministic CUDA matmuls unless CUBLAS_WORKSPACE_CONFIG is set
+    before cuBLAS starts; the rank-head job sets it (checked without a GPU, in a fresh
+    process)."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import os, sys; sys.path.insert(0, 'scripts'); os.environ.pop('CUBLAS_WORKSPACE_CONFIG', None)\n"
+        "import torch; from saturation.heads import deterministic\n"
+        "deterministic('cpu'); assert 'CUBLAS_WORKSPACE_CONFIG' not in os.environ\n"
+        "assert torch.are_deterministic_algorithms_enabled()\n"
+        "deterministic('cuda'); print(os.environ['CUBLAS_WORKSPACE_CONFIG'])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == ":4096:8"

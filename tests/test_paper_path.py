@@ -2,7 +2,8 @@
 sizes) against the loopback hub, with the unmodified huggingface_hub and datasets clients:
 streaming The Pile's layout, revision manifests, measuring through the user's Hugging Face
 cache, saturation, rank heads, n-grams of a hub corpus, downstream on a local harness task,
-figures. Requests are counted at the server."""
+figures; locally, and through a real single-node SLURM cluster with the shipped profile.
+Requests are counted at the server, submissions at the SLURM controller."""
 
 import collections
 import contextlib
@@ -166,7 +167,9 @@ def paper_run(loopback_hub, tmp_path_factory):
     wall = time.perf_counter() - start
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     log = list(server.log)
+    routes = collections.Counter(f"{r['method']} {r['route']} {r['status']}" for r in log)
     print(f"paper path, local: {wall:.0f} s, peak checkpoint bytes on disk {disk.peak}")
+    print("requests at the loopback hub:", dict(sorted(routes.items())))
     return {"workdir": workdir, "env": env, "log": log, "facts": facts, "peak": disk.peak}
 
 
@@ -272,7 +275,12 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         f"revisions {all_measured}; the local run without eviction peaked at {paper_run['peak']})"
     )
     assert 0 < disk.peak <= 4 * largest < all_measured  # --jobs 4
-    assert submitted >= 21  # every measurement was an sbatch job
+    # Every job that ran went through sbatch: the controller logged each submission (the
+    # plan's total misses the downstream evaluations, which join after select_downstream).
+    log = result.stdout + result.stderr
+    n_jobs = len(re.findall(r"^Finished jobid: \d+ \(Rule: (?!all\))\w+\)", log, re.M))
+    assert n_jobs > int(re.search(r"^total\s+(\d+)$", log, re.M).group(1)) - 1
+    assert submitted == n_jobs, (submitted, n_jobs)
     # Nothing is left behind: no staged checkpoint, no weights in the cache.
     staging = workdir / "results/checkpoints/staging"
     assert not staging.exists() or not any(staging.iterdir())
@@ -305,3 +313,36 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     assert [r["path"] for r in server.log if "EleutherAI/" in r["path"]] == []
     heads = pd.read_parquet(workdir / "results/tables/rank_heads.parquet")
     assert 4 in set(heads.r)
+
+
+def test_prefetch_fills_the_cache_for_an_offline_run(loopback_hub, tmp_path):
+    """`snakemake prefetch` on a machine with the network, then jobs with HF_HUB_OFFLINE=1:
+    every revision to be measured is in the cache, duplicates and missing ones are not."""
+    server, facts = loopback_hub
+    workdir = paper_workdir(tmp_path)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    server.clear()
+    result = run_snakemake(workdir, "prefetch", "--cores", "4", *ARGS, env=env, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    fetched = {(r["repo"], r["commit"]) for r in model_downloads(server)}
+    for model, commits in facts["commits"].items():
+        for step, commit in commits.items():
+            record = json.loads((workdir / f"results/prefetch/{model}/step{step}.json").read_text())
+            assert record["commit"] == commit
+            wanted = (model, step) not in EXPECTED_STATUS
+            assert ((f"EleutherAI/{model}", commit) in fetched) == wanted, (model, step)
+            assert ("snapshot" in record) == wanted
+    assert (
+        json.loads((workdir / "results/prefetch/pythia-31m/step1000.json").read_text())["status"]
+        == "missing"
+    )
+    assert (workdir / "results/corpus/eval.parquet").is_file()
+    # Offline, a measurement reads the cache and asks the hub nothing.
+    server.clear()
+    target = "results/metrics/pythia-14m/step2000/metrics.parquet"
+    result = run_snakemake(
+        workdir, target, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert server.log == []
+    assert (workdir / target).is_file()

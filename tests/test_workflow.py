@@ -50,10 +50,11 @@ def test_pythia_config_plans_offline(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     out = result.stdout
-    assert re.search(r"download_checkpoint\s+1232\n", out)  # 8 models x 154 revisions
-    assert re.search(r"measure_checkpoint\s+1232\n", out)
+    assert re.search(r"revision_manifest\s+8\n", out)  # one per model, no download job
+    assert re.search(r"measure_checkpoint\s+1232\n", out)  # 8 models x 154 revisions
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
-    assert "results/checkpoints/pythia-2.8b/step143000" in out
+    assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
+    assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
     assert "sample_corpus" in out
 
 
