@@ -110,6 +110,32 @@ def test_block_krylov_eigenvalues_and_non_convergence():
         block_krylov_eigvalsh(m, d, 30, tol=1e-14, max_iter=1)
 
 
+def test_block_krylov_keeps_an_orthonormal_basis_when_blocks_are_rank_deficient():
+    """G = 2 I + M^T M with M of rank 71 on 330 columns: G's image of a 46-vector block adds
+    at most 71 directions, so the second Krylov block is rank-deficient. Without replacing
+    the deflated columns the basis drifted (|B^T B - I| = 0.027, then 6.8) and theta_1 rose
+    from 144,190 (true 144,005) to 1.2M before 'did not converge'."""
+    import scipy.sparse as sp
+    import torch
+
+    from saturation.ngrams import orthonormal_extension
+
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((524, 71))
+    b = rng.standard_normal((71, 330)) * (rng.random((71, 330)) < 0.3)
+    m = sp.csr_matrix(a @ b)
+    d = np.full(330, 2.0)
+    expected = np.linalg.eigvalsh(np.diag(d) + (m.T @ m).toarray())[::-1][:30]
+    np.testing.assert_allclose(block_krylov_eigvalsh(m, d, 30), expected, rtol=1e-8)
+    # The extension of a block whose new part has rank 3 of 8 columns.
+    prev = torch.linalg.qr(torch.from_numpy(rng.standard_normal((50, 10))))[0]
+    y = prev @ torch.from_numpy(rng.standard_normal((10, 8)))
+    y[:, :3] += torch.from_numpy(rng.standard_normal((50, 3)))
+    q = orthonormal_extension(prev, y, np.random.default_rng(1))
+    basis = torch.cat([prev, q], dim=1)
+    assert float((basis.T @ basis - torch.eye(18, dtype=basis.dtype)).abs().max()) < 1e-12
+
+
 def test_w_error_endpoints_and_definition():
     import scipy.sparse as sp
 

@@ -195,11 +195,12 @@ def block_krylov_eigvalsh(
         out += d[:, None] * x
 
     b = min(n, k + max(k // 4, 16))
+    depth = min(depth, n // b - 1) if n >= 2 * b else 0  # the basis cannot outgrow R^n
     width = (depth + 1) * b
     basis = torch.empty(n, width, dtype=torch.float64)
     images = torch.empty(n, width, dtype=torch.float64)
-    start = np.random.default_rng(seed).standard_normal((n, b))
-    x = torch.linalg.qr(torch.from_numpy(start))[0]
+    rng = np.random.default_rng(seed)
+    x = torch.linalg.qr(torch.from_numpy(rng.standard_normal((n, b))))[0]
     t0 = time.perf_counter()
     for it in range(1, max_iter + 1):
         basis[:, :b] = x
@@ -208,9 +209,12 @@ def block_krylov_eigvalsh(
             if j == depth:
                 break
             prev = basis[:, : (j + 1) * b]
-            y = images[:, j * b : (j + 1) * b] - prev @ (prev.T @ images[:, j * b : (j + 1) * b])
-            y -= prev @ (prev.T @ y)
-            basis[:, (j + 1) * b : (j + 2) * b] = torch.linalg.qr(y)[0]
+            basis[:, (j + 1) * b : (j + 2) * b] = orthonormal_extension(
+                prev, images[:, j * b : (j + 1) * b], rng
+            )
+        drift = float((basis.T @ basis - torch.eye(width, dtype=basis.dtype)).abs().max())
+        if drift > 1e-8:  # Rayleigh-Ritz on a basis that is not orthonormal over-estimates
+            raise RuntimeError(f"block Krylov basis lost orthogonality: |B^T B - I| = {drift:.1e}")
         t = basis.T @ images
         theta, z = torch.linalg.eigh((t + t.T) / 2)
         theta, z = theta.flip(0)[:b], z.flip(1)[:, :b].contiguous()
@@ -234,6 +238,36 @@ def block_krylov_eigvalsh(
         f"block Krylov did not reach a relative residual of {tol:g} in {max_iter} iterations "
         f"(it reached {worst:.2e}); raise ngrams.max_iter or ngrams.tol"
     )
+
+
+def orthonormal_extension(prev, y, rng: np.random.Generator, rel_tol: float = 1e-10):
+    """An orthonormal block spanning what ``y`` adds to the orthonormal columns ``prev``.
+
+    Two passes of block Gram-Schmidt against ``prev``, then a QR. Where ``y`` adds less than
+    it has columns (a rank-deficient Krylov block: G's image of the block lies mostly in the
+    span already found), QR still returns unit columns, but those of the deflated directions
+    are rounding noise and not orthogonal to ``prev``; they are replaced by fresh random
+    vectors orthogonalised twice against ``prev`` and the kept columns.
+    """
+    import torch
+
+    scale = torch.linalg.vector_norm(y, dim=0).max().clamp_min(torch.finfo(y.dtype).tiny)
+    for _ in range(2):
+        y = y - prev @ (prev.T @ y)
+    q, r = torch.linalg.qr(y)
+    kept = torch.abs(torch.diagonal(r)) > rel_tol * scale
+    if bool(kept.all()):
+        return q
+    out = q.clone()
+    for j in torch.nonzero(~kept).flatten().tolist():
+        v = torch.from_numpy(rng.standard_normal(y.shape[0]))
+        for _ in range(2):
+            v = v - prev @ (prev.T @ v)
+            v = v - out[:, :j] @ (out[:, :j].T @ v)
+            later = out[:, j + 1 :][:, kept[j + 1 :]]
+            v = v - later @ (later.T @ v)
+        out[:, j] = v / torch.linalg.vector_norm(v)
+    return out
 
 
 def w_error(sigma: np.ndarray, frobenius_sq: float) -> np.ndarray:
