@@ -26,10 +26,10 @@ def test_cache_round_trips_exactly(tmp_path, dtype):
     model = tiny_model()
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 20, n).astype(np.int32) for n in (16, 40, 3, 9)]
-    counts = build_cache(model, {"eval": docs}, tmp_path, 16, 2, shard_tokens=10, dtype=dtype)
-    feats, targets = load_cache(tmp_path, "eval")
-    assert counts["eval"] == len(targets) == sum(len(d) - 1 for d in docs) - 2  # 40 -> 16+16+8
-    assert len(list(tmp_path.glob("eval_*.safetensors"))) > 1  # really sharded
+    counts = build_cache(model, {"train": docs}, tmp_path, 16, 2, shard_tokens=10, dtype=dtype)
+    feats, targets = load_cache(tmp_path, "train")
+    assert counts["train"] == len(targets) == sum(len(d) - 1 for d in docs) - 2  # 40 -> 16+16+8
+    assert len(list(tmp_path.glob("train_*.safetensors"))) > 1  # really sharded
     # Reference: the head's input from a plain forward pass, sequence by sequence.
     expected_h, expected_t = [], []
     with torch.no_grad():
@@ -213,3 +213,22 @@ def test_deterministic_cuda_sets_the_cublas_workspace():
         [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == ":4096:8"
+
+
+def test_eval_features_are_cached_in_float32_whatever_the_cache_dtype(tmp_path):
+    """The original head and every trained head are scored on full-precision features."""
+    from safetensors import safe_open
+
+    model = tiny_model()
+    rng = np.random.default_rng(1)
+    docs = [rng.integers(0, 20, 16).astype(np.int32) for _ in range(3)]
+    build_cache(model, {"train": docs, "eval": docs}, tmp_path, 16, 2, 100, dtype="bfloat16")
+    dtypes = {}
+    for p in tmp_path.glob("*.safetensors"):
+        with safe_open(str(p), framework="pt") as fh:
+            dtypes[p.name.split("_")[0]] = fh.get_slice("features").get_dtype()
+    assert dtypes == {"train": "BF16", "eval": "F32"}
+    feats, _ = load_cache(tmp_path, "eval")
+    train_feats, _ = load_cache(tmp_path, "train")
+    assert not torch.equal(feats, train_feats)  # bfloat16 rounding on the train copy only
+    torch.testing.assert_close(feats, train_feats, atol=0.05, rtol=0.02)

@@ -72,11 +72,16 @@ def build_cache(
     dtype,
     device="cpu",
 ) -> dict:
-    """Write ``{split}_{k:05d}.safetensors`` shards (``features``, ``targets``) to out_dir."""
+    """Write ``{split}_{k:05d}.safetensors`` shards (``features``, ``targets``) to out_dir.
+
+    Training features are stored in ``dtype``; the evaluation features in float32 whatever
+    ``dtype`` says (they are few), so that every head, the original one included, is scored
+    on full-precision features."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, docs in splits.items():
+        split_dtype = "float32" if split == "eval" else dtype
         hs, ts, n_buf, shard, total = [], [], 0, 0, 0
         pairs = head_inputs(model, next_token_pairs(docs, sequence_length), batch_size, device)
         for h, t in pairs:
@@ -85,10 +90,10 @@ def build_cache(
             n_buf += len(t)
             total += len(t)
             if n_buf >= shard_tokens:
-                write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, dtype)
+                write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, split_dtype)
                 hs, ts, n_buf, shard = [], [], 0, shard + 1
         if n_buf:
-            write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, dtype)
+            write_shard(out_dir / f"{split}_{shard:05d}.safetensors", hs, ts, split_dtype)
         counts[split] = total
         log.info("cached %d %s feature vectors", total, split)
     return counts
