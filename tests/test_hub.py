@@ -153,6 +153,32 @@ def test_missing_repository_is_named(hub):
         build_manifest("pythia-99m", "EleutherAI/pythia-99m", {0: "step0"}, [], "main", RETRY)
 
 
+def test_offline_manifest_says_to_prefetch():
+    """HF_HUB_OFFLINE is read when the client is imported: a fresh process."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    code = (
+        "import sys; sys.path.insert(0, 'scripts')\n"
+        "from saturation.hub import build_manifest\n"
+        "build_manifest('m', 'EleutherAI/pythia-14m', {0: 'step0'}, [], 'main',"
+        " {'attempts': 3, 'base': 5.0, 'cap': 5.0})"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        timeout=60,
+    )
+    assert out.returncode != 0
+    assert "manifest of EleutherAI/pythia-14m needs the hub" in out.stderr
+    assert "run the prefetch target" in out.stderr and "retry 1 of" not in out.stderr
+
+
 def test_retry_delay_classifies_errors():
     import httpx2 as httpx
     from huggingface_hub.errors import HfHubHTTPError, RevisionNotFoundError

@@ -73,6 +73,7 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
         GatedRepoError,
         HfHubHTTPError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -83,6 +84,7 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
         RepositoryNotFoundError,
         RevisionNotFoundError,
         LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
     )
     cause = exc.__cause__ or exc.__context__
     if isinstance(exc, LocalEntryNotFoundError) and cause is not None:
@@ -200,7 +202,11 @@ def build_manifest(
     """One row per scheduled revision: its commit, weights format and digest, and whether
     it is missing or serves the weights of another revision."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import RepositoryNotFoundError, RevisionNotFoundError
+    from huggingface_hub.errors import (
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
 
     api = api or HfApi()
     try:
@@ -209,6 +215,11 @@ def build_manifest(
         raise CheckpointError(
             f"repository '{repo_id}' not found on the hub (or private); "
             "check checkpoints.hub.models"
+        ) from exc
+    except OfflineModeIsEnabled as exc:
+        raise CheckpointError(
+            f"the revision manifest of {repo_id} needs the hub, and HF_HUB_OFFLINE is set: "
+            "run the prefetch target where the network is first"
         ) from exc
     branches = {b.name: b.target_commit for b in refs.branches}
     branches.update({t.name: t.target_commit for t in refs.tags})
