@@ -33,7 +33,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".zst", ".parquet", ".gz", ".npz")
 LAST_MODIFIED = "2024-04-01T00:00:00.000Z"
@@ -417,7 +417,7 @@ class HubHandler(BaseHTTPRequestHandler):
             "X-Repo-Commit": branch.commit,
             "Accept-Ranges": "bytes",
             "Content-Type": "application/octet-stream",
-            "ETag": f'"{entry.oid if entry.lfs else entry.oid}"',
+            "ETag": f'"{entry.oid}"',  # the hub: the sha256 of LFS files, else the blob id
             "Last-Modified": "Mon, 01 Apr 2024 00:00:00 GMT",
         }
         if entry.lfs:
@@ -505,5 +505,3 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["LoopbackHub", "quote"]
