@@ -406,12 +406,14 @@ def prefetch(row: dict, allow_pickle: bool, retry: dict, out_path) -> None:
     from saturation.io import write_json
 
     record = {k: row[k] for k in ("repo_id", "revision", "step", "commit", "status")}
-    if row["status"] == "ok" and not (row["weights_format"] == "bin" and not allow_pickle):
+    try:
+        check_usable(row, allow_pickle)  # what the jobs would refuse is not fetched either
+    except CheckpointError as exc:
+        log.warning("%s; not fetched", exc)
+    else:
         with hub_checkpoint(row, allow_pickle, evict=False, retry=retry) as folder:
             record["snapshot"] = str(folder)
             record["bytes"] = sum(f.stat().st_size for f in Path(folder).iterdir())
-    else:
-        log.warning("%s: %s, not fetched", describe(row), row["status"])
     write_json(record, out_path)
 
 
