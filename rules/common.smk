@@ -130,6 +130,7 @@ def corpus_params(split):
         params["tokenizer"] = CORPUS["tokenizer"]
         params["eval_fraction"] = CORPUS["eval_fraction"]
         params["max_document_tokens"] = CORPUS["max_document_tokens"]
+        params["document_separator"] = CORPUS["document_separator"]
         params[CORPUS["source"]] = CORPUS[CORPUS["source"]]
     return params
 
@@ -213,6 +214,7 @@ def ngram_corpus_params(name):
         "tokenizer": entry["tokenizer"],
         "eval_fraction": 0.0,  # every document counts
         "max_document_tokens": None,
+        "document_separator": CORPUS["document_separator"],
     }
     params[entry["source"]] = entry[entry["source"]]
     return params
@@ -273,7 +275,7 @@ FIGURES = {
     "fig4_head_spectrum": ["metrics", "spectra"],
     "fig5_singular_entropy": ["metrics"],
     "fig6_rank_heads": ["metrics", "rank_heads"],
-    "fig7_w_error": ["metrics", "ngram_spectra"],
+    "fig7_w_error": ["metrics", "ngram_spectra", "language_matrix"],
     "fig8_loss_vs_w_error": ["metrics", "rank_heads", "ngram_spectra"],
 }
 FIGURE_GROUPS = {
@@ -290,9 +292,11 @@ FIGURE_GROUPS = {
 
 
 def figure_inputs(needs):
-    inputs = {name: TABLES[name] for name in needs}
+    inputs = {name: TABLES[name] for name in needs if name in TABLES}
     if SYNTHETIC:  # the entropy floor is drawn where loss is shown
         inputs["language"] = LANGUAGE_META
+        if "language_matrix" in needs:  # Fig 7's reference: the language's true logits
+            inputs["language_matrix"] = "results/corpus/synthetic_language.npz"
     return inputs
 
 

@@ -82,4 +82,4 @@ rule saturation:
     params:
         scaling=config["scaling"],
     script:
-        "../scripts/saturation.py"
+        "../scripts/scaling_fit.py"

@@ -1,7 +1,7 @@
 """downstream.parquet and Table 1 (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.downstream import run_aggregate
+from saturation.table1 import run_aggregate
 
 logs.to_file(snakemake.log[0])
 run_aggregate(

@@ -1,7 +1,7 @@
 """Pick each model's best and final checkpoints for evaluation (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.downstream import run_selection
+from saturation.selection import run_selection
 
 logs.to_file(snakemake.log[0])
 run_selection(

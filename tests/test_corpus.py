@@ -170,6 +170,60 @@ def test_local_sources_tokenise_and_split(tmp_path, tokenizer_dir, fmt):
     assert any(t.startswith(first) for t in texts)
 
 
+@pytest.mark.parametrize(
+    "special, mode, expected",
+    [
+        ({"eos_token": "<eos>"}, "auto", ("eos", 1)),  # GPT-NeoX: EOS only (BOS = EOS there)
+        ({"bos_token": "<bos>", "eos_token": "<eos>"}, "auto", ("bos", 2)),  # Llama: BOS
+        ({"bos_token": "<bos>", "eos_token": "<eos>"}, "eos", ("eos", 1)),
+        ({"eos_token": "<eos>"}, "none", None),
+        ({}, "auto", None),  # a tokenizer without either: no separator (a warning)
+    ],
+)
+def test_documents_start_with_the_separator(tmp_path, special, mode, expected):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    vocab = {"[UNK]": 0, "<eos>": 1, "<bos>": 2, **{w: i + 3 for i, w in enumerate(WORDS)}}
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="[UNK]"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok_dir = tmp_path / "tokenizer"
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="[UNK]", **special).save_pretrained(
+        tok_dir
+    )
+    texts = make_texts(30)
+    path = tmp_path / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    params = {**local_params("eval", [path], tok_dir, 60), "document_separator": mode}
+    params["max_document_tokens"] = 8
+    sample_split(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    docs = pq.read_table(tmp_path / "e.parquet").to_pydict()
+    meta = json.loads((tmp_path / "e.json").read_text())
+    plain = AutoTokenizer.from_pretrained(tok_dir)
+    for doc_id, tokens in zip(docs["doc_id"], docs["tokens"], strict=True):
+        words = plain(texts[seeded_order(len(texts))[doc_id]], add_special_tokens=False)
+        head = [] if expected is None else [expected[1]]
+        assert tokens == (head + words["input_ids"])[: len(tokens)]
+        assert len(tokens) <= 8  # the separator counts towards max_document_tokens
+    if expected is None:
+        assert meta["document_separator"] is None
+    else:
+        assert (meta["document_separator"]["kind"], meta["document_separator"]["id"]) == expected
+    if not special:
+        with pytest.raises(CorpusError, match="defines no BOS token"):
+            sample_split(
+                {**params, "document_separator": "bos"},
+                {},
+                tmp_path / "f.parquet",
+                tmp_path / "f.json",
+            )
+
+
+def seeded_order(n, seed=3):
+    """Which text each position of the local source's seeded shuffle holds."""
+    return np.random.default_rng(seed).permutation(n).tolist()
+
+
 def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
     path = tmp_path / "docs.jsonl"
     path.write_text(json.dumps({"body": "the cat"}) + "\n")

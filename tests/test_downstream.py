@@ -1,5 +1,5 @@
 """Downstream evaluation: the local tasks through lm-evaluation-harness against a direct
-computation, best/final selection, the tables, and clear errors."""
+computation, the tables, and clear errors."""
 
 import json
 import math
@@ -14,21 +14,14 @@ import torch
 from conftest import tiny_gpt_neox
 from saturation.config import ConfigError, check_downstream
 from saturation.downstream import (
-    DOWNSTREAM_SCHEMA,
-    PAPER_TABLE1,
     DownstreamError,
     check_tasks,
     evaluate_checkpoint,
-    local_items,
     results_rows,
-    select_checkpoints,
-    synthetic_tokenizer,
-    table1,
     task_manager,
-    to_latex,
-    to_markdown,
-    write_local_tasks,
 )
+from saturation.table1 import DOWNSTREAM_SCHEMA, PAPER_TABLE1, table1, to_latex, to_markdown
+from saturation.tasks import local_items, synthetic_tokenizer, write_local_tasks
 
 V, CONTEXT = 20, 6
 
@@ -126,39 +119,6 @@ def test_synthetic_tokenizer_round_trips_ids():
     assert tok(" ".join(f"t{i}" for i in ids), add_special_tokens=False)["input_ids"] == ids
     with pytest.raises(Exception, match="UNK"):
         tok("t300")
-
-
-def metrics_table(losses: dict[str, dict[int, float]]) -> pd.DataFrame:
-    rows = [
-        {"model": m, "step": s, "metric": "loss", "value": v}
-        for m, per_step in losses.items()
-        for s, v in per_step.items()
-    ]
-    rows += [{"model": m, "step": 0, "metric": "accuracy", "value": 0.0} for m in losses]
-    return pd.DataFrame(rows).sample(frac=1.0, random_state=0)  # any row order
-
-
-def test_selection_picks_the_minimum_loss_and_the_last_step():
-    metrics = metrics_table(
-        {
-            "a": {0: 9.0, 10: 3.0, 20: 2.5, 30: 2.5, 40: 2.8},  # saturates; tie -> earliest
-            "b": {0: 9.0, 10: 4.0, 20: 3.0, 40: 2.0},  # monotone: best = final
-        }
-    )
-    sel = select_checkpoints(metrics, ["a", "b"], steps=[10])
-    got = {(r.model, r.role): (r.step, r.loss) for r in sel.itertuples()}
-    assert got == {
-        ("a", "best"): (20, 2.5),
-        ("a", "final"): (40, 2.8),
-        ("a", "step"): (10, 3.0),
-        ("b", "best"): (40, 2.0),
-        ("b", "final"): (40, 2.0),
-        ("b", "step"): (10, 4.0),
-    }
-    with pytest.raises(DownstreamError, match="step 30"):
-        select_checkpoints(metrics, ["b"], steps=[30])
-    with pytest.raises(DownstreamError, match="'c'"):
-        select_checkpoints(metrics, ["c"], steps=[])
 
 
 def test_unknown_task_names_it_and_suggests(local_setup):

@@ -148,10 +148,9 @@ def test_forward_metrics_against_a_hand_computation():
 
 def test_sample_shorter_than_one_sequence_is_measured():
     model = tiny_model()
-    out = forward_metrics(
-        model, [np.array([1, 2, 3], dtype=np.int32)], sequence_length=12, batch_size=4
-    )
-    assert out["n_predicted_tokens"] == 2 and np.isfinite(out["loss"])
+    docs = [np.array([1, 2, 3], dtype=np.int32), np.array([4, 5], dtype=np.int32)]
+    out = forward_metrics(model, docs, sequence_length=12, batch_size=4)
+    assert out["n_predicted_tokens"] == 3 and np.isfinite(out["loss"])
     with pytest.raises(MetricError, match="nothing to predict"):
         forward_metrics(model, [np.array([1], dtype=np.int32)], sequence_length=12, batch_size=4)
 
@@ -161,7 +160,9 @@ def test_nan_weights_give_a_clear_error():
     with torch.no_grad():
         model.gpt_neox.layers[0].mlp.dense_h_to_4h.weight[0, 0] = float("nan")
     with pytest.raises(MetricError, match="NaN"):
-        forward_metrics(model, [np.arange(10, dtype=np.int32)], sequence_length=12, batch_size=4)
+        forward_metrics(
+            model, [np.arange(10, dtype=np.int32)] * 2, sequence_length=12, batch_size=4
+        )
 
 
 def test_parameter_counts():

@@ -48,52 +48,167 @@ def test_too_few_points_is_an_error():
         )
 
 
-def test_saturation_analysis_best_final_and_gaps(tmp_path):
+# Pythia's parameter counts (total, and without the input embedding and the untied head)
+PYTHIA = {
+    "pythia-14m": (14_067_712, 1_189_888),
+    "pythia-160m": (162_322_944, 85_056_000),
+    "pythia-410m": (405_334_016, 302_311_424),
+    "pythia-1b": (1_011_781_632, 805_736_448),
+    "pythia-1.4b": (1_414_647_808, 1_208_602_624),
+    "pythia-2.8b": (2_775_208_960, 2_517_652_480),
+}
+TOKENS_PER_STEP = 2_097_152
+STEPS = (1000, 2000, 4000, 8000, 16000, 32000, 64000, 143000)
+
+
+def metrics_rows(model, step, n, loss, select=None, report=None, hidden=64):
+    """The loss rows measure_checkpoint writes for one checkpoint."""
+    base = dict(
+        model=model,
+        step=step,
+        tokens_seen=step * TOKENS_PER_STEP,
+        n_params=n[0],
+        n_params_no_embedding=n[1],
+        hidden_size=hidden,
+        layer=None,
+    )
+    values = {
+        "loss": loss,
+        "loss_select": loss if select is None else select,
+        "loss_report": loss if report is None else report,
+        "accuracy": 0.5,
+    }
+    return [dict(base, metric=k, value=v) for k, v in values.items()]
+
+
+def paper_suite(tmp_path, saturate=True):
+    """Pythia-sized models whose losses follow the paper's law with total N; the two
+    smallest saturate: after step 16000 their loss rises (on both halves), and their best
+    checkpoint's select-half loss is a little lower than its report-half loss."""
     rows = []
-    law = PAPER
-    for model, n in (("small", 7e7), ("big1", 4e8), ("big2", 1e9), ("big3", 3e9)):
-        for step in (1000, 2000, 4000, 8000, 16000):
-            t = step * 2_097_152
-            loss = scaling_law(n, t, **law)
-            if model == "small" and step >= 8000:
-                loss += 0.3 * (step / 8000)  # saturation: the loss goes back up
-            for metric, value in (("loss", loss), ("accuracy", 0.5)):
-                rows.append(
-                    dict(
-                        model=model,
-                        step=step,
-                        tokens_seen=t,
-                        n_params=int(n * 1.1),
-                        n_params_no_embedding=int(n),
-                        hidden_size=64,
-                        metric=metric,
-                        layer=None,
-                        value=value,
-                    )
-                )
+    for model, n in PYTHIA.items():
+        for step in STEPS:
+            loss = scaling_law(n[0], step * TOKENS_PER_STEP, **PAPER)
+            select = report = loss
+            if saturate and model in ("pythia-14m", "pythia-160m"):
+                loss += 0.1 * np.log2(step / 16000) if step > 16000 else 0
+                select = report = loss
+                if step == 16000:
+                    select, report = loss - 0.01, loss + 0.01
+                    loss = (select + report) / 2
+            rows += metrics_rows(model, step, n, loss, select, report)
     path = tmp_path / "metrics.parquet"
     write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    return path
+
+
+def analyse(tmp_path, path, fit_models=None, parameters="total", **kw):
     out = {k: tmp_path / f"{k}.parquet" for k in ("sat", "fit", "pts")}
-    fit = saturation_analysis(
+    kw = {
+        "min_step": 1000,
+        "fixed": {k: PAPER[k] for k in ("E", "B", "beta")},
+        "initial": {"A": 50.0, "alpha": 0.5},
+        **kw,
+    }
+    fits = saturation_analysis(
         path,
-        ["big1", "big2", "big3"],
-        "non_embedding",
-        1000,
-        {k: law[k] for k in ("E", "B", "beta")},
-        {"A": 50.0, "alpha": 0.5},
-        out["sat"],
-        out["fit"],
-        out["pts"],
+        fit_models or ["pythia-410m", "pythia-1b", "pythia-1.4b", "pythia-2.8b"],
+        parameters,
+        out_saturation=out["sat"],
+        out_fit=out["fit"],
+        out_points=out["pts"],
+        **kw,
     )
-    assert fit["A"] == pytest.approx(119.09, rel=1e-6)
-    sat = pd.read_parquet(out["sat"]).set_index(["model", "role"])
-    assert sat.loc[("small", "best"), "step"] == 4000
-    assert sat.loc[("small", "final"), "step"] == 16000
-    assert sat.loc[("small", "final"), "relative_gap"] > 0.1
-    assert sat.loc[("small", "best"), "relative_gap"] == pytest.approx(0, abs=1e-9)
-    assert abs(sat.loc[("big2", "final"), "relative_gap"]) < 1e-9
-    assert not sat.loc[("small", "best"), "in_fit"] and sat.loc[("big1", "final"), "in_fit"]
-    pts = pd.read_parquet(out["pts"])
-    assert len(pts) == 15 and np.abs(pts.residual).max() < 1e-9
-    fit_table = pd.read_parquet(out["fit"]).set_index("parameter")
-    assert fit_table.loc["alpha", "fitted"] and not fit_table.loc["E", "fitted"]
+    tables = {k: pd.read_parquet(v) for k, v in out.items()}
+    return fits, tables
+
+
+def test_both_parameter_counts_are_fitted_and_the_paper_constants_are_total_n(tmp_path):
+    fits, t = analyse(tmp_path, paper_suite(tmp_path))
+    law = fits["total"]["law"]
+    assert law["A"] == pytest.approx(119.09, rel=1e-6)
+    assert law["alpha"] == pytest.approx(0.246, rel=1e-6)
+    assert fits["total"]["rmse"] < 1e-9
+    # The same points read with non-embedding N: another law, and a worse one.
+    other = fits["non_embedding"]
+    assert abs(other["law"]["alpha"] - 0.246) > 0.02 and other["rmse"] > 1e-4
+    fit = t["fit"].set_index(["parameters", "parameter"])
+    assert fit.loc[("total", "A"), "value"] == pytest.approx(119.09, rel=1e-6)
+    assert fit.loc[("total", "A"), "fitted"] and not fit.loc[("total", "E"), "fitted"]
+    assert fit.loc[("total", "A"), "selected"] and not fit.loc[("non_embedding", "A"), "selected"]
+    assert fit.loc[("total", "n_points"), "value"] == 4 * len(STEPS)
+    # The issue's arithmetic: the paper's law predicts 5.75 for pythia-14m's final checkpoint
+    # with non-embedding N and 4.02 with total N.
+    t_final = 143000 * TOKENS_PER_STEP
+    paper = {k: PAPER[k] for k in PAPER}
+    assert scaling_law(PYTHIA["pythia-14m"][1], t_final, **paper) == pytest.approx(5.75, abs=5e-3)
+    assert scaling_law(PYTHIA["pythia-14m"][0], t_final, **paper) == pytest.approx(4.02, abs=5e-3)
+
+
+def test_gaps_at_each_checkpoints_own_tokens_on_the_report_half(tmp_path):
+    fits, t = analyse(tmp_path, paper_suite(tmp_path))
+    sat = t["sat"]
+    sat = sat[sat.parameters == "total"].set_index(["model", "role"])
+    best = sat.loc[("pythia-14m", "best")]
+    assert best.step == 16000  # chosen on the select half
+    assert best.loss == pytest.approx(best.loss_whole + 0.01)  # reported on the other half
+    # The law at this checkpoint's own T (not the final T), closed form:
+    own = scaling_law(PYTHIA["pythia-14m"][0], 16000 * TOKENS_PER_STEP, **PAPER)
+    assert best.extrapolated_loss == pytest.approx(own, rel=1e-9)
+    assert best.relative_gap == pytest.approx(best.loss / own - 1, rel=1e-9)
+    assert best.relative_gap_whole == pytest.approx(best.loss_whole / own - 1, rel=1e-9)
+    final = sat.loc[("pythia-14m", "final")]
+    assert final.step == 143000 and final.relative_gap > 0.05
+    assert (
+        sat.loc[("pythia-14m", "final"), "below_fit"]
+        and not sat.loc[("pythia-1b", "final"), "below_fit"]
+    )
+    assert sat.loc[("pythia-1b", "final"), "in_fit"] and not best.in_fit
+    assert abs(sat.loc[("pythia-2.8b", "final"), "relative_gap"]) < 1e-9
+    # The average over the models below the fit, per role, in the fit table.
+    below = sat[sat.below_fit]
+    fit = t["fit"].set_index(["parameters", "parameter"]).value
+    for role in ("best", "final"):
+        expected = below.xs(role, level="role").relative_gap.mean()
+        assert fit[("total", f"mean_relative_gap_{role}")] == pytest.approx(expected)
+    assert fit[("total", "n_below_fit")] == 2
+    assert len(t["pts"]) == 2 * 4 * len(STEPS)
+    assert np.abs(t["pts"][t["pts"].parameters == "total"].residual).max() < 1e-9
+
+
+def test_a_fit_that_cannot_run_is_skipped_with_a_note(tmp_path, caplog):
+    path = paper_suite(tmp_path)
+    fits, t = analyse(tmp_path, path, fit_models=["pythia-2.8b"], min_step=143000)
+    assert fits["total"]["law"] is None
+    fit = t["fit"]
+    assert fit.note.str.contains("1 points cannot determine 2 free parameters").all()
+    assert not fit.fitted.any()
+    sat = t["sat"]
+    assert sat.extrapolated_loss.isna().all() and sat.loss.notna().all()
+    assert "fit skipped" in caplog.text
+
+
+def test_fit_step_range_and_narrow_models_are_left_out(tmp_path):
+    path = tmp_path / "metrics.parquet"
+    rows = []
+    for model, n, hidden in (("narrow", (10_000, 8_000), 16), ("wide", (90_000, 80_000), 64)):
+        for step in STEPS:
+            rows += metrics_rows(model, step, n, 3.0 + 1.0 / step, hidden=hidden)
+    write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    fits, t = analyse(
+        tmp_path,
+        path,
+        fit_models=["narrow", "wide"],
+        min_step=2000,
+        max_step=64000,
+        min_width=33,
+        fixed={"E": 1.0, "A": 1.0, "alpha": 0.5, "B": 1.0},
+        initial={"beta": 0.5},
+    )
+    pts = t["pts"]
+    assert set(pts.model) == {"wide"}
+    assert sorted(set(pts.step)) == [2000, 4000, 8000, 16000, 32000, 64000]
+    assert t["fit"].note.str.contains(r"\['narrow'\] left out of the fit").all()
+    sat = t["sat"].set_index(["parameters", "model", "role"])
+    assert not sat.loc[("total", "narrow", "final"), "in_fit"]
+    assert sat.loc[("total", "narrow", "final"), "below_fit"]

@@ -82,3 +82,22 @@ def test_row_entropy_edge_cases():
 def test_rank_above_vocab_is_rejected():
     with pytest.raises(ValueError, match="rank 9 exceeds vocab_size 8"):
         make_language(vocab_size=8, rank=9, logit_scale=1.0, zipf_exponent=1.0, seed=0)
+
+
+def test_logit_w_error_is_eckart_young_and_vanishes_at_r_plus_one():
+    from saturation.synthetic import logit_w_error
+
+    lang = make_language(vocab_size=64, rank=5, logit_scale=3.0, zipf_exponent=1.0, seed=3)
+    d, err = logit_w_error(lang)
+    assert d[0] == 0 and err[0] == 1.0 and len(d) == 65
+    log_p = np.log(lang.transition)
+    centred = log_p - log_p.mean(axis=1, keepdims=True)
+    u, s, vt = np.linalg.svd(centred)
+    for k in (1, 3, 5):  # the naive way: build the best rank-k matrix and measure the error
+        approx = (u[:, :k] * s[:k]) @ vt[:k]
+        naive = np.linalg.norm(centred - approx) / np.linalg.norm(centred)
+        assert err[k] == pytest.approx(naive, rel=1e-9)
+    assert err[5] > 1e-3 and err[6] < 1e-10  # the knee at R + 1
+    # The probabilities themselves have full rank: their W-error at R + 1 is far from zero.
+    sp = np.linalg.svd(lang.transition, compute_uv=False)
+    assert np.sqrt((sp[6:] ** 2).sum() / (sp**2).sum()) > 0.05

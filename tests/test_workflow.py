@@ -67,6 +67,7 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     assert not metrics.value.isna().any()
     per_ckpt = metrics.groupby(["model", "step"]).metric.value_counts().unstack()
     assert (per_ckpt["loss"] == 1).all() and (per_ckpt["anisotropy"] == 4).all()  # 2 blocks + 2
+    assert (per_ckpt["loss_select"] == 1).all() and (per_ckpt["loss_report"] == 1).all()
     loss = metrics[metrics.metric == "loss"].set_index(["model", "step"]).value
     floor = json.loads((tiny_run / "results/corpus/synthetic_language.json").read_text())
     assert loss[("tiny-d16", 40)] < loss[("tiny-d16", 0)]
@@ -74,7 +75,8 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     spectra = pd.read_parquet(tiny_run / "results/tables/spectra.parquet")
     assert spectra.groupby(["model", "step"]).size().to_dict()[("tiny-d16", 40)] == 16
     sat = pd.read_parquet(tiny_run / "results/tables/saturation.parquet")
-    assert set(sat.role) == {"best", "final"} and len(sat) == 4
+    assert set(sat.role) == {"best", "final"} and len(sat[sat.selected]) == 4
+    assert set(sat.parameters) == {"total", "non_embedding"} and len(sat) == 8
     for fig in FIGURES:
         for ext in ("png", "pdf"):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000
@@ -99,7 +101,7 @@ def test_tiny_run_sweeps_rank_heads(tiny_run):
 def test_tiny_run_evaluates_best_and_final_downstream(tiny_run):
     import pandas as pd
 
-    from saturation.downstream import DOWNSTREAM_SCHEMA
+    from saturation.table1 import DOWNSTREAM_SCHEMA
 
     table = pq.read_table(tiny_run / "results/tables/downstream.parquet")
     assert table.schema.equals(DOWNSTREAM_SCHEMA, check_metadata=False)

@@ -132,6 +132,11 @@ def check_scaling(config: dict, models: list[str]) -> None:
         raise ConfigError(
             "config key 'scaling.fixed.E': 'entropy_rate' is known only for the synthetic corpus"
         )
+    if scaling.get("max_step") is not None and scaling["max_step"] < scaling["min_step"]:
+        raise ConfigError(
+            f"config key 'scaling.max_step' ({scaling['max_step']}) is below "
+            f"'scaling.min_step' ({scaling['min_step']}): no checkpoint would be fitted"
+        )
     free = [p for p in ("E", "A", "alpha", "B", "beta") if p not in scaling["fixed"]]
     missing = [p for p in free if p not in scaling["initial"]]
     if missing:

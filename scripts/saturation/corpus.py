@@ -212,9 +212,37 @@ def load_tokenizer(name_or_dir: str):
         ) from exc
 
 
-def tokenize(texts: Iterable[str], tokenizer) -> Iterator[np.ndarray]:
+def document_separator(tokenizer, mode: str) -> dict | None:
+    """The token put before every document (``corpus.document_separator``): models are
+    trained on packed documents separated by it, so the first token of a document is
+    predicted from it. ``auto``: BOS where the tokenizer defines one (Llama, Gemma, OPT), else
+    EOS (GPT-NeoX's and GPT-2's BOS and EOS are the same token)."""
+    if mode == "none":
+        return None
+    order = {"auto": ("bos", "eos"), "bos": ("bos",), "eos": ("eos",)}[mode]
+    for kind in order:
+        token_id = getattr(tokenizer, f"{kind}_token_id", None)
+        if token_id is not None:
+            token = getattr(tokenizer, f"{kind}_token")
+            return {"mode": mode, "kind": kind, "token": token, "id": int(token_id)}
+    name = getattr(tokenizer, "name_or_path", tokenizer)
+    if mode == "auto":
+        log.warning("tokenizer '%s' defines no BOS or EOS token: no document separator", name)
+        return None
+    raise CorpusError(
+        f"corpus.document_separator: {mode}: the tokenizer '{name}' defines no "
+        f"{mode.upper()} token; set it to auto or none"
+    )
+
+
+def tokenize(
+    texts: Iterable[str], tokenizer, separator: dict | None = None
+) -> Iterator[np.ndarray]:
+    """Token ids of each text, after the document separator if one is given."""
+    head = [] if separator is None else [separator["id"]]
     for text in texts:
-        yield np.asarray(tokenizer(text, add_special_tokens=False)["input_ids"], dtype=np.int32)
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        yield np.asarray(head + list(ids) if ids else [], dtype=np.int32)  # empty: skipped
 
 
 def write_corpus(
@@ -250,7 +278,7 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
 
         language = load_language(inputs["language"])
         ids, docs = synthetic_documents(language, split, n_tokens, params["document_length"], seed)
-        record.update(tokenizer=None, vocab_size=language.vocab_size)
+        record.update(tokenizer=None, vocab_size=language.vocab_size, document_separator=None)
     else:
         tokenizer = load_tokenizer(params["tokenizer"])
         settings = params[source]
@@ -275,8 +303,9 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
                 settings.get("data_files"),
             )
             record["dataset_split"] = hub_split
+        separator = document_separator(tokenizer, params.get("document_separator", "auto"))
         ids, docs = take_tokens(
-            tokenize(texts, tokenizer),
+            tokenize(texts, tokenizer, separator),
             split,
             n_tokens,
             seed,
@@ -284,6 +313,9 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             params["max_document_tokens"],
         )
         record.update(
-            tokenizer=params["tokenizer"], vocab_size=len(tokenizer), **{source: settings}
+            tokenizer=params["tokenizer"],
+            vocab_size=len(tokenizer),
+            document_separator=separator,
+            **{source: settings},
         )
     write_corpus(corpus_table(ids, split, docs), tokens_path, meta_path, record)

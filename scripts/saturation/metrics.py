@@ -158,16 +158,30 @@ def find_blocks(model) -> torch.nn.ModuleList:
     raise MetricError(f"cannot find the {n} transformer blocks of {type(model).__name__}")
 
 
-def chunk_documents(docs: list[np.ndarray], sequence_length: int) -> list[np.ndarray]:
+def chunk_documents(
+    docs: list[np.ndarray], sequence_length: int, with_documents: bool = False
+) -> list[np.ndarray] | tuple[list[np.ndarray], list[int]]:
     """Cut documents into sequences of at most ``sequence_length`` tokens; sequences never
-    cross a document boundary. Single-token pieces predict nothing and are dropped."""
-    out = []
-    for doc in docs:
+    cross a document boundary. Single-token pieces predict nothing and are dropped.
+    ``with_documents``: also return the index of each piece's document."""
+    out, owner = [], []
+    for i, doc in enumerate(docs):
         for start in range(0, len(doc), sequence_length):
             piece = doc[start : start + sequence_length]
             if len(piece) >= 2:
                 out.append(piece)
-    return out
+                owner.append(i)
+    return (out, owner) if with_documents else out
+
+
+HALVES = ("select", "report")
+
+
+def document_half(index: int) -> str:
+    """The half of the evaluation sample a document belongs to: even positions select the
+    best checkpoint, odd positions report its loss (the sample's order is already seeded and
+    random, so the halves are two random halves of the same text)."""
+    return HALVES[index % 2]
 
 
 def pad_batch(batch: list[np.ndarray], device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -235,17 +249,29 @@ def forward_metrics(
     device="cpu",
     progress_file=None,
 ) -> dict:
-    """One forward pass over the sample: loss, accuracy and every layer's anisotropy."""
+    """One forward pass over the sample: loss, accuracy and every layer's anisotropy.
+
+    The loss is also reported on each half of the documents (``loss_select``: even
+    positions, ``loss_report``: odd positions; see :func:`document_half`), so a best
+    checkpoint can be chosen on one half and reported on the other.
+    """
     from tqdm import tqdm
 
-    seqs = chunk_documents(docs, sequence_length)
+    seqs, owner = chunk_documents(docs, sequence_length, with_documents=True)
     n_predicted = sum(len(s) - 1 for s in seqs)
     if n_predicted == 0:
         raise MetricError(
             "the evaluation sample has no document of 2 or more tokens: nothing to predict"
         )
+    half = np.array([HALVES.index(document_half(i)) for i in owner], dtype=np.int64)
+    if len(set(half.tolist())) < 2:
+        raise MetricError(
+            f"the evaluation sample has {len(set(owner))} document(s) of 2 or more tokens; "
+            "at least 2 are needed to select the best checkpoint on one half and report it "
+            "on the other"
+        )
     taps = LayerTaps(model, device)
-    nll = torch.zeros((), dtype=torch.float64, device=device)
+    nll = torch.zeros(len(seqs), dtype=torch.float64, device=device)  # per sequence
     correct = 0
     try:
         with torch.inference_mode():
@@ -264,16 +290,24 @@ def forward_metrics(
                 if not torch.isfinite(logp).all():
                     raise MetricError("the model's logits contain NaN or infinite values")
                 t = target[valid]
-                nll -= logp.gather(1, t[:, None]).sum(dtype=torch.float64)
+                token_nll = -logp.gather(1, t[:, None])[:, 0].double()
+                row = torch.nonzero(valid)[:, 0]  # the sequence of each valid position
+                nll[start : start + len(ids)] += torch.zeros(
+                    len(ids), dtype=torch.float64, device=device
+                ).index_add_(0, row, token_nll)
                 correct += int((logp.argmax(dim=1) == t).sum())
     finally:
         taps.remove()
+    nll = nll.cpu().numpy()
+    counts = np.array([len(s) - 1 for s in seqs], dtype=np.int64)
     rows = {
-        "loss": float(nll) / n_predicted,
+        "loss": float(nll.sum()) / n_predicted,
         "accuracy": correct / n_predicted,
         "n_predicted_tokens": n_predicted,
         "n_sequences": len(seqs),
         "n_layers": taps.n_layers,
         "anisotropy": [acc.value for acc in taps.acc],
     }
+    for k, name in enumerate(HALVES):
+        rows[f"loss_{name}"] = float(nll[half == k].sum()) / int(counts[half == k].sum())
     return rows

@@ -126,56 +126,91 @@ def fig1a_loss(metrics, style, floor, png, pdf):
 
 
 def fig1b_scaling(saturation, fit, style, floor, png, pdf):
-    fig, axes = style.figure()
-    ax = axes[0, 0]
+    """Left: best and final checkpoints against the law, each at its own T (the curve is the
+    law at the final T; a dash marks each checkpoint's own prediction). Right: the relative
+    gap loss / prediction - 1 by model, with its mean over the models below the fit."""
+    count = fit[fit.selected].parameters.iloc[0]
+    fit = fit[fit.parameters == count]
+    sat = saturation[saturation.parameters == count]
     law = dict(zip(fit.parameter, fit.value, strict=True))
-    final = saturation[saturation.role == "final"]
-    best = saturation[saturation.role == "best"]
-    t_final = float(final.tokens_seen.max())
-    n = np.geomspace(final.n_params.min() / 1.5, final.n_params.max() * 1.5, 200)
-    params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
-    ax.plot(
-        n,
-        scaling_law(n, t_final, **params),
-        color="0.2",
-        lw=1.2,
-        label=f"fit at T = {human(t_final)} tokens",
-    )
-    for _, r in final.iterrows():
-        ax.scatter(
-            r.n_params,
-            r.loss,
-            color=style.color(r.model),
-            s=36,
-            zorder=3,
-            edgecolor="k" if r.in_fit else "none",
+    fitted = [p for p, f in zip(fit.parameter, fit.fitted, strict=True) if f]
+    note = fit.note.dropna().iloc[0] if fit.note.notna().any() else None
+    fig, axes = style.figure(1, 2, width=style.s["width"] * 1.8)
+    ax, ax_gap = axes[0]
+    final = sat[sat.role == "final"]
+    best = sat[sat.role == "best"]
+    if fitted:
+        t_final = float(final.tokens_seen.max())
+        n = np.geomspace(sat.n_params.min() / 1.5, sat.n_params.max() * 1.5, 200)
+        params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
+        ax.plot(
+            n,
+            scaling_law(n, t_final, **params),
+            color="0.2",
+            lw=1.2,
+            label=f"law at the final T = {human(t_final)} tokens",
         )
-    for _, r in best.iterrows():
-        ax.scatter(
-            r.n_params,
-            r.loss,
-            facecolor="none",
-            edgecolor=style.color(r.model),
-            s=36,
-            zorder=3,
-            lw=1.3,
-        )
-        f = final[final.model == r.model].iloc[0]
-        ax.plot([r.n_params] * 2, [r.loss, f.loss], color=style.color(r.model), lw=0.8, zorder=2)
+    for role, rows in (("final", final), ("best", best)):
+        for r in rows.itertuples():
+            c = style.color(r.model)
+            face = c if role == "final" else "none"
+            edge = "k" if role == "final" and r.in_fit else c
+            ax.scatter(r.n_params, r.loss, facecolor=face, edgecolor=edge, s=36, zorder=3, lw=1.3)
+            ax.scatter(r.n_params, r.extrapolated_loss, marker="_", color=c, s=90, zorder=3)
+            ax.plot([r.n_params] * 2, [r.loss, r.extrapolated_loss], color=c, lw=0.8, zorder=2)
+            ax_gap.scatter(
+                r.n_params, 100 * r.relative_gap, facecolor=face, edgecolor=edge, s=36, lw=1.3
+            )
     ax.scatter([], [], color="0.5", s=36, label="final checkpoint")
     ax.scatter([], [], facecolor="none", edgecolor="0.5", s=36, label="best checkpoint")
     ax.scatter([], [], color="0.5", edgecolor="k", s=36, label="in the fit")
+    ax.scatter([], [], marker="_", color="0.5", s=90, label="law at the checkpoint's own T")
     floor_line(ax, floor)
     ax.set_xscale("log")
-    ax.set_xlabel("parameters N")
-    ax.set_ylabel("cross-entropy (nats / token)")
-    fitted = [p for p, f in zip(fit.parameter, fit.fitted, strict=True) if f]
-    text = ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
-    ax.set_title(
-        f"Scaling-law fit: {text}\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points",
-        fontsize="medium",
+    ax.set_xlabel(f"parameters N ({count.replace('_', '-')})")
+    ax.set_ylabel("cross-entropy on the report half (nats / token)")
+    ax.legend(fontsize="x-small")
+    title = (
+        "Scaling-law fit skipped"
+        if not fitted
+        else "Scaling-law fit: " + ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
     )
-    ax.legend(fontsize="small")
+    if fitted:
+        title += f"\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points"
+    ax.set_title(title if fitted or not note else f"{title}\n{note}", fontsize="small")
+
+    ax_gap.axhline(0, color="0.3", lw=0.8)
+    for role, ls in (("final", "-"), ("best", "--")):
+        mean = law.get(f"mean_relative_gap_{role}", np.nan)
+        if np.isfinite(mean):
+            ax_gap.axhline(100 * mean, color="0.45", lw=1, ls=ls)
+            ax_gap.annotate(
+                f"mean {role}, below the fit: {100 * mean:+.1f}%",
+                (0.99, 100 * mean),
+                xycoords=("axes fraction", "data"),
+                ha="right",
+                va="bottom",
+                fontsize="x-small",
+                color="0.3",
+            )
+    below = sat[sat.below_fit]
+    if len(below):
+        ax_gap.axvspan(
+            sat.n_params.min() / 1.5,
+            np.sqrt(below.n_params.max() * sat[~sat.below_fit].n_params.min())
+            if (~sat.below_fit).any()
+            else sat.n_params.max() * 1.5,
+            color="0.92",
+            zorder=0,
+            lw=0,
+        )
+    ax_gap.set_xscale("log")
+    ax_gap.set_xlabel(f"parameters N ({count.replace('_', '-')})")
+    ax_gap.set_ylabel("relative gap: loss / law − 1 (%)")
+    ax_gap.set_title(
+        "Gap to the law at each checkpoint's own T\n(shaded: models below the fitted range)",
+        fontsize="small",
+    )
     style.save(fig, png, pdf)
 
 
@@ -318,10 +353,11 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     if language is not None:
         floor_line(ax_loss, language["entropy_rate"])
         for ax in (ax_loss, ax_acc):
-            ax.axvline(language["rank"], color="0.5", lw=1, ls="-.")
+            bound = language["softmax_rank_bound"]  # R + 1: the bias adds one
+            ax.axvline(bound, color="0.5", lw=1, ls="-.")
             ax.annotate(
-                f"R = {language['rank']}",
-                (language["rank"], 0.98),
+                f"R + 1 = {bound}",
+                (bound, 0.98),
                 xycoords=("data", "axes fraction"),
                 ha="right",
                 va="top",
@@ -340,9 +376,33 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     style.save(fig, png, pdf)
 
 
-def fig7_w_error(spectra, style, png, pdf):
+def fig7_w_error(spectra, style, png, pdf, logits=None, bound=None):
+    """W-error of every n-gram matrix; on the synthetic language also the reference: the
+    W-error of its true logit matrix (``logits``: (d, w_error)), zero from d = R + 1."""
     fig, axes = style.figure()
     ax = axes[0, 0]
+    if logits is not None:
+        d, err = logits
+        keep = d > 0
+        ax.plot(
+            d[keep],
+            err[keep],
+            color="k",
+            lw=1.3,
+            ls="--",
+            label="true logits of the language (centred log-probabilities)",
+        )
+        ax.axvline(bound, color="0.5", lw=1, ls="-.")
+        ax.annotate(
+            f"R + 1 = {bound}",
+            (bound, 0.98),
+            xycoords=("data", "axes fraction"),
+            ha="right",
+            va="top",
+            rotation=90,
+            fontsize="small",
+            color="0.4",
+        )
     groups = list(spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
     cmap = plt.get_cmap("tab10")
     for i, ((corpus, tokenizer, _n), g) in enumerate(groups):
@@ -435,7 +495,13 @@ def draw(
     elif figure == "fig5_singular_entropy":
         fig5_singular_entropy(metrics, st, png, pdf)
     elif figure == "fig7_w_error":
-        fig7_w_error(pd.read_parquet(inputs["ngram_spectra"]), st, png, pdf)
+        logits = None
+        if inputs.get("language_matrix"):
+            from saturation.synthetic import load_language, logit_w_error
+
+            logits = logit_w_error(load_language(inputs["language_matrix"]))
+        bound = language["softmax_rank_bound"] if language else None
+        fig7_w_error(pd.read_parquet(inputs["ngram_spectra"]), st, png, pdf, logits, bound)
     elif figure == "fig8_loss_vs_w_error":
         fig8_loss_vs_w_error(
             pd.read_parquet(inputs["rank_heads"]),

@@ -73,28 +73,39 @@ def fit_scaling_law(
     }
 
 
+N_COLUMNS = {"total": "n_params", "non_embedding": "n_params_no_embedding"}
+
 SATURATION_SCHEMA = pa.schema(
     [
+        ("parameters", pa.string()),  # how N is counted: total | non_embedding
+        ("selected", pa.bool_()),  # the count scaling.parameters names (Fig 1b's)
         ("model", pa.string()),
-        ("n_params", pa.int64()),
+        ("n_params", pa.int64()),  # N, counted as `parameters` says
         ("in_fit", pa.bool_()),
-        ("role", pa.string()),
+        ("below_fit", pa.bool_()),  # N below every fitted model's: the paper's saturated models
+        ("role", pa.string()),  # best | final
         ("step", pa.int64()),
         ("tokens_seen", pa.int64()),
-        ("loss", pa.float64()),
-        ("extrapolated_loss", pa.float64()),
-        ("relative_gap", pa.float64()),
+        ("loss", pa.float64()),  # on the report half: the best checkpoint never saw it
+        ("loss_whole", pa.float64()),  # on the whole sample (select + report halves)
+        ("extrapolated_loss", pa.float64()),  # the law at (N, this checkpoint's own T)
+        ("relative_gap", pa.float64()),  # loss / extrapolated_loss - 1
+        ("relative_gap_whole", pa.float64()),  # loss_whole / extrapolated_loss - 1
     ]
 )
 FIT_SCHEMA = pa.schema(
     [
+        ("parameters", pa.string()),
+        ("selected", pa.bool_()),
         ("parameter", pa.string()),
         ("value", pa.float64()),
         ("fitted", pa.bool_()),
+        ("note", pa.string()),  # why a fit was skipped or a model left out; else null
     ]
 )
 POINTS_SCHEMA = pa.schema(
     [
+        ("parameters", pa.string()),
         ("model", pa.string()),
         ("step", pa.int64()),
         ("n_params", pa.int64()),
@@ -104,12 +115,93 @@ POINTS_SCHEMA = pa.schema(
         ("residual", pa.float64()),
     ]
 )
+SUMMARY = (
+    "rmse",
+    "max_abs_residual",
+    "n_points",
+    "n_below_fit",
+    "mean_relative_gap_best",
+    "mean_relative_gap_final",
+)
 
 
-def best_and_final(loss: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
-    """One model's best (minimum eval loss, earliest step on ties) and final loss rows."""
-    g = loss.sort_values("step", kind="stable")
-    return g.loc[g.value.idxmin()], g.iloc[-1]
+def fit_points(
+    losses: pd.DataFrame,
+    fit_models: list[str],
+    min_step: int,
+    max_step: int | None,
+    min_width: int | None,
+) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """The checkpoints the law is fitted on: the fit models' whole-sample losses at steps
+    in [min_step, max_step] (duplicates are already out), without the models narrower than
+    ``min_width`` (the synthetic language's softmax rank R + 1: such a model is bottlenecked,
+    and the law describes models that are not). Returns the points, the models kept, and
+    notes on what was left out."""
+    notes = []
+    kept = list(fit_models)
+    if min_width is not None:
+        width = losses.groupby("model").hidden_size.first()
+        narrow = [m for m in kept if width.get(m, min_width) < min_width]
+        if narrow:
+            notes.append(
+                f"{narrow} left out of the fit: hidden size below the language's softmax rank "
+                f"R + 1 = {min_width}"
+            )
+            log.warning("scaling.models: %s", notes[-1])
+        kept = [m for m in kept if m not in narrow]
+    upper = np.inf if max_step is None else max_step
+    points = losses[
+        losses.model.isin(kept) & (losses.step >= max(min_step, 1)) & (losses.step <= upper)
+    ]
+    return points, kept, notes
+
+
+def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dict:
+    """The law fitted on ``points`` with N from ``n_col``; a fit with fewer points than free
+    parameters is skipped, with a note, and has no law."""
+    free = [p for p in PARAMETERS if p not in fixed]
+    if len(points) < len(free):
+        note = (
+            f"fit skipped: {len(points)} points cannot determine {len(free)} free parameters "
+            f"{free} (add models or steps to scaling.models / min_step / max_step)"
+        )
+        log.warning("%s", note)
+        return {"law": None, "free": free, "note": note, "rmse": np.nan, "max_abs_residual": np.nan}
+    fit = fit_scaling_law(
+        points[n_col].astype(float), points.tokens_seen, points.loss_whole, fixed, initial
+    )
+    note = None if fit["converged"] else "the least-squares fit did not converge"
+    return {**fit, "law": {p: fit[p] for p in PARAMETERS}, "note": note}
+
+
+def gap_rows(losses, law, n_col, fit_models) -> list[dict]:
+    """Best and final checkpoint of every model against the law at each one's own T."""
+    from saturation.selection import best_and_final
+
+    min_fit_n = losses[losses.model.isin(fit_models)][n_col].min()
+    rows = []
+    for model, g in losses.groupby("model", sort=True):
+        for role, r in zip(("best", "final"), best_and_final(g), strict=True):
+            pred = np.nan
+            if law is not None and r.tokens_seen > 0:
+                pred = float(scaling_law(float(r[n_col]), float(r.tokens_seen), **law))
+            rows.append(
+                {
+                    "model": model,
+                    "n_params": int(r[n_col]),
+                    "in_fit": model in fit_models,
+                    "below_fit": bool(r[n_col] < min_fit_n),
+                    "role": role,
+                    "step": int(r.step),
+                    "tokens_seen": int(r.tokens_seen),
+                    "loss": float(r.loss_report),
+                    "loss_whole": float(r.loss_whole),
+                    "extrapolated_loss": pred,
+                    "relative_gap": float(r.loss_report) / pred - 1,
+                    "relative_gap_whole": float(r.loss_whole) / pred - 1,
+                }
+            )
+    return rows
 
 
 def saturation_analysis(
@@ -123,85 +215,120 @@ def saturation_analysis(
     out_fit: str,
     out_points: str,
     entropy_rate: float | None = None,
+    max_step: int | None = None,
+    min_width: int | None = None,
 ) -> dict:
+    """The law fitted with N counted both ways (total, the count Chinchilla's fixed E, B,
+    beta come from; and non-embedding), and every model's best and final checkpoint against
+    it. ``parameters`` names the count the figure and the log lead with. Returns the fits
+    by count."""
+    from saturation.selection import checkpoint_losses
     from saturation.tables import trusted_metrics
 
-    metrics = trusted_metrics(pd.read_parquet(metrics_path))
-    loss = metrics[metrics.metric == "loss"].copy()
-    n_col = "n_params_no_embedding" if parameters == "non_embedding" else "n_params"
-    loss["N"] = loss[n_col].astype(float)
+    losses = checkpoint_losses(trusted_metrics(pd.read_parquet(metrics_path)))
     fixed = {k: (entropy_rate if v == "entropy_rate" else v) for k, v in fixed.items()}
     if any(v is None for v in fixed.values()):
         raise ValueError("scaling.fixed.E: 'entropy_rate' needs the synthetic corpus")
-    unknown = sorted(set(fit_models) - set(loss.model))
+    unknown = sorted(set(fit_models) - set(losses.model))
     if unknown:
         raise ValueError(f"scaling.models: {unknown} were not measured")
-    points = loss[loss.model.isin(fit_models) & (loss.step >= max(min_step, 1))]
-    fit = fit_scaling_law(points.N, points.tokens_seen, points.value, fixed, initial)
-    log.info("fit: %s", {k: fit[k] for k in PARAMETERS})
-    law = {p: fit[p] for p in PARAMETERS}
+    points, kept, notes = fit_points(losses, fit_models, min_step, max_step, min_width)
 
-    rows = []
-    for model, g in loss.groupby("model", sort=True):
-        best, final = best_and_final(g)
-        for role, r in (("best", best), ("final", final)):
-            pred = scaling_law(r.N, r.tokens_seen, **law) if r.tokens_seen > 0 else np.nan
-            rows.append(
+    sat, fit_rows, pts, fits = [], [], [], {}
+    for count, n_col in N_COLUMNS.items():
+        selected = count == parameters
+        fit = fits[count] = run_fit(points, n_col, fixed, initial)
+        rows = gap_rows(losses, fit["law"], n_col, kept)
+        sat += [{"parameters": count, "selected": selected, **r} for r in rows]
+        below = pd.DataFrame([r for r in rows if r["below_fit"]])
+        summary = {
+            "rmse": fit["rmse"],
+            "max_abs_residual": fit["max_abs_residual"],
+            "n_points": float(len(points)),
+            "n_below_fit": float(below.model.nunique() if len(below) else 0),
+        }
+        for role in ("best", "final"):
+            gaps = below[below.role == role].relative_gap if len(below) else pd.Series([])
+            summary[f"mean_relative_gap_{role}"] = float(gaps.mean()) if len(gaps) else np.nan
+        fit["summary"] = summary
+        note = "; ".join(n for n in [fit["note"], *notes] if n) or None
+        law = fit["law"] or {p: fixed.get(p, np.nan) for p in PARAMETERS}
+        fit_rows += [
+            {
+                "parameters": count,
+                "selected": selected,
+                "parameter": p,
+                "value": float(law[p]),
+                "fitted": p in fit["free"] and fit["law"] is not None,
+                "note": note,
+            }
+            for p in PARAMETERS
+        ]
+        fit_rows += [
+            {
+                "parameters": count,
+                "selected": selected,
+                "parameter": k,
+                "value": float(v),
+                "fitted": False,
+                "note": note,
+            }
+            for k, v in summary.items()
+        ]
+        residual = fit.get("residuals", np.full(len(points), np.nan))
+        pts.append(
+            pd.DataFrame(
                 {
-                    "model": model,
-                    "n_params": int(r[n_col]),
-                    "in_fit": model in fit_models,
-                    "role": role,
-                    "step": int(r.step),
-                    "tokens_seen": int(r.tokens_seen),
-                    "loss": float(r.value),
-                    "extrapolated_loss": float(pred),
-                    "relative_gap": float(r.value / pred - 1),
+                    "parameters": count,
+                    "model": points.model,
+                    "step": points.step,
+                    "n_params": points[n_col],
+                    "tokens_seen": points.tokens_seen,
+                    "loss": points.loss_whole,
+                    "predicted_loss": points.loss_whole + residual,
+                    "residual": residual,
                 }
             )
-    sat = pd.DataFrame(rows).sort_values(["n_params", "model", "role"])
+        )
+        log.info(
+            "N %s: fit %s; models below the fit: mean gap best %+.2f%%, final %+.2f%%",
+            count,
+            fit["law"],
+            100 * summary["mean_relative_gap_best"],
+            100 * summary["mean_relative_gap_final"],
+        )
+    sat = pd.DataFrame(sat).sort_values(["parameters", "n_params", "model", "role"])
     write_parquet(
         pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation
     )
-    fit_rows = [{"parameter": p, "value": fit[p], "fitted": p in fit["free"]} for p in PARAMETERS]
-    fit_rows += [
-        {"parameter": "rmse", "value": fit["rmse"], "fitted": False},
-        {"parameter": "max_abs_residual", "value": fit["max_abs_residual"], "fitted": False},
-        {"parameter": "n_points", "value": float(len(points)), "fitted": False},
-    ]
     write_parquet(pa.Table.from_pylist(fit_rows, schema=FIT_SCHEMA), out_fit)
-    pts = pd.DataFrame(
-        {
-            "model": points.model,
-            "step": points.step,
-            "n_params": points[n_col],
-            "tokens_seen": points.tokens_seen,
-            "loss": points.value,
-            "predicted_loss": points.value + fit["residuals"],
-            "residual": fit["residuals"],
-        }
+    write_parquet(
+        pa.Table.from_pandas(pd.concat(pts), schema=POINTS_SCHEMA, preserve_index=False),
+        out_points,
     )
-    write_parquet(pa.Table.from_pandas(pts, schema=POINTS_SCHEMA, preserve_index=False), out_points)
-    return fit
+    return fits
 
 
 def run_saturation(inputs, scaling: dict, outputs) -> None:
     """Snakemake-facing wrapper."""
     language = dict(inputs.items()).get("language")
-    entropy_rate = None
+    entropy_rate = min_width = None
     if language:
         from saturation.io import read_json
 
-        entropy_rate = read_json(language)["entropy_rate"]
+        facts = read_json(language)
+        entropy_rate, min_width = facts["entropy_rate"], facts["softmax_rank_bound"]
     saturation_analysis(
         inputs["metrics"],
         fit_models=scaling["models"],
         parameters=scaling["parameters"],
         min_step=scaling["min_step"],
+        max_step=scaling.get("max_step"),
         fixed=scaling["fixed"],
         initial=scaling["initial"],
         out_saturation=outputs["saturation"],
         out_fit=outputs["fit"],
         out_points=outputs["points"],
         entropy_rate=entropy_rate,
+        min_width=min_width,
     )

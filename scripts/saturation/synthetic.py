@@ -57,6 +57,25 @@ class SyntheticLanguage:
         return tokens
 
 
+def logit_w_error(language: SyntheticLanguage) -> tuple[np.ndarray, np.ndarray]:
+    """The W-error of the language's true logit matrix: its log-probabilities, each row
+    centred (which removes the row's log-normaliser and leaves ``U E^T + b`` centred, of rank
+    at most R + 1), against the rank d of the approximation, d = 0 .. V.
+
+    W-error on probabilities cannot show the bottleneck (the transition matrix has full
+    rank); in logit space it falls to zero at d = R + 1.
+    """
+    p = language.transition
+    if not (p > 0).all():
+        raise ValueError("the transition matrix has zero probabilities: no finite logits")
+    logits = np.log(p)
+    logits -= logits.mean(axis=1, keepdims=True)
+    sigma = np.linalg.svd(logits, compute_uv=False)
+    tail = np.sqrt(np.maximum(np.cumsum((sigma**2)[::-1])[::-1], 0.0))  # tail[d] = ||s[d:]||
+    w_error = np.append(tail, 0.0) / tail[0]
+    return np.arange(len(sigma) + 1), w_error
+
+
 def row_entropy(p: np.ndarray) -> np.ndarray:
     """Entropy in nats of each row of a row-stochastic matrix (0 log 0 = 0)."""
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -100,6 +100,7 @@ def measure_checkpoint(
         "hidden_size": model.config.hidden_size,
     }
     metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
+    metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
     metrics += [("anisotropy", i, a) for i, a in enumerate(fwd["anisotropy"])]
     metrics += [(k, None, v) for k, v in spec.items()]
     rows = {k: [v] * len(metrics) for k, v in base.items()}

@@ -1,0 +1,165 @@
+"""downstream.parquet and Table 1: each model's best vs final downstream scores, with the
+paper's cells beside ours, as Markdown, LaTeX and HTML."""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from saturation.downstream import EVAL_SCHEMA, DownstreamError
+from saturation.io import write_parquet
+
+log = logging.getLogger(__name__)
+
+ROLES = ("best", "final", "step")
+DOWNSTREAM_SCHEMA = EVAL_SCHEMA.insert(2, pa.field("role", pa.string()))
+# Table 1 of the paper: Pythia-160M, best vs final checkpoint (accuracies in %).
+PAPER_TABLE1 = {
+    ("pythia-160m", "lambada_openai", "perplexity"): (24.6, 32.9),
+    ("pythia-160m", "lambada_openai", "acc"): (40.3, 38.0),
+    ("pythia-160m", "sciq", "acc"): (79.6, 73.4),
+    ("pythia-160m", "arc_easy", "acc"): (46.5, 43.2),
+}
+PERCENT_METRICS = {"acc", "acc_norm", "exact_match"}
+
+
+def aggregate(
+    selection_path: str, eval_paths: list[str], models: list[str], out: str
+) -> pd.DataFrame:
+    """downstream.parquet: every evaluation under each role its checkpoint plays."""
+    sel = pd.read_parquet(selection_path)
+    evals = pd.concat([pd.read_parquet(p) for p in eval_paths], ignore_index=True)
+    table = sel[["model", "role", "step"]].merge(evals, on=["model", "step"], how="left")
+    missing = table[table.task.isna()]
+    if not missing.empty:
+        raise DownstreamError(
+            f"no evaluation for {missing[['model', 'step']].drop_duplicates().values.tolist()}"
+        )
+    table["model_order"] = table.model.map({m: i for i, m in enumerate(models)})
+    table["role_order"] = table.role.map({r: i for i, r in enumerate(ROLES)})
+    table = table.sort_values(["model_order", "role_order", "step", "task", "metric"])
+    table = table[[f.name for f in DOWNSTREAM_SCHEMA]].reset_index(drop=True)
+    write_parquet(pa.Table.from_pandas(table, schema=DOWNSTREAM_SCHEMA, preserve_index=False), out)
+    return table
+
+
+def _cell(metric: str, value: float, stderr: float) -> str:
+    scale = 100.0 if metric in PERCENT_METRICS else 1.0
+    v = value * scale
+    if math.isnan(stderr):
+        return f"{v:.1f}" if scale == 100 else f"{v:.3g}"
+    s = stderr * scale
+    return f"{v:.1f} ± {s:.1f}" if scale == 100 or v >= 10 else f"{v:.3f} ± {s:.3f}"
+
+
+def table1(downstream: pd.DataFrame) -> pd.DataFrame:
+    """Best vs final, one row per (model, task, metric); accuracies in %; the paper's cells
+    beside ours where the same (model, task, metric) exists; then a column per configured
+    extra step."""
+    rows = []
+    bf = downstream[downstream.role.isin(["best", "final"])]
+    order = list(dict.fromkeys(bf.model))
+    for (model, task, metric), g in bf.groupby(["model", "task", "metric"], sort=False):
+        best = g[g.role == "best"].iloc[0]
+        final = g[g.role == "final"].iloc[0]
+        scale = 100.0 if metric in PERCENT_METRICS else 1.0
+        paper = PAPER_TABLE1.get((model, task, metric))
+        rows.append(
+            {
+                "model": model,
+                "task": task,
+                "metric": metric + (" (%)" if scale == 100 else ""),
+                "best step": int(best.step),
+                "final step": int(final.step),
+                "best": _cell(metric, best.value, best.stderr),
+                "final": _cell(metric, final.value, final.stderr),
+                "Δ final − best": f"{(final.value - best.value) * scale:+.2f}",
+                "paper best": f"{paper[0]:.1f}" if paper else "",
+                "paper final": f"{paper[1]:.1f}" if paper else "",
+                "_order": order.index(model),
+            }
+        )
+        extra = downstream[
+            (downstream.role == "step")
+            & (downstream.model == model)
+            & (downstream.task == task)
+            & (downstream.metric == metric)
+        ]
+        for r in extra.itertuples():  # configured steps, after the paper's columns
+            rows[-1][f"step {r.step}"] = _cell(metric, r.value, r.stderr)
+    t = pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order")
+    return t.fillna("").reset_index(drop=True)
+
+
+def to_markdown(t: pd.DataFrame) -> str:
+    head = "| " + " | ".join(t.columns) + " |"
+    sep = "|" + "|".join("---" for _ in t.columns) + "|"
+    body = ["| " + " | ".join(str(v) for v in r) + " |" for r in t.itertuples(index=False)]
+    return "\n".join([head, sep, *body]) + "\n"
+
+
+def _tex(s) -> str:
+    s = str(s)
+    for a, b in (
+        ("\\", r"\textbackslash{}"),
+        ("_", r"\_"),
+        ("%", r"\%"),
+        ("&", r"\&"),
+        ("#", r"\#"),
+    ):
+        s = s.replace(a, b)
+    return s.replace("±", r"$\pm$").replace("Δ", r"$\Delta$").replace("−", "$-$")
+
+
+def to_latex(t: pd.DataFrame) -> str:
+    cols = "lll" + "r" * (len(t.columns) - 3)
+    lines = [
+        r"\begin{tabular}{" + cols + "}",
+        r"\toprule",
+        " & ".join(_tex(c) for c in t.columns) + r" \\",
+        r"\midrule",
+    ]
+    lines += [" & ".join(_tex(v) for v in r) + r" \\" for r in t.itertuples(index=False)]
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    return "\n".join(lines) + "\n"
+
+
+def to_html(t: pd.DataFrame) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(str(c))}</th>" for c in t.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(v))}</td>" for v in r) + "</tr>"
+        for r in t.itertuples(index=False)
+    )
+    return (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><style>"
+        "table{border-collapse:collapse;font:13px sans-serif}"
+        "td,th{border-bottom:1px solid #ccc;padding:3px 8px;text-align:right}"
+        "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}</style></head><body>"
+        "<p>Table 1: downstream scores of each model's best and final "
+        "checkpoint (best: the minimum loss on one half of the evaluation documents), lm-evaluation-harness, zero-shot; ± is the harness's standard error. "
+        "Paper columns: Godey et al. (2024), Pythia-160M.</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
+    )
+
+
+def run_aggregate(
+    selection: str,
+    evaluations: list[str],
+    models: list[str],
+    out_table: str,
+    out_md: str,
+    out_tex: str,
+    out_html: str,
+) -> None:
+    down = aggregate(selection, evaluations, models, out_table)
+    t = table1(down)
+    for path, text in ((out_md, to_markdown(t)), (out_tex, to_latex(t)), (out_html, to_html(t))):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text)
+    log.info("Table 1:\n%s", to_markdown(t))
