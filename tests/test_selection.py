@@ -61,7 +61,7 @@ def test_selection_bias_is_removed_on_pure_noise():
     best loss below the truth; reported on the other half it is unbiased."""
     rng = np.random.default_rng(0)
     same, fair = [], []
-    for trial in range(100):
+    for _ in range(100):
         noise = rng.normal(0, 0.05, size=(40, 2))
         sel = select_checkpoints(
             metrics_table({"m": {s: (3 + a, 3 + b) for s, (a, b) in enumerate(noise)}}), ["m"], []

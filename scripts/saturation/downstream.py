@@ -31,6 +31,7 @@ EVAL_SCHEMA = pa.schema(
     ]
 )
 
+
 class DownstreamError(ValueError):
     """A downstream task or checkpoint problem; the message names it."""
 
