@@ -66,3 +66,61 @@ def test_fig7_draws_the_logit_reference_with_its_knee(drawn):
     ref = next(line for line in ax.get_lines() if "true logits" in line.get_label())
     x, y = ref.get_xdata(), ref.get_ydata()
     assert y[x == 5][0] > 1e-3 and y[x == 6][0] < 1e-10
+
+
+def test_fig1b_draws_each_checkpoint_against_the_law_at_its_own_tokens(drawn):
+    """The dashes of Fig 1b are the table's predictions at each checkpoint's own T, and the
+    gap panel plots the table's relative gaps: one definition for both."""
+    rows = []
+    for count, scale in (("total", 1.0), ("non_embedding", 0.5)):
+        for model, n in (("small", 1e6), ("big", 1e8)):
+            for role, step, loss, pred in (("best", 500, 3.1, 3.0), ("final", 1000, 3.3, 2.9)):
+                rows.append(
+                    dict(
+                        parameters=count,
+                        selected=count == "total",
+                        model=model,
+                        n_params=int(n * scale),
+                        in_fit=model == "big",
+                        below_fit=model == "small",
+                        role=role,
+                        step=step,
+                        tokens_seen=step * 100,
+                        loss=loss,
+                        loss_whole=loss,
+                        extrapolated_loss=pred,
+                        relative_gap=loss / pred - 1,
+                        relative_gap_whole=loss / pred - 1,
+                    )
+                )
+    sat = pd.DataFrame(rows)
+    law = {"E": 1.0, "A": 10.0, "alpha": 0.3, "B": 5.0, "beta": 0.3, "rmse": 0.01, "n_points": 4}
+    law |= {"mean_relative_gap_best": 0.033, "mean_relative_gap_final": 0.138}
+    fit = pd.DataFrame(
+        [
+            dict(
+                parameters=c,
+                selected=c == "total",
+                parameter=k,
+                value=v,
+                fitted=k in ("A", "alpha"),
+                note=None,
+            )
+            for c in ("total", "non_embedding")
+            for k, v in law.items()
+        ]
+    )
+    plots.fig1b_scaling(sat, fit, plots.Style({}, {"small": 1e6, "big": 1e8}), None, "x", "y")
+    ax, ax_gap = drawn[0].axes
+    total = sat[sat.selected]
+    dashes = sorted(
+        (float(c.get_offsets()[0][0]), float(c.get_offsets()[0][1]))
+        for c in ax.collections
+        if c.get_offsets().shape[0] == 1
+    )
+    expected = sorted(zip(total.n_params.astype(float), total.extrapolated_loss, strict=True))
+    assert set(expected) <= set(dashes)  # each checkpoint's own prediction is drawn
+    gaps = sorted(tuple(map(float, c.get_offsets()[0])) for c in ax_gap.collections)
+    assert gaps == sorted(zip(total.n_params.astype(float), 100 * total.relative_gap, strict=True))
+    means = sorted(line.get_ydata()[0] for line in ax_gap.get_lines() if line.get_ydata()[0] != 0)
+    assert means == pytest.approx([3.3, 13.8])
