@@ -17,6 +17,7 @@ if CKPT["source"] == "minisuite":
             mem_mb=3000,
             runtime=60,
         params:
+            code=code_of("train_minisuite.py"),
             model=minisuite_model,
             vocab=minisuite_vocab(),
             steps=STEPS,
@@ -42,6 +43,7 @@ else:
             revision_manifest("{model}"),
         log:
             "logs/checkpoints/manifest_{model}.log",
+        localrule: True
         conda:
             "../envs/torch.yaml"
         threads: 1
@@ -49,6 +51,7 @@ else:
             mem_mb=1000,
             runtime=30,
         params:
+            code=code_of("revision_manifest.py"),
             manifest=manifest_params,
         script:
             "../scripts/revision_manifest.py"
@@ -67,6 +70,7 @@ else:
             mem_mb=2000,
             runtime=120,
         params:
+            code=code_of("prefetch_checkpoint.py"),
             allow_pickle=CKPT["allow_pickle"],
             retry=HUB_ACCESS["retry"],
         script:

@@ -3,11 +3,13 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(workflow.basedir) / "scripts"))
+SCRIPTS = Path(workflow.basedir) / "scripts"
+sys.path.insert(0, str(SCRIPTS))
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics, model_name
 from saturation.schedule import checkpoint_steps, select_steps
 
@@ -18,6 +20,13 @@ try:
     check_semantics(config)
 except ConfigError as exc:
     raise WorkflowError(f"Invalid configuration: {exc}") from None
+
+
+def code_of(script):
+    """A rule's code, as a param: the digest of its entry script and of the package modules
+    it imports, so editing the science re-runs the jobs that run it."""
+    return code_digest(str(SCRIPTS / script), str(SCRIPTS / "saturation"))
+
 
 CORPUS = config["corpus"]
 CKPT = config["checkpoints"]

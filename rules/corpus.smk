@@ -11,6 +11,7 @@ rule synthetic_language:
         mem_mb=1000,
         runtime=10,
     params:
+        code=code_of("synthetic_language.py"),
         synthetic={
             k: CORPUS["synthetic"][k]
             for k in ("vocab_size", "rank", "logit_scale", "zipf_exponent")
@@ -37,6 +38,7 @@ rule sample_corpus:
         mem_mb=4000,
         runtime=60,
     params:
+        code=code_of("sample_corpus.py"),
         corpus=lambda wildcards: corpus_params(wildcards.split),
     script:
         "../scripts/sample_corpus.py"

@@ -11,6 +11,7 @@ if DOWNSTREAM["activate"]:
                 directory("results/downstream/tasks"),
             log:
                 "logs/downstream/tasks.log",
+            localrule: True
             conda:
                 "../envs/torch.yaml"
             threads: 1
@@ -18,6 +19,7 @@ if DOWNSTREAM["activate"]:
                 mem_mb=2000,
                 runtime=10,
             params:
+                code=code_of("downstream_tasks.py"),
                 tasks={
                     "vocab_size": CORPUS["synthetic"]["vocab_size"],
                     "n_items": DOWNSTREAM["local_items"],
@@ -35,6 +37,7 @@ if DOWNSTREAM["activate"]:
             "results/downstream/selection.parquet",
         log:
             "logs/downstream/selection.log",
+        localrule: True
         conda:
             "../envs/analysis.yaml"
         threads: 1
@@ -42,6 +45,7 @@ if DOWNSTREAM["activate"]:
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("select_downstream.py"),
             models=DOWNSTREAM_MODELS,
             steps=DOWNSTREAM["steps"],
         script:
@@ -65,6 +69,7 @@ if DOWNSTREAM["activate"]:
             runtime=DOWNSTREAM["runtime"],
             gpu=DOWNSTREAM["gpu"],
         params:
+            code=code_of("evaluate_downstream.py"),
             tokenizer=downstream_tokenizer(),
             allow_pickle=CKPT["allow_pickle"],
             hub=HUB_ACCESS,
@@ -100,6 +105,7 @@ if DOWNSTREAM["activate"]:
             ),
         log:
             "logs/downstream/aggregate.log",
+        localrule: True
         conda:
             "../envs/analysis.yaml"
         threads: 1
@@ -107,6 +113,7 @@ if DOWNSTREAM["activate"]:
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("aggregate_downstream.py"),
             models=DOWNSTREAM_MODELS,
         script:
             "../scripts/aggregate_downstream.py"

@@ -16,6 +16,7 @@ for fig, needs in FIGURES.items():
             pdf=f"results/figures/{fig}.pdf",
         log:
             f"logs/figures/{fig}.log",
+        localrule: True
         conda:
             "../envs/analysis.yaml"
         threads: 1
@@ -23,6 +24,7 @@ for fig, needs in FIGURES.items():
             mem_mb=2000,
             runtime=10,
         params:
+            code=code_of("figure.py"),
             figure=fig,
             style=config["figures"],
             link=NGRAMS["link"] if fig == "fig8_loss_vs_w_error" else None,

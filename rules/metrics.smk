@@ -18,6 +18,7 @@ rule measure_checkpoint:
         runtime=METRICS["runtime"],
         gpu=METRICS["gpu"],
     params:
+        code=code_of("measure_checkpoint.py"),
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
@@ -52,6 +53,7 @@ rule aggregate_metrics:
         checkpoints="results/tables/checkpoints.parquet",
     log:
         "logs/tables/aggregate_metrics.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -59,6 +61,7 @@ rule aggregate_metrics:
         mem_mb=4000,
         runtime=20,
     params:
+        code=code_of("aggregate_metrics.py"),
         trusted_steps=CKPT["trusted_steps"],
     script:
         "../scripts/aggregate_metrics.py"
@@ -73,6 +76,7 @@ rule saturation:
         points="results/tables/scaling_points.parquet",
     log:
         "logs/tables/saturation.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     threads: 1
@@ -80,6 +84,7 @@ rule saturation:
         mem_mb=2000,
         runtime=10,
     params:
+        code=code_of("scaling_fit.py"),
         scaling=config["scaling"],
     script:
         "../scripts/scaling_fit.py"

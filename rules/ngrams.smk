@@ -15,6 +15,7 @@ rule ngram_corpus:
         mem_mb=8000,
         runtime=120,
     params:
+        code=code_of("sample_corpus.py"),
         corpus=lambda wildcards: ngram_corpus_params(wildcards.corpus),
     script:
         "../scripts/sample_corpus.py"
@@ -36,6 +37,7 @@ rule ngram_spectrum:
         mem_mb=NGRAMS["mem_mb"],
         runtime=NGRAMS["runtime"],
     params:
+        code=code_of("ngram_spectrum.py"),
         spectrum={
             k: NGRAMS[k]
             for k in (
@@ -59,11 +61,14 @@ rule aggregate_ngrams:
         "results/tables/ngram_spectra.parquet",
     log:
         "logs/tables/aggregate_ngrams.log",
+    localrule: True
     conda:
         "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
+    params:
+        code=code_of("aggregate_ngrams.py"),
     script:
         "../scripts/aggregate_ngrams.py"

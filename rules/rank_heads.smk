@@ -20,6 +20,7 @@ rule feature_cache:
         runtime=RANK_HEADS["runtime"],
         gpu=RANK_HEADS["gpu"],
     params:
+        code=code_of("feature_cache.py"),
         cache={
             k: RANK_HEADS[k]
             for k in (
@@ -57,6 +58,7 @@ rule rank_head:
         runtime=RANK_HEADS["runtime"],
         gpu=RANK_HEADS["gpu"],
     params:
+        code=code_of("rank_head.py"),
         setup={k: RANK_HEADS[k] for k in HEAD_TRAINING_KEYS} | {"seed": config["seed"]},
         device=RANK_HEADS["device"],
     script:
@@ -78,11 +80,14 @@ rule aggregate_rank_heads:
         "results/tables/rank_heads.parquet",
     log:
         "logs/tables/aggregate_rank_heads.log",
+    localrule: True
     conda:
         "../envs/torch.yaml"
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        code=code_of("aggregate_rank_heads.py"),
     script:
         "../scripts/aggregate_rank_heads.py"

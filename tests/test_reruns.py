@@ -86,6 +86,31 @@ def test_changing_a_figure_style_reruns_only_figures(tiny_run, tmp_path):
     assert set(jobs) - {"all"} == FIGURES and all(jobs[f] == 1 for f in FIGURES)
 
 
+def planned_after_editing(workdir, module: str, tmp_path) -> dict[str, int]:
+    """Dry-run job counts with a line added to a package module, which is then restored."""
+    path = workdir / "scripts" / "saturation" / module
+    text, stat = path.read_text(), path.stat()
+    try:
+        path.write_text(text + "\n# an edit\n")
+        return planned(workdir, {}, tmp_path)
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_editing_the_plotting_code_reruns_only_figures(tiny_run, tmp_path):
+    jobs = planned_after_editing(tiny_run, "plots.py", tmp_path)
+    assert set(jobs) - {"all"} == FIGURES and all(jobs[f] == 1 for f in FIGURES)
+
+
+def test_editing_the_metrics_code_reruns_the_measurements(tiny_run, tmp_path):
+    jobs = planned_after_editing(tiny_run, "metrics.py", tmp_path)
+    assert jobs["measure_checkpoint"] == 2 * 6
+    assert "train_minisuite" not in jobs and "sample_corpus" not in jobs
+    assert "synthetic_language" not in jobs
+    assert planned(tiny_run, {}, tmp_path) == {}  # restored: nothing to do
+
+
 def test_unchanged_config_plans_nothing(tiny_run, tmp_path):
     assert planned(tiny_run, {}, tmp_path) == {}
 
