@@ -212,3 +212,24 @@ def test_fit_step_range_and_narrow_models_are_left_out(tmp_path):
     sat = t["sat"].set_index(["parameters", "model", "role"])
     assert not sat.loc[("total", "narrow", "final"), "in_fit"]
     assert sat.loc[("total", "narrow", "final"), "below_fit"]
+
+
+def test_a_parameter_at_its_bound_is_flagged(tmp_path):
+    """Two widths whose losses barely differ cannot determine alpha: the fit runs it to its
+    bound, and the table says so instead of presenting the law as determined."""
+    path = tmp_path / "metrics.parquet"
+    rows = []
+    for model, n in (("w64", (130_000, 120_000)), ("w128", (460_000, 400_000))):
+        for step in STEPS:
+            loss = 2.0 + 50.0 / (step * 1000) ** 0.5 + (0.002 if model == "w64" else 0.0)
+            rows += metrics_rows(model, step, n, loss, hidden=64)
+    write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    fits, t = analyse(
+        tmp_path,
+        path,
+        fit_models=["w64", "w128"],
+        fixed={"E": 2.0},
+        initial={"A": 10.0, "alpha": 0.5, "B": 10.0, "beta": 0.5},
+    )
+    assert fits["total"]["law"]["alpha"] == pytest.approx(3.0, abs=1e-3)
+    assert t["fit"].note.str.contains("alpha ended at its bound").all()

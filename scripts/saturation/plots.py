@@ -176,12 +176,18 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         else "Scaling-law fit: " + ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
     )
     if fitted:
+        held = [p for p in ("E", "A", "alpha", "B", "beta") if p not in fitted]
+        title += "; held: " + ", ".join(f"{p} = {law[p]:.4g}" for p in held) if held else ""
         title += f"\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points"
-    ax.set_title(title if fitted or not note else f"{title}\n{note}", fontsize="small")
+    if note:
+        title += f"\n{note}"
+    ax.set_title(title, fontsize="small")
 
     ax_gap.axhline(0, color="0.3", lw=0.8)
-    for role, ls in (("final", "-"), ("best", "--")):
-        mean = law.get(f"mean_relative_gap_{role}", np.nan)
+    means = {r: law.get(f"mean_relative_gap_{r}", np.nan) for r in ("final", "best")}
+    if np.isclose(means["final"], means["best"], atol=5e-4):  # best = final: one line
+        means = {"best = final": means["final"]}
+    for (role, mean), ls, va in zip(means.items(), ("-", "--"), ("bottom", "top"), strict=False):
         if np.isfinite(mean):
             ax_gap.axhline(100 * mean, color="0.45", lw=1, ls=ls)
             ax_gap.annotate(
@@ -189,10 +195,19 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
                 (0.99, 100 * mean),
                 xycoords=("axes fraction", "data"),
                 ha="right",
-                va="bottom",
+                va=va,
                 fontsize="x-small",
                 color="0.3",
             )
+    for r in final.itertuples():
+        ax_gap.annotate(
+            r.model,
+            (r.n_params, 100 * r.relative_gap),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize="x-small",
+            color="0.25",
+        )
     below = sat[sat.below_fit]
     if len(below):
         ax_gap.axvspan(
@@ -367,7 +382,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
             )
     for ax in (ax_loss, ax_acc):
         ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
         ax.set_xlabel("head rank r")
     ax_loss.set_ylabel("evaluation loss (nats / token)")
     ax_acc.set_ylabel("next-token accuracy")

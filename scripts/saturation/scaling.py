@@ -170,8 +170,15 @@ def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dic
     fit = fit_scaling_law(
         points[n_col].astype(float), points.tokens_seen, points.loss_whole, fixed, initial
     )
-    note = None if fit["converged"] else "the least-squares fit did not converge"
-    return {**fit, "law": {p: fit[p] for p in PARAMETERS}, "note": note}
+    notes = [] if fit["converged"] else ["the least-squares fit did not converge"]
+    for p in ("alpha", "beta"):
+        if p in free and not 1e-5 < fit[p] < 3.0 - 1e-6:
+            notes.append(
+                f"{p} ended at its bound ({fit[p]:.3g}): these points do not determine it; "
+                "hold it in scaling.fixed or fit on more models or steps"
+            )
+            log.warning("%s", notes[-1])
+    return {**fit, "law": {p: fit[p] for p in PARAMETERS}, "note": "; ".join(notes) or None}
 
 
 def gap_rows(losses, law, n_col, fit_models) -> list[dict]:
