@@ -280,7 +280,7 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
     # select_downstream); aggregation, selection and figures ran in the Snakemake process.
     log = result.stdout + result.stderr
     finished = re.findall(r"^Finished jobid: \d+ \(Rule: (\w+)\)", log, re.M)
-    local = set(re.findall(r"^localrule (\w+):", log, re.M))
+    local = set(re.findall(r"^local(?:rule|checkpoint) (\w+):", log, re.M))
     assert len(finished) - 1 > int(re.search(r"^total\s+(\d+)$", log, re.M).group(1)) - 1
     assert {"aggregate_metrics", "saturation", "select_downstream", "fig1b_scaling"} <= local
     assert {"measure_checkpoint", "rank_head"}.isdisjoint(local)

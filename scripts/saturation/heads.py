@@ -406,7 +406,7 @@ def cache_features(
             "step": step,
             "eval_loss": loss,
             "eval_accuracy": accuracy,
-            "hidden_size": model.config.hidden_size,
+            "hidden_size": head.weight.shape[1],  # the head's input width (OPT: project_out)
             "vocab_size": head.weight.shape[0],
             "cached_tokens": counts,
         },

@@ -206,8 +206,10 @@ class LayerTaps:
     def __init__(self, model, device):
         self.blocks = find_blocks(model)
         self.n_layers = len(self.blocks)
-        d = model.config.hidden_size
-        self.acc = [AnisotropyAccumulator(d, device) for _ in range(self.n_layers + 2)]
+        # Sized by the first states each layer sees: the head's input may be narrower than
+        # the blocks (OPT's project_out).
+        self.device = device
+        self.acc: list[AnisotropyAccumulator | None] = [None] * (self.n_layers + 2)
         self.mask = None
         self.handles = [
             self.blocks[0].register_forward_pre_hook(self.pre_hook(0), with_kwargs=True)
@@ -222,6 +224,8 @@ class LayerTaps:
     def take(self, layer, h):
         if isinstance(h, tuple):
             h = h[0]
+        if self.acc[layer] is None:
+            self.acc[layer] = AnisotropyAccumulator(h.shape[-1], self.device)
         self.acc[layer].update(h[self.mask])
 
     def pre_hook(self, layer):
@@ -298,6 +302,12 @@ def forward_metrics(
                 correct += int((logp.argmax(dim=1) == t).sum())
     finally:
         taps.remove()
+    silent = [i for i, acc in enumerate(taps.acc) if acc is None]
+    if silent:
+        raise MetricError(
+            f"{type(model).__name__}: layers {silent} of 0..{taps.n_layers + 1} saw no hidden "
+            "states (embedding output, block outputs, head input)"
+        )
     nll = nll.cpu().numpy()
     counts = np.array([len(s) - 1 for s in seqs], dtype=np.int64)
     rows = {

@@ -38,6 +38,7 @@ CHECKPOINTS_SCHEMA = pa.schema(
         ("vocab_size", pa.int64()),
         ("n_layers", pa.int64()),
         ("tied_head", pa.bool_()),
+        ("head_input_size", pa.int64()),  # the head's input width (OPT's project_out: narrower)
         ("n_predicted_tokens", pa.int64()),
         ("head_fingerprint", pa.string()),
         ("weights_fingerprint", pa.string()),
@@ -127,6 +128,7 @@ def measure_checkpoint(
         "vocab_size": head.shape[0],
         "n_layers": fwd["n_layers"],
         "tied_head": tied,
+        "head_input_size": head.shape[1],
         "n_predicted_tokens": fwd["n_predicted_tokens"],
         **fingerprints(model),
         "commit": commit,
