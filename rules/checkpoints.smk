@@ -36,7 +36,7 @@ if CKPT["source"] == "minisuite":
         script:
             "../scripts/train_minisuite.py"
 
-else:
+elif CKPT["source"] == "hub":
 
     rule revision_manifest:
         output:

@@ -10,8 +10,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from saturation.code import code_digest
-from saturation.config import ConfigError, check_schema, check_semantics, model_name
-from saturation.schedule import checkpoint_steps, select_steps
+from saturation.config import ConfigError, check_schema, check_semantics
+from saturation.suites import local_models, model_name, model_steps, schedule_steps
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -36,24 +36,29 @@ NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"
 LANGUAGE_META = "results/corpus/synthetic_language.json"
-SCHEDULE = CKPT["schedule"]
-STEPS = select_steps(
-    checkpoint_steps(
-        SCHEDULE["final_step"], SCHEDULE["log_spaced_until"], SCHEDULE["every"]
-    ),
-    SCHEDULE["subset"],
-)
+STEPS = schedule_steps(config)  # the mini-suite's and the hub models' schedule
+MODEL_STEPS = model_steps(config)  # each model's own steps (local runs: as found on disk)
+MODELS = list(MODEL_STEPS)
 
 if CKPT["source"] == "minisuite":
     MINISUITE = CKPT["minisuite"]
-    MODELS = [m["name"] for m in MINISUITE["models"]]
     HIDDEN_SIZE = {m["name"]: m["hidden_size"] for m in MINISUITE["models"]}
-    TOKENS_PER_STEP = MINISUITE["batch_size"] * MINISUITE["sequence_length"]
-else:
+    TOKENS_PER_STEP = {
+        m: MINISUITE["batch_size"] * MINISUITE["sequence_length"] for m in MODELS
+    }
+elif CKPT["source"] == "hub":
     HUB = CKPT["hub"]
     REPO_ID = {model_name(repo): repo for repo in HUB["models"]}
-    MODELS = list(REPO_ID)
-    TOKENS_PER_STEP = HUB["tokens_per_step"]
+    TOKENS_PER_STEP = {m: HUB["tokens_per_step"] for m in MODELS}
+else:
+    LOCAL = local_models(config)  # read in place: {model: {steps: {step: folder}, ...}}
+    TOKENS_PER_STEP = {m: v["tokens_per_step"] for m, v in LOCAL.items()}
+
+
+def checkpoints_of(pattern):
+    """``pattern`` formatted for every (model, step) of the run."""
+    return [pattern.format(model=m, step=s) for m in MODELS for s in MODEL_STEPS[m]]
+
 
 # How jobs read hub revisions (None: local checkpoint folders).
 HUB_ACCESS = (
@@ -88,10 +93,13 @@ def revision_manifest(model):
 
 
 def checkpoint_input(wildcards):
-    """What a job reads a checkpoint from: the mini-suite's folder, or the model's revision
-    manifest (the job then reads the revision through the Hugging Face cache)."""
+    """What a job reads a checkpoint from: the mini-suite's folder, the model's revision
+    manifest (the job then reads the revision through the Hugging Face cache), or a local
+    run's folder, in place."""
     if CKPT["source"] == "hub":
         return revision_manifest(wildcards.model)
+    if CKPT["source"] == "local":
+        return str(LOCAL[wildcards.model]["steps"][int(wildcards.step)])
     return checkpoint_dir(wildcards.model, wildcards.step)
 
 
@@ -172,7 +180,10 @@ def minisuite_vocab():
 
 RANK_HEADS = config["rank_heads"]
 BACKBONES = [
-    {"model": b["model"], "step": STEPS[-1] if b.get("step") is None else b["step"]}
+    {
+        "model": b["model"],
+        "step": MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"],
+    }
     for b in RANK_HEADS["backbones"]
 ]
 RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]

@@ -22,7 +22,7 @@ rule measure_checkpoint:
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
-        tokens_per_step=TOKENS_PER_STEP,
+        tokens_per_step=lambda wildcards: TOKENS_PER_STEP[wildcards.model],
         allow_pickle=CKPT["allow_pickle"],
         hub=HUB_ACCESS,
         tokenizer=CORPUS["tokenizer"],
@@ -32,21 +32,9 @@ rule measure_checkpoint:
 
 rule aggregate_metrics:
     input:
-        metrics=expand(
-            "results/metrics/{model}/step{step}/metrics.parquet",
-            model=MODELS,
-            step=STEPS,
-        ),
-        spectra=expand(
-            "results/metrics/{model}/step{step}/spectrum.parquet",
-            model=MODELS,
-            step=STEPS,
-        ),
-        checkpoints=expand(
-            "results/metrics/{model}/step{step}/checkpoint.parquet",
-            model=MODELS,
-            step=STEPS,
-        ),
+        metrics=checkpoints_of("results/metrics/{model}/step{step}/metrics.parquet"),
+        spectra=checkpoints_of("results/metrics/{model}/step{step}/spectrum.parquet"),
+        checkpoints=checkpoints_of("results/metrics/{model}/step{step}/checkpoint.parquet"),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",

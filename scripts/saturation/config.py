@@ -6,13 +6,14 @@ Every problem is reported as one line that names the offending key, e.g.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
-from saturation.schedule import checkpoint_steps, select_steps
+from saturation.suites import SuiteError, local_models, model_name, model_steps, schedule_steps
 
 
 class ConfigError(ValueError):
@@ -96,7 +97,7 @@ def check_semantics(config: dict) -> None:
                 f"exceeds the mini-suite's context checkpoints.minisuite.sequence_length "
                 f"{suite['sequence_length']}"
             )
-    else:
+    elif ckpt["source"] == "hub":
         names = [model_name(r) for r in ckpt["hub"]["models"]]
         models = names
         dup = sorted({n for n in names if names.count(n) > 1})
@@ -109,6 +110,11 @@ def check_semantics(config: dict) -> None:
                 "config key 'corpus.source': hub checkpoints need a text corpus and their "
                 "tokenizer (huggingface or local), not the synthetic language"
             )
+    else:  # local training runs, listed now: a missing folder stops the run here
+        try:
+            models = list(model_steps(config))
+        except SuiteError as exc:
+            raise ConfigError(str(exc)) from None
     check_scaling(config, models)
     check_rank_heads(config, models)
     check_rank_head_memory(config)
@@ -145,28 +151,19 @@ def check_scaling(config: dict, models: list[str]) -> None:
         )
 
 
-def schedule_steps(config: dict) -> list[int]:
-    """The run's checkpoint steps, from checkpoints.schedule."""
-    sched = config["checkpoints"]["schedule"]
-    return select_steps(
-        checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
-        sched.get("subset"),
-    )
-
-
 def check_rank_heads(config: dict, models: list[str]) -> None:
     """Backbones must be models and steps of this run; ranks at most min(d, V) where the
     config says d and V (the mini-suite on the synthetic corpus); hub models are checked
     when their head is read."""
     heads, ckpt = config["rank_heads"], config["checkpoints"]
-    steps = schedule_steps(config)
+    steps_of = model_steps(config)
     for i, b in enumerate(heads["backbones"]):
         if b["model"] not in models:
             raise ConfigError(
                 f"config key 'rank_heads.backbones[{i}].model': {b['model']!r} is not a model "
                 f"of this run ({models})"
             )
-        if b.get("step") is not None and b["step"] not in steps:
+        if b.get("step") is not None and b["step"] not in steps_of[b["model"]]:
             raise ConfigError(
                 f"config key 'rank_heads.backbones[{i}].step': {b['step']} is not a "
                 "checkpoint step of this run"
@@ -207,6 +204,11 @@ def known_shape(config: dict, model: str) -> tuple[int, int | None] | None:
         hidden = {m["name"]: m["hidden_size"] for m in ckpt["minisuite"]["models"]}
         vocab = corpus["synthetic"]["vocab_size"] if corpus["source"] == "synthetic" else None
         return hidden[model], vocab
+    if ckpt["source"] == "local":  # the last checkpoint's config.json, read in place
+        folder = list(local_models(config)[model]["steps"].values())[-1]
+        cfg = json.loads((folder / "config.json").read_text())
+        width = cfg.get("word_embed_proj_dim") or cfg.get("hidden_size") or cfg.get("n_embd")
+        return (width, cfg.get("vocab_size")) if width else None
     for repo in ckpt["hub"]["models"]:
         owner, _, name = repo.partition("/")
         if model_name(repo) == model and owner == "EleutherAI" and name.startswith("pythia-"):
@@ -286,11 +288,13 @@ def check_downstream(config: dict, models: list[str]) -> None:
             f"config key 'downstream.models': {unknown} are not among the checkpoints' models "
             f"{models}"
         )
-    missing = sorted(set(down["steps"]) - set(schedule_steps(config)))
-    if missing:
-        raise ConfigError(
-            f"config key 'downstream.steps': {missing} are not checkpoints of the schedule"
-        )
+    steps_of = model_steps(config)
+    for model in down["models"] or models:
+        missing = sorted(set(down["steps"]) - set(steps_of[model]))
+        if missing:
+            raise ConfigError(
+                f"config key 'downstream.steps': {missing} are not checkpoints of {model}"
+            )
     local = [t for t in down["tasks"] if t in LOCAL_TASKS]
     if local and config["corpus"]["source"] != "synthetic":
         raise ConfigError(
@@ -316,8 +320,3 @@ def check_downstream(config: dict, models: list[str]) -> None:
             raise ConfigError(
                 "config key 'downstream.choices': more candidates than the vocabulary has tokens"
             )
-
-
-def model_name(repo_id: str) -> str:
-    """The model's name in paths and tables: the repo id without its owner."""
-    return repo_id.rpartition("/")[2]
