@@ -198,6 +198,7 @@ def test_documents_start_with_the_separator(tmp_path, special, mode, expected):
     params["max_document_tokens"] = 8
     sample_split(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
     docs = pq.read_table(tmp_path / "e.parquet").to_pydict()
+    n_bytes_of = dict(zip(docs["doc_id"], docs["n_bytes"], strict=True))
     meta = json.loads((tmp_path / "e.json").read_text())
     plain = AutoTokenizer.from_pretrained(tok_dir)
     for doc_id, tokens in zip(docs["doc_id"], docs["tokens"], strict=True):
@@ -205,6 +206,10 @@ def test_documents_start_with_the_separator(tmp_path, special, mode, expected):
         head = [] if expected is None else [expected[1]]
         assert tokens == (head + words["input_ids"])[: len(tokens)]
         assert len(tokens) <= 8  # the separator counts towards max_document_tokens
+        # n_bytes: the UTF-8 length of the words a model predicts (all but the first token).
+        kept = texts[seeded_order(len(texts))[doc_id]].split()[: len(tokens) - len(head)]
+        predicted = kept if head else kept[1:]
+        assert n_bytes_of[doc_id] == len(" ".join(predicted).encode("utf-8"))
     if expected is None:
         assert meta["document_separator"] is None
     else:

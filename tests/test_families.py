@@ -138,7 +138,8 @@ def test_family_measures_like_a_direct_computation(family):
     # loss); one sequence a batch compares the metric, not the padding's rounding.
     batch = 1 if dtype == torch.bfloat16 else 3
     out = forward_metrics(model, docs, sequence_length=16, batch_size=batch)
-    seqs = [d[i : i + 16] for d in docs for i in range(0, len(d), 16) if len(d[i : i + 16]) > 1]
+    # Pieces of 16 tokens that share one token, so every token but the first is predicted.
+    seqs = [d[i : i + 16] for d in docs for i in range(0, len(d) - 1, 15)]
     loss, aniso = direct(model, seqs)
     assert out["loss"] == pytest.approx(loss, rel=1e-6)
     np.testing.assert_allclose(out["anisotropy"], aniso, atol=1e-6)
@@ -197,7 +198,8 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
     opt().save_pretrained(tmp_path / "opt")
     rng = np.random.default_rng(3)
     docs = [rng.integers(0, V, n).astype(np.int32) for n in (20, 11, 9)]
-    write_parquet(corpus_table([0, 1, 2], "eval", docs), tmp_path / "eval.parquet")
+    n_bytes = [57, 31, 22]  # the UTF-8 bytes of each document's predicted text
+    write_parquet(corpus_table([0, 1, 2], "eval", docs, n_bytes), tmp_path / "eval.parquet")
     out = {k: tmp_path / f"{k}.parquet" for k in ("metrics", "spectrum", "checkpoint")}
     measure_checkpoint(
         "opt-tiny",
@@ -218,3 +220,11 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
     assert (row["hidden_size"], row["head_input_size"], row["tied_head"]) == (16, 8, True)
     assert row["n_layers"] == 2 and row["vocab_size"] == V
     assert pq.read_table(out["spectrum"]).num_rows == 8
+    # Bits per byte: the summed loss over the sample's bytes, from a direct computation.
+    m = pq.read_table(out["metrics"]).to_pandas().set_index("metric").value
+    model = transformers.OPTForCausalLM.from_pretrained(tmp_path / "opt").eval()
+    seqs = [d[i : i + 16] for d in docs for i in range(0, len(d) - 1, 15)]
+    loss, _ = direct(model, seqs)
+    total_nll = loss * sum(len(d) - 1 for d in docs)
+    assert m["nats_per_byte"] == pytest.approx(total_nll / 110, rel=1e-6)
+    assert m["bits_per_byte"] == pytest.approx(total_nll / 110 / np.log(2), rel=1e-6)

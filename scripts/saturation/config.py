@@ -288,7 +288,8 @@ def check_downstream(config: dict, models: list[str]) -> None:
             f"config key 'downstream.models': {unknown} are not among the checkpoints' models "
             f"{models}"
         )
-    steps_of = model_steps(config)
+    on_disk = config["checkpoints"]["source"] == "local"
+    steps_of = model_steps(config) if on_disk else dict.fromkeys(models, schedule_steps(config))
     for model in down["models"] or models:
         missing = sorted(set(down["steps"]) - set(steps_of[model]))
         if missing:

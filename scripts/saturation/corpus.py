@@ -32,6 +32,9 @@ CORPUS_SCHEMA = pa.schema(
         ("doc_id", pa.int64()),
         ("split", pa.string()),
         ("tokens", pa.list_(pa.int32())),
+        # UTF-8 bytes of the text of tokens[1:], the tokens a model predicts (null for the
+        # synthetic language, which has no text): the denominator of bits per byte.
+        ("n_bytes", pa.int64()),
     ],
     metadata={"description": b"token ids of sampled documents, one document a row"},
 )
@@ -41,7 +44,12 @@ class CorpusError(ValueError):
     """A corpus source that cannot be sampled as configured."""
 
 
-def corpus_table(doc_ids: list[int], split: str, token_lists: list[np.ndarray]) -> pa.Table:
+def corpus_table(
+    doc_ids: list[int],
+    split: str,
+    token_lists: list[np.ndarray],
+    n_bytes: list[int] | None = None,
+) -> pa.Table:
     offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
     np.cumsum([len(t) for t in token_lists], out=offsets[1:])
     values = (
@@ -53,9 +61,26 @@ def corpus_table(doc_ids: list[int], split: str, token_lists: list[np.ndarray]) 
             "doc_id": pa.array(doc_ids, pa.int64()),
             "split": pa.array([split] * len(doc_ids), pa.string()),
             "tokens": tokens,
+            "n_bytes": pa.array(n_bytes or [None] * len(doc_ids), pa.int64()),
         },
         schema=CORPUS_SCHEMA,
     )
+
+
+def read_bytes(path: str | Path) -> int | None:
+    """The UTF-8 bytes of the text a model predicts over the whole sample (every document's
+    ``tokens[1:]``), or None where the corpus has no text."""
+    table = pq.read_table(path)
+    if "n_bytes" not in table.column_names or table.column("n_bytes").null_count:
+        return None
+    return int(pc.sum(table.column("n_bytes")).as_py() or 0)
+
+
+def predicted_bytes(tokenizer, tokens: np.ndarray) -> int:
+    """UTF-8 bytes of the text of ``tokens[1:]`` (special tokens, e.g. a separator, have
+    none). A document cut mid-character counts its replacement character."""
+    text = tokenizer.decode(tokens[1:].tolist(), skip_special_tokens=True)
+    return len(text.encode("utf-8"))
 
 
 def read_tokens(path: str | Path) -> list[np.ndarray]:
@@ -318,4 +343,5 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             document_separator=separator,
             **{source: settings},
         )
-    write_corpus(corpus_table(ids, split, docs), tokens_path, meta_path, record)
+    n_bytes = None if source == "synthetic" else [predicted_bytes(tokenizer, d) for d in docs]
+    write_corpus(corpus_table(ids, split, docs, n_bytes), tokens_path, meta_path, record)

@@ -161,16 +161,17 @@ def find_blocks(model) -> torch.nn.ModuleList:
 def chunk_documents(
     docs: list[np.ndarray], sequence_length: int, with_documents: bool = False
 ) -> list[np.ndarray] | tuple[list[np.ndarray], list[int]]:
-    """Cut documents into sequences of at most ``sequence_length`` tokens; sequences never
-    cross a document boundary. Single-token pieces predict nothing and are dropped.
+    """Cut documents into sequences of at most ``sequence_length`` tokens that never cross a
+    document boundary. Consecutive pieces of a document share one token (the next piece
+    starts at the last token of the previous one), so every token but a document's first is
+    predicted exactly once. Single-token documents predict nothing and are dropped.
     ``with_documents``: also return the index of each piece's document."""
     out, owner = [], []
+    stride = max(sequence_length - 1, 1)
     for i, doc in enumerate(docs):
-        for start in range(0, len(doc), sequence_length):
-            piece = doc[start : start + sequence_length]
-            if len(piece) >= 2:
-                out.append(piece)
-                owner.append(i)
+        for start in range(0, max(len(doc) - 1, 0), stride):
+            out.append(doc[start : start + sequence_length])
+            owner.append(i)
     return (out, owner) if with_documents else out
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pandas as pd
@@ -72,7 +73,7 @@ def measure_checkpoint(
     import torch
 
     from saturation.checkpoints import load_model
-    from saturation.corpus import read_tokens
+    from saturation.corpus import read_bytes, read_tokens
     from saturation.metrics import (
         fingerprints,
         forward_metrics,
@@ -102,6 +103,10 @@ def measure_checkpoint(
     }
     metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
     metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
+    n_bytes = read_bytes(eval_path)
+    if n_bytes:  # text corpora: the loss per byte, comparable across tokenizers
+        nats = fwd["loss"] * fwd["n_predicted_tokens"] / n_bytes
+        metrics += [("nats_per_byte", None, nats), ("bits_per_byte", None, nats / math.log(2))]
     metrics += [("anisotropy", i, a) for i, a in enumerate(fwd["anisotropy"])]
     metrics += [(k, None, v) for k, v in spec.items()]
     rows = {k: [v] * len(metrics) for k, v in base.items()}
