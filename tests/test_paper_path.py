@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -209,6 +210,13 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
 
     metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")
     measured = set(zip(metrics.model, metrics.step, strict=True))
+    # A text corpus: every checkpoint also has its loss per byte of the scored text.
+    per = metrics.pivot_table(index=["model", "step"], columns="metric", values="value")
+    assert per.bits_per_byte.notna().all() and (per.bits_per_byte > 0).all()
+    np.testing.assert_allclose(per.bits_per_byte, per.nats_per_byte / np.log(2), rtol=1e-12)
+    sample_bytes = pd.read_parquet(workdir / "results/corpus/eval.parquet").n_bytes.sum()
+    n_tokens = ckpts.set_index(["model", "step"]).n_predicted_tokens.reindex(per.index)
+    np.testing.assert_allclose(per.nats_per_byte, per.loss * n_tokens / sample_bytes, rtol=1e-12)
     assert not measured & set(EXPECTED_STATUS)
     sat = pd.read_parquet(workdir / "results/tables/saturation.parquet")
     assert not set(zip(sat.model, sat.step, strict=True)) & set(EXPECTED_STATUS)

@@ -124,3 +124,21 @@ def test_fig1b_draws_each_checkpoint_against_the_law_at_its_own_tokens(drawn):
     assert gaps == sorted(zip(total.n_params.astype(float), 100 * total.relative_gap, strict=True))
     means = sorted(line.get_ydata()[0] for line in ax_gap.get_lines() if line.get_ydata()[0] != 0)
     assert means == pytest.approx([3.3, 13.8])
+
+
+def test_fig1a_in_bits_per_byte(drawn):
+    rows = [
+        {"model": m, "step": s, "metric": k, "layer": None, "value": v}
+        for m in ("a", "b")
+        for s in (1, 10, 100)
+        for k, v in (("loss", 3.0 + 1 / s), ("bits_per_byte", 1.0 + 1 / s + (m == "b")))
+    ]
+    metrics = pd.DataFrame(rows)
+    style = plots.Style({"loss_unit": "byte"}, {"a": 10, "b": 20})
+    plots.fig1a_loss(metrics, style, None, "x", "y")
+    ax = drawn[0].axes[0]
+    ys = sorted(tuple(line.get_ydata()) for line in ax.get_lines())
+    assert ys == [(2.0, 1.1, 1.01), (3.0, 2.1, 2.01)]
+    assert "bits / byte" in ax.get_ylabel()
+    with pytest.raises(ValueError, match="only text corpora"):
+        plots.fig1a_loss(metrics[metrics.metric == "loss"], style, None, "x", "y")

@@ -115,6 +115,11 @@ def check_semantics(config: dict) -> None:
             models = list(model_steps(config))
         except SuiteError as exc:
             raise ConfigError(str(exc)) from None
+    if (config.get("figures") or {}).get("loss_unit") == "byte" and corpus["source"] == "synthetic":
+        raise ConfigError(
+            "config key 'figures.loss_unit': byte needs a text corpus; the synthetic "
+            "language's tokens have no bytes"
+        )
     check_scaling(config, models)
     check_rank_heads(config, models)
     check_rank_head_memory(config)

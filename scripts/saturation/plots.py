@@ -85,6 +85,21 @@ def floor_line(ax, floor: float | None):
         )
 
 
+def rank_bound_line(ax, bound: int) -> None:
+    """The vertical marker at the synthetic language's softmax rank bound R + 1."""
+    ax.axvline(bound, color="0.5", lw=1, ls="-.")
+    ax.annotate(
+        f"R + 1 = {bound}",
+        (bound, 0.98),
+        xycoords=("data", "axes fraction"),
+        ha="right",
+        va="top",
+        rotation=90,
+        fontsize="small",
+        color="0.4",
+    )
+
+
 def metric(metrics: pd.DataFrame, name: str, layer=None) -> pd.DataFrame:
     m = metrics[metrics.metric == name]
     if layer is not None:
@@ -114,12 +129,23 @@ def per_model_over_steps(ax, rows, style):
 
 
 def fig1a_loss(metrics, style, floor, png, pdf):
+    """Loss over training, per token (``figures.loss_unit: token``) or in bits per byte
+    (``byte``: comparable across tokenizers; text corpora only)."""
     fig, axes = style.figure()
     ax = axes[0, 0]
-    per_model_over_steps(ax, metric(metrics, "loss"), style)
-    floor_line(ax, floor)
+    if style.s.get("loss_unit", "token") == "byte":
+        rows = metric(metrics, "bits_per_byte")
+        if rows.empty:
+            raise ValueError(
+                "figures.loss_unit: byte needs bits per byte, which only text corpora have"
+            )
+        per_model_over_steps(ax, rows, style)
+        ax.set_ylabel("cross-entropy (bits / byte)")
+    else:
+        per_model_over_steps(ax, metric(metrics, "loss"), style)
+        floor_line(ax, floor)
+        ax.set_ylabel("cross-entropy (nats / token)")
     log_steps(ax)
-    ax.set_ylabel("cross-entropy (nats / token)")
     ax.set_title("Evaluation loss over training")
     ax.legend(fontsize="small", loc="upper right")
     style.save(fig, png, pdf)
@@ -368,18 +394,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     if language is not None:
         floor_line(ax_loss, language["entropy_rate"])
         for ax in (ax_loss, ax_acc):
-            bound = language["softmax_rank_bound"]  # R + 1: the bias adds one
-            ax.axvline(bound, color="0.5", lw=1, ls="-.")
-            ax.annotate(
-                f"R + 1 = {bound}",
-                (bound, 0.98),
-                xycoords=("data", "axes fraction"),
-                ha="right",
-                va="top",
-                rotation=90,
-                fontsize="small",
-                color="0.4",
-            )
+            rank_bound_line(ax, language["softmax_rank_bound"])  # R + 1: the bias adds one
     for ax in (ax_loss, ax_acc):
         ax.set_xscale("log", base=2)
         ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
@@ -407,17 +422,7 @@ def fig7_w_error(spectra, style, png, pdf, logits=None, bound=None):
             ls="--",
             label="true logits of the language (centred log-probabilities)",
         )
-        ax.axvline(bound, color="0.5", lw=1, ls="-.")
-        ax.annotate(
-            f"R + 1 = {bound}",
-            (bound, 0.98),
-            xycoords=("data", "axes fraction"),
-            ha="right",
-            va="top",
-            rotation=90,
-            fontsize="small",
-            color="0.4",
-        )
+        rank_bound_line(ax, bound)
     groups = list(spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
     cmap = plt.get_cmap("tab10")
     for i, ((corpus, tokenizer, _n), g) in enumerate(groups):
