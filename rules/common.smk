@@ -11,7 +11,7 @@ from snakemake.utils import validate
 
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
-from saturation.suites import local_models, model_name, model_steps, schedule_steps
+from saturation.suites import hub_models, local_models, model_steps, schedule_steps
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -36,8 +36,10 @@ NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"
 LANGUAGE_META = "results/corpus/synthetic_language.json"
-STEPS = schedule_steps(config)  # the mini-suite's and the hub models' schedule
-MODEL_STEPS = model_steps(config)  # each model's own steps (local runs: as found on disk)
+STEPS = schedule_steps(config)  # the mini-suite's schedule
+MODEL_STEPS = model_steps(
+    config
+)  # each model's own steps (local runs: as found on disk)
 MODELS = list(MODEL_STEPS)
 
 if CKPT["source"] == "minisuite":
@@ -48,11 +50,19 @@ if CKPT["source"] == "minisuite":
     }
 elif CKPT["source"] == "hub":
     HUB = CKPT["hub"]
-    REPO_ID = {model_name(repo): repo for repo in HUB["models"]}
-    TOKENS_PER_STEP = {m: HUB["tokens_per_step"] for m in MODELS}
+    HUB_MODELS = hub_models(config)  # {model: {repo, revisions: {step: name}, tokens}}
+    REPO_ID = {m: v["repo"] for m, v in HUB_MODELS.items()}
 else:
     LOCAL = local_models(config)  # read in place: {model: {steps: {step: folder}, ...}}
     TOKENS_PER_STEP = {m: v["tokens_per_step"] for m, v in LOCAL.items()}
+
+
+def tokens_seen(wildcards):
+    """Tokens the checkpoint was trained on: its step times the model's tokens per step, or
+    the number a hub entry gives for the revision."""
+    if CKPT["source"] == "hub":
+        return HUB_MODELS[wildcards.model]["tokens"][int(wildcards.step)]
+    return int(wildcards.step) * TOKENS_PER_STEP[wildcards.model]
 
 
 def checkpoints_of(pattern):
@@ -107,8 +117,7 @@ def manifest_params(wildcards):
     return {
         "model": wildcards.model,
         "repo_id": REPO_ID[wildcards.model],
-        "steps": STEPS,
-        "revision_template": HUB["revision_template"],
+        "revisions": HUB_MODELS[wildcards.model]["revisions"],
         "trusted_steps": CKPT["trusted_steps"].get(wildcards.model, []),
         "reference": HUB["reference_revision"],
         "retry": HUB_ACCESS["retry"],
@@ -120,9 +129,7 @@ def prefetch_targets():
     the Hugging Face cache, the corpus samples and the hub n-gram corpora."""
     targets = []
     if CKPT["source"] == "hub":
-        targets += expand(
-            "results/prefetch/{model}/step{step}.json", model=MODELS, step=STEPS
-        )
+        targets += checkpoints_of("results/prefetch/{model}/step{step}.json")
     targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
     targets += [
         f"results/ngrams/{name}/tokens.parquet"

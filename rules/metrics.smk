@@ -22,7 +22,7 @@ rule measure_checkpoint:
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
-        tokens_per_step=lambda wildcards: TOKENS_PER_STEP[wildcards.model],
+        tokens_seen=tokens_seen,
         allow_pickle=CKPT["allow_pickle"],
         hub=HUB_ACCESS,
         tokenizer=CORPUS["tokenizer"],
@@ -34,7 +34,9 @@ rule aggregate_metrics:
     input:
         metrics=checkpoints_of("results/metrics/{model}/step{step}/metrics.parquet"),
         spectra=checkpoints_of("results/metrics/{model}/step{step}/spectrum.parquet"),
-        checkpoints=checkpoints_of("results/metrics/{model}/step{step}/checkpoint.parquet"),
+        checkpoints=checkpoints_of(
+            "results/metrics/{model}/step{step}/checkpoint.parquet"
+        ),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",

@@ -9,7 +9,7 @@ measure_revision(
     hub=snakemake.params.hub,
     model_name=snakemake.wildcards.model,
     step=int(snakemake.wildcards.step),
-    tokens_per_step=snakemake.params.tokens_per_step,
+    tokens_seen=snakemake.params.tokens_seen,
     eval_path=snakemake.input.eval,
     tokenizer=snakemake.params.tokenizer,
     allow_pickle=snakemake.params.allow_pickle,

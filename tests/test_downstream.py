@@ -191,6 +191,7 @@ def test_downstream_config_errors():
         "checkpoints": {
             "source": "hub",
             "schedule": {"final_step": 10, "log_spaced_until": 4, "every": 5},
+            "hub": {"models": ["EleutherAI/m"], "revision_template": "step{step}"},
         },
         "downstream": {
             "activate": True,

@@ -181,7 +181,7 @@ def measure(tmp_path, name, step, directory, eval_path):
     measure_checkpoint(
         name,
         step,
-        100,
+        step * 100,
         directory,
         eval_path,
         12,

@@ -98,13 +98,10 @@ def check_semantics(config: dict) -> None:
                 f"{suite['sequence_length']}"
             )
     elif ckpt["source"] == "hub":
-        names = [model_name(r) for r in ckpt["hub"]["models"]]
-        models = names
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(
-                f"config key 'checkpoints.hub.models': two repos share the model name {dup}"
-            )
+        try:
+            models = list(model_steps(config))
+        except SuiteError as exc:
+            raise ConfigError(str(exc)) from None
         if corpus["source"] == "synthetic":
             raise ConfigError(
                 "config key 'corpus.source': hub checkpoints need a text corpus and their "
@@ -214,9 +211,11 @@ def known_shape(config: dict, model: str) -> tuple[int, int | None] | None:
         cfg = json.loads((folder / "config.json").read_text())
         width = cfg.get("word_embed_proj_dim") or cfg.get("hidden_size") or cfg.get("n_embd")
         return (width, cfg.get("vocab_size")) if width else None
-    for repo in ckpt["hub"]["models"]:
+    for entry in ckpt["hub"]["models"]:
+        repo = entry if isinstance(entry, str) else entry["repo"]
         owner, _, name = repo.partition("/")
-        if model_name(repo) == model and owner == "EleutherAI" and name.startswith("pythia-"):
+        named = model_name(repo) if isinstance(entry, str) else entry.get("name", model_name(repo))
+        if named == model and owner == "EleutherAI" and name.startswith("pythia-"):
             size = name.removeprefix("pythia-").removesuffix("-deduped")
             if size in PYTHIA_WIDTHS:
                 return PYTHIA_WIDTHS[size], PYTHIA_VOCAB
@@ -293,8 +292,7 @@ def check_downstream(config: dict, models: list[str]) -> None:
             f"config key 'downstream.models': {unknown} are not among the checkpoints' models "
             f"{models}"
         )
-    on_disk = config["checkpoints"]["source"] == "local"
-    steps_of = model_steps(config) if on_disk else dict.fromkeys(models, schedule_steps(config))
+    steps_of = model_steps(config)
     for model in down["models"] or models:
         missing = sorted(set(down["steps"]) - set(steps_of[model]))
         if missing:

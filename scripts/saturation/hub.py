@@ -294,10 +294,9 @@ def build_manifest(
     return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
-def write_manifest(
-    model, repo_id, steps, revision_template, trusted_steps, reference, retry, out_path
-) -> None:
-    revisions = {int(s): revision_template.format(step=s) for s in steps}
+def write_manifest(model, repo_id, revisions, trusted_steps, reference, retry, out_path) -> None:
+    """``revisions``: {step: branch name}, as the config's entry for the model names them."""
+    revisions = {int(s): name for s, name in revisions.items()}
     table = build_manifest(model, repo_id, revisions, trusted_steps, reference, retry)
     write_parquet(table, out_path)
     counts = {

@@ -90,14 +90,65 @@ def model_name(repo_id: str) -> str:
     return repo_id.rpartition("/")[2]
 
 
+def revision_name(template: str, step: int, tokens: int) -> str:
+    """A revision's branch name from a template: ``{step}``, ``{tokens}`` (tokens seen) and
+    ``{tokens_b}`` (tokens seen in billions, rounded: OLMo's ``stage1-step20000-tokens84B``
+    is ``stage1-step{step}-tokens{tokens_b}B``)."""
+    return template.format(step=step, tokens=tokens, tokens_b=round(tokens / 1e9))
+
+
+def hub_models(config: dict) -> dict[str, dict]:
+    """{name: {"repo": id, "revisions": {step: name}, "tokens": {step: tokens seen}}} of
+    checkpoints.hub.models. An entry is a repo id (the section's revision_template,
+    tokens_per_step and schedule), or an object that overrides any of them: its own
+    ``revision_template`` and ``steps``, or an explicit ``revisions`` list of
+    ``{step, revision, tokens?}`` (e.g. ``[{step: 0, revision: main}]`` for a final
+    checkpoint only)."""
+    hub = config["checkpoints"]["hub"]
+    schedule = schedule_steps(config)
+    models = {}
+    for i, entry in enumerate(hub["models"]):
+        key = f"checkpoints.hub.models[{i}]"
+        if isinstance(entry, str):
+            entry = {"repo": entry}
+        name = entry.get("name") or model_name(entry["repo"])
+        if name in models:
+            raise SuiteError(f"config key '{key}': two entries share the model name {name!r}")
+        per_step = entry.get("tokens_per_step", hub.get("tokens_per_step"))
+        revisions, tokens = {}, {}
+        if entry.get("revisions"):
+            for r in entry["revisions"]:
+                step = int(r["step"])
+                if step in revisions:
+                    raise SuiteError(f"config key '{key}.revisions': step {step} is listed twice")
+                revisions[step] = r["revision"]
+                tokens[step] = r.get("tokens", step * (per_step or 0))
+        else:
+            template = entry.get("revision_template", hub["revision_template"])
+            for step in entry.get("steps") or schedule:
+                tokens[step] = step * (per_step or 0)
+                try:
+                    revisions[step] = revision_name(template, step, tokens[step])
+                except (KeyError, IndexError) as exc:
+                    raise SuiteError(
+                        f"config key '{key}.revision_template': {template!r} uses an unknown "
+                        f"field {exc}; the fields are {{step}}, {{tokens}}, {{tokens_b}}"
+                    ) from None
+        order = sorted(revisions)
+        models[name] = {
+            "repo": entry["repo"],
+            "revisions": {s: revisions[s] for s in order},
+            "tokens": {s: int(tokens[s]) for s in order},
+        }
+    return models
+
+
 def model_steps(config: dict) -> dict[str, list[int]]:
     """Each model's checkpoint steps, ascending."""
     ckpt = config["checkpoints"]
     if ckpt["source"] == "local":
         return {m: list(v["steps"]) for m, v in local_models(config).items()}
-    steps = schedule_steps(config)
-    if ckpt["source"] == "minisuite":
-        names = [m["name"] for m in ckpt["minisuite"]["models"]]
-    else:
-        names = [model_name(r) for r in ckpt["hub"]["models"]]
-    return {m: list(steps) for m in names}
+    if ckpt["source"] == "hub":
+        return {m: list(v["revisions"]) for m, v in hub_models(config).items()}
+    names = [m["name"] for m in ckpt["minisuite"]["models"]]
+    return dict.fromkeys(names, schedule_steps(config))

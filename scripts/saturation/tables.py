@@ -53,7 +53,7 @@ CHECKPOINTS_SCHEMA = pa.schema(
 def measure_checkpoint(
     model_name: str,
     step: int,
-    tokens_per_step: int,
+    tokens_seen: int,
     checkpoint_dir: str,
     eval_path: str,
     sequence_length: int,
@@ -97,7 +97,7 @@ def measure_checkpoint(
     base = {
         "model": model_name,
         "step": step,
-        "tokens_seen": step * tokens_per_step,
+        "tokens_seen": tokens_seen,
         **counts,
         "hidden_size": model.config.hidden_size,
     }
