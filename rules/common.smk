@@ -37,9 +37,8 @@ NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"
 LANGUAGE_META = "results/corpus/synthetic_language.json"
 STEPS = schedule_steps(config)  # the mini-suite's schedule
-MODEL_STEPS = model_steps(
-    config
-)  # each model's own steps (local runs: as found on disk)
+# Each model's own steps: the schedule, a hub entry's revisions, a local run's folders.
+MODEL_STEPS = model_steps(config)
 MODELS = list(MODEL_STEPS)
 
 if CKPT["source"] == "minisuite":
