@@ -70,10 +70,12 @@ def corpus_table(
 def read_bytes(path: str | Path) -> int | None:
     """The UTF-8 bytes of the text a model predicts over the whole sample (every document's
     ``tokens[1:]``), or None where the corpus has no text."""
-    table = pq.read_table(path)
-    if "n_bytes" not in table.column_names or table.column("n_bytes").null_count:
+    if "n_bytes" not in pq.read_schema(path).names:
         return None
-    return int(pc.sum(table.column("n_bytes")).as_py() or 0)
+    n_bytes = pq.read_table(path, columns=["n_bytes"]).column("n_bytes")
+    if n_bytes.null_count:
+        return None
+    return int(pc.sum(n_bytes).as_py() or 0)
 
 
 def predicted_bytes(tokenizer, tokens: np.ndarray) -> int:

@@ -297,9 +297,7 @@ def forward_metrics(
                 t = target[valid]
                 token_nll = -logp.gather(1, t[:, None])[:, 0].double()
                 row = torch.nonzero(valid)[:, 0]  # the sequence of each valid position
-                nll[start : start + len(ids)] += torch.zeros(
-                    len(ids), dtype=torch.float64, device=device
-                ).index_add_(0, row, token_nll)
+                nll.index_add_(0, start + row, token_nll)
                 correct += int((logp.argmax(dim=1) == t).sum())
     finally:
         taps.remove()
