@@ -11,7 +11,15 @@ from snakemake.utils import validate
 
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
-from saturation.suites import hub_models, local_models, model_steps, schedule_steps
+from saturation.suites import (
+    hub_models,
+    local_models,
+    model_steps,
+    model_tokenizers,
+    other_tokenizers,
+    schedule_steps,
+    tokenizer_key,
+)
 
 SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
 try:
@@ -40,6 +48,9 @@ STEPS = schedule_steps(config)  # the mini-suite's schedule
 # Each model's own steps: the schedule, a hub entry's revisions, a local run's folders.
 MODEL_STEPS = model_steps(config)
 MODELS = list(MODEL_STEPS)
+# Each model's tokenizer, and those besides corpus.tokenizer that the sample is tokenized for.
+MODEL_TOKENIZER = model_tokenizers(config)
+OTHER_TOKENIZERS = other_tokenizers(config)  # {key in paths: repo id or folder}
 
 if CKPT["source"] == "minisuite":
     MINISUITE = CKPT["minisuite"]
@@ -91,6 +102,21 @@ wildcard_constraints:
     rank=r"\d+|full",
     corpus="|".join(map(re.escape, NGRAM_CORPORA)),
     split="train|eval",
+    tokenizer="|".join(map(re.escape, OTHER_TOKENIZERS)) or "(?!)",
+
+
+def corpus_of(model, split):
+    """The sample a model reads: the corpus as drawn, or its documents tokenized with the
+    model's own tokenizer."""
+    tokenizer = MODEL_TOKENIZER[model]
+    if tokenizer is None or tokenizer == CORPUS["tokenizer"]:
+        return f"results/corpus/{split}.parquet"
+    return f"results/corpus/{split}/{tokenizer_key(tokenizer)}.parquet"
+
+
+def sample_input(split):
+    """An input function: the ``split`` sample of the job's model, tokenized its way."""
+    return lambda wildcards: corpus_of(wildcards.model, split)
 
 
 def checkpoint_dir(model, step):
@@ -130,6 +156,7 @@ def prefetch_targets():
     if CKPT["source"] == "hub":
         targets += checkpoints_of("results/prefetch/{model}/step{step}.json")
     targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
+    targets += sorted({corpus_of(m, s) for m in MODELS for s in ("train", "eval")})
     targets += [
         f"results/ngrams/{name}/tokens.parquet"
         for name, entry in NGRAM_ENTRIES.items()
@@ -241,6 +268,7 @@ def ngram_corpus_params(name):
         "eval_fraction": 0.0,  # every document counts
         "max_document_tokens": None,
         "document_separator": CORPUS["document_separator"],
+        "keep_text": False,  # no other tokenizer reads an n-gram corpus
     }
     params[entry["source"]] = entry[entry["source"]]
     return params
@@ -257,14 +285,15 @@ DOWNSTREAM = config["downstream"]
 DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
 
 
-def downstream_tokenizer():
-    """The tokenizer the harness uses: the synthetic language's word-level one, the corpus
-    tokenizer of a mini-suite trained on text, or (None) the hub checkpoint's own."""
-    if CKPT["source"] == "hub":
-        return None
+def downstream_tokenizer(wildcards):
+    """The tokenizer the harness uses: the synthetic language's word-level one, or the
+    model's (None: the hub checkpoint's own files)."""
     if SYNTHETIC:
         return "results/downstream/tasks/tokenizer"
-    return CORPUS["tokenizer"]
+    tokenizer = MODEL_TOKENIZER[wildcards.model]
+    if CKPT["source"] == "hub" and tokenizer == HUB_MODELS[wildcards.model]["repo"]:
+        return None
+    return tokenizer
 
 
 def downstream_inputs(wildcards):
@@ -290,13 +319,14 @@ TABLES = {
     "fit": "results/tables/scaling_fit.parquet",
     "rank_heads": "results/tables/rank_heads.parquet",
     "ngram_spectra": "results/tables/ngram_spectra.parquet",
+    "checkpoints": "results/tables/checkpoints.parquet",
 }
 
 # Each figure and the tables it draws from.
 FIGURES = {
     "fig1a_loss": ["metrics"],
     "fig1b_scaling": ["metrics", "saturation", "fit"],
-    "fig2_anisotropy_layers": ["metrics"],
+    "fig2_anisotropy_layers": ["metrics", "checkpoints"],
     "fig3_anisotropy_training": ["metrics"],
     "fig4_head_spectrum": ["metrics", "spectra"],
     "fig5_singular_entropy": ["metrics"],
@@ -334,10 +364,7 @@ def saturation_inputs(wildcards):
 
 
 def all_targets():
-    targets = list(TABLES.values()) + [
-        "results/tables/checkpoints.parquet",
-        "results/tables/scaling_points.parquet",
-    ]
+    targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
     targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))
     if CKPT["source"] == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)

@@ -42,3 +42,25 @@ rule sample_corpus:
         corpus=lambda wildcards: corpus_params(wildcards.split),
     script:
         "../scripts/sample_corpus.py"
+
+
+rule tokenize_corpus:
+    input:
+        reference="results/corpus/{split}.parquet",
+    output:
+        tokens="results/corpus/{split}/{tokenizer}.parquet",
+        meta="results/corpus/{split}/{tokenizer}.json",
+    log:
+        "logs/corpus/tokenize_{split}_{tokenizer}.log",
+    conda:
+        "../envs/corpus.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        code=code_of("tokenize_corpus.py"),
+        tokenizer=lambda wildcards: OTHER_TOKENIZERS[wildcards.tokenizer],
+        document_separator=CORPUS["document_separator"],
+    script:
+        "../scripts/tokenize_corpus.py"

@@ -70,7 +70,7 @@ if DOWNSTREAM["activate"]:
             gpu=DOWNSTREAM["gpu"],
         params:
             code=code_of("evaluate_downstream.py"),
-            tokenizer=downstream_tokenizer(),
+            tokenizer=downstream_tokenizer,
             allow_pickle=CKPT["allow_pickle"],
             hub=HUB_ACCESS,
             include_path=DOWNSTREAM["include_path"],

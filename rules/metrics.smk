@@ -1,7 +1,7 @@
 rule measure_checkpoint:
     input:
         checkpoint=checkpoint_input,
-        eval="results/corpus/eval.parquet",
+        eval=sample_input("eval"),
     output:
         metrics="results/metrics/{model}/step{step}/metrics.parquet",
         spectrum="results/metrics/{model}/step{step}/spectrum.parquet",
@@ -25,7 +25,7 @@ rule measure_checkpoint:
         tokens_seen=tokens_seen,
         allow_pickle=CKPT["allow_pickle"],
         hub=HUB_ACCESS,
-        tokenizer=CORPUS["tokenizer"],
+        tokenizer=lambda wildcards: MODEL_TOKENIZER[wildcards.model],
     script:
         "../scripts/measure_checkpoint.py"
 

@@ -1,8 +1,8 @@
 rule feature_cache:
     input:
         checkpoint=checkpoint_input,
-        train="results/corpus/train.parquet",
-        eval="results/corpus/eval.parquet",
+        train=sample_input("train"),
+        eval=sample_input("eval"),
     output:
         # One backbone pass per token for the whole sweep; deleted after the sweep unless
         # rank_heads.keep_cache is set.

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from hub import families
 
 from saturation.metrics import find_blocks, forward_metrics, parameter_counts
 
@@ -25,62 +26,23 @@ def naive_anisotropy(h):
 
 
 def gpt2():
-    cfg = transformers.GPT2Config(n_embd=16, n_layer=2, n_head=2, vocab_size=V, n_positions=32)
-    return transformers.GPT2LMHeadModel(cfg)
+    return families.gpt2(V)
 
 
 def opt():
-    cfg = transformers.OPTConfig(
-        hidden_size=16,
-        word_embed_proj_dim=8,  # project_in / project_out: the head's input is 8 wide
-        ffn_dim=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        vocab_size=V,
-        max_position_embeddings=32,
-    )
-    return transformers.OPTForCausalLM(cfg)
+    return families.opt(V)
 
 
 def llama():
-    cfg = transformers.LlamaConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        vocab_size=V,
-        max_position_embeddings=32,
-        tie_word_embeddings=True,
-    )
-    return transformers.LlamaForCausalLM(cfg)
+    return families.llama(V)
 
 
 def gemma():
-    cfg = transformers.GemmaConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        head_dim=8,
-        vocab_size=V,
-        max_position_embeddings=32,
-    )
-    return transformers.GemmaForCausalLM(cfg)
+    return families.gemma(V)
 
 
 def gpt_neox():
-    cfg = transformers.GPTNeoXConfig(
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        vocab_size=V,
-        max_position_embeddings=32,
-        tie_word_embeddings=False,
-    )
-    return transformers.GPTNeoXForCausalLM(cfg)
+    return families.gpt_neox(V)
 
 
 FAMILIES = {

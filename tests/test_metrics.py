@@ -265,3 +265,8 @@ def test_a_model_whose_vocabulary_misses_the_tokenizer_ids_is_refused():
         ValueError, match="tiny step 3 has an output vocabulary of 20 rows.*'org/tok'.*token id 20"
     ):
         check_vocabulary(docs, 20, "tiny", 3, "org/tok")
+    # A tokenizer with more ids than the head has rows is refused even where the sample
+    # happens to hold only ids the head covers.
+    check_vocabulary(docs[:2], 20, "tiny", 3, "org/tok", tokenizer_size=20)
+    with pytest.raises(ValueError, match="20 rows, but its tokenizer 'org/tok' has 21 ids"):
+        check_vocabulary(docs[:2], 20, "tiny", 3, "org/tok", tokenizer_size=21)

@@ -142,3 +142,41 @@ def test_fig1a_in_bits_per_byte(drawn):
     assert "bits / byte" in ax.get_ylabel()
     with pytest.raises(ValueError, match="only text corpora"):
         plots.fig1a_loss(metrics[metrics.metric == "loss"], style, None, "x", "y")
+
+
+def test_fig2_has_a_panel_per_family_its_models_by_size(drawn):
+    sizes = {"gpt2": 124, "gpt2-xl": 1558, "opt-125m": 125, "opt-1.3b": 1300, "pythia-14m": 14}
+    families = {"gpt2": "gpt2", "gpt2-xl": "gpt2", "opt-125m": "opt", "opt-1.3b": "opt"}
+    families["pythia-14m"] = "gpt_neox"
+    rows = []
+    for i, (model, n) in enumerate(sizes.items()):
+        for layer in range(4 + i):  # each model its own depth
+            rows.append(
+                {
+                    "model": model,
+                    "step": 0,
+                    "metric": "anisotropy",
+                    "layer": layer,
+                    "value": 0.1 * i + 0.01 * layer,
+                    "n_params": n,
+                }
+            )
+    metrics = pd.DataFrame(rows)
+    plots.fig2_anisotropy_layers(metrics, plots.Style({}, sizes), "x.png", "x.pdf", families)
+    panels = [ax for ax in drawn[0].axes if ax.get_visible()]
+    # Families ordered by their smallest model; each panel's models by size.
+    assert [ax.get_title() for ax in panels] == ["Pythia (GPT-NeoX)", "GPT-2", "OPT"]
+    labels = [[line.get_label().split(" ")[0] for line in ax.get_lines()] for ax in panels]
+    assert labels == [["pythia-14m"], ["gpt2", "gpt2-xl"], ["opt-125m", "opt-1.3b"]]
+    for ax in panels:
+        lines = ax.get_lines()
+        for line in lines:  # relative depth from 0 to 1, the model's own values
+            model = line.get_label().split(" ")[0]
+            want = metrics[metrics.model == model].sort_values("layer").value.to_numpy()
+            np.testing.assert_allclose(line.get_ydata(), want)
+            assert line.get_xdata()[0] == 0 and line.get_xdata()[-1] == 1
+        # One hue a family, darker for the larger model.
+        lum = [np.dot(line.get_color()[:3], [0.299, 0.587, 0.114]) for line in lines]
+        assert lum == sorted(lum, reverse=True)
+    hues = {tuple(np.round(ax.get_lines()[0].get_color(), 3)) for ax in panels}
+    assert len(hues) == 3

@@ -35,6 +35,10 @@ CORPUS_SCHEMA = pa.schema(
         # UTF-8 bytes of the text of tokens[1:], the tokens a model predicts (null for the
         # synthetic language, which has no text): the denominator of bits per byte.
         ("n_bytes", pa.int64()),
+        # The text the tokens cover (after any cut to max_document_tokens), from which every
+        # other tokenizer of the run tokenizes the same documents; null for the synthetic
+        # language and for n-gram corpora.
+        ("text", pa.string()),
     ],
     metadata={"description": b"token ids of sampled documents, one document a row"},
 )
@@ -49,6 +53,7 @@ def corpus_table(
     split: str,
     token_lists: list[np.ndarray],
     n_bytes: list[int] | None = None,
+    texts: list[str] | None = None,
 ) -> pa.Table:
     offsets = np.zeros(len(token_lists) + 1, dtype=np.int32)
     np.cumsum([len(t) for t in token_lists], out=offsets[1:])
@@ -62,6 +67,7 @@ def corpus_table(
             "split": pa.array([split] * len(doc_ids), pa.string()),
             "tokens": tokens,
             "n_bytes": pa.array(n_bytes or [None] * len(doc_ids), pa.int64()),
+            "text": pa.array(texts or [None] * len(doc_ids), pa.string()),
         },
         schema=CORPUS_SCHEMA,
     )
@@ -102,29 +108,36 @@ def split_of(index: int, seed: int, eval_fraction: float) -> str:
 
 
 def take_tokens(
-    documents: Iterable[np.ndarray],
+    documents: Iterable[tuple[np.ndarray, str | None]],
     split: str,
     n_tokens: int,
     seed: int,
     eval_fraction: float,
     max_document_tokens: int | None,
-) -> tuple[list[int], list[np.ndarray]]:
-    """Walk the document stream, keep the documents of ``split`` until ``n_tokens`` are in.
+    cut=None,
+) -> tuple[list[int], list[np.ndarray], list[str | None]]:
+    """Walk the stream of (tokens, text) documents, keep those of ``split`` until
+    ``n_tokens`` are in.
 
-    The last document is cut so the sample holds exactly ``n_tokens`` tokens.
+    The last document is cut so the sample holds exactly ``n_tokens`` tokens. A document cut
+    to ``k`` tokens keeps the text ``cut(text, k)`` those tokens cover.
     """
-    ids, kept, total = [], [], 0
-    for index, tokens in enumerate(documents):
+    ids, kept, texts, total = [], [], [], 0
+    for index, (tokens, text) in enumerate(documents):
         if split_of(index, seed, eval_fraction) != split or len(tokens) == 0:
             continue
+        limit = n_tokens - total
         if max_document_tokens is not None:
-            tokens = tokens[:max_document_tokens]
-        tokens = tokens[: n_tokens - total]
+            limit = min(limit, max_document_tokens)
+        if len(tokens) > limit:
+            tokens = tokens[:limit]
+            text = None if text is None or cut is None else cut(text, limit)
         ids.append(index)
         kept.append(np.asarray(tokens, dtype=np.int32))
+        texts.append(text)
         total += len(tokens)
         if total >= n_tokens:
-            return ids, kept
+            return ids, kept, texts
     raise CorpusError(
         f"the source ran out of documents after {total} tokens of the {split} split; "
         f"{n_tokens} were asked for (lower corpus.{split}_tokens or add documents)"
@@ -264,12 +277,32 @@ def document_separator(tokenizer, mode: str) -> dict | None:
 
 def tokenize(
     texts: Iterable[str], tokenizer, separator: dict | None = None
-) -> Iterator[np.ndarray]:
-    """Token ids of each text, after the document separator if one is given."""
+) -> Iterator[tuple[np.ndarray, str]]:
+    """(token ids, text) of each text, the ids after the document separator if one is
+    given; a text without tokens gets none (the sample skips it)."""
     head = [] if separator is None else [separator["id"]]
     for text in texts:
         ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        yield np.asarray(head + list(ids) if ids else [], dtype=np.int32)  # empty: skipped
+        yield np.asarray(head + list(ids) if ids else [], dtype=np.int32), text
+
+
+def text_cutter(tokenizer, separator: dict | None):
+    """``cut(text, k)``: the prefix of ``text`` that its first ``k`` tokens (the separator
+    included) cover, from the tokenizer's character offsets (a slow tokenizer: the decoded
+    tokens)."""
+    head = 0 if separator is None else 1
+
+    def cut(text: str, k: int) -> str:
+        n = k - head
+        if n <= 0:
+            return ""
+        if getattr(tokenizer, "is_fast", False):
+            enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+            return text[: enc["offset_mapping"][n - 1][1]]
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"][:n]
+        return tokenizer.decode(ids)
+
+    return cut
 
 
 def write_corpus(
@@ -331,19 +364,23 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             )
             record["dataset_split"] = hub_split
         separator = document_separator(tokenizer, params.get("document_separator", "auto"))
-        ids, docs = take_tokens(
+        ids, docs, texts = take_tokens(
             tokenize(texts, tokenizer, separator),
             split,
             n_tokens,
             seed,
             eval_fraction,
             params["max_document_tokens"],
+            cut=text_cutter(tokenizer, separator),
         )
+        if not params.get("keep_text", True):  # n-gram corpora: no other tokenizer reads it
+            texts = None
         record.update(
             tokenizer=params["tokenizer"],
             vocab_size=len(tokenizer),
             document_separator=separator,
             **{source: settings},
         )
+    texts = None if source == "synthetic" else texts
     n_bytes = None if source == "synthetic" else [predicted_bytes(tokenizer, d) for d in docs]
-    write_corpus(corpus_table(ids, split, docs, n_bytes), tokens_path, meta_path, record)
+    write_corpus(corpus_table(ids, split, docs, n_bytes, texts), tokens_path, meta_path, record)

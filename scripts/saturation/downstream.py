@@ -36,9 +36,16 @@ class DownstreamError(ValueError):
     """A downstream task or checkpoint problem; the message names it."""
 
 
-def task_manager(include_path: str | None):
+def task_manager(include_path: str | None, tasks: list[str] | None = None):
+    """The harness's task index: only the local folder's tasks where they are all the run
+    needs (indexing the harness's own thousands of task files takes seconds a job), else
+    the local tasks and the harness's."""
     from lm_eval.tasks import TaskManager
 
+    if include_path and tasks is not None:
+        local = TaskManager(include_path=include_path, include_defaults=False)
+        if set(tasks) <= set(local.all_tasks):
+            return local
     return TaskManager(include_path=include_path) if include_path else TaskManager()
 
 
@@ -118,7 +125,7 @@ def evaluate_checkpoint(
     from saturation.checkpoints import load_model
     from saturation.hub import open_checkpoint
 
-    manager = task_manager(include_path)
+    manager = task_manager(include_path, tasks)
     check_tasks(manager, tasks)
     device = resolve_device(device)
     torch_dtype = None if dtype == "auto" else getattr(torch, dtype)

@@ -260,26 +260,83 @@ def final_rows(metrics):
     return metrics[metrics.step == last]
 
 
-def fig2_anisotropy_layers(metrics, style, png, pdf):
-    fig, axes = style.figure()
-    ax = axes[0, 0]
-    aniso = final_rows(metric(metrics, "anisotropy"))
-    for model in style.models():
+# Families in Fig 2: their names, and a sequential colormap each (shade: size in family).
+FAMILY_NAMES = {
+    "gpt2": "GPT-2",
+    "opt": "OPT",
+    "gpt_neox": "Pythia (GPT-NeoX)",
+    "gemma": "Gemma",
+    "gemma2": "Gemma 2",
+    "llama": "Llama",
+    "mistral": "Mistral",
+    "olmo": "OLMo",
+    "qwen2": "Qwen2",
+}
+FAMILY_COLORMAPS = ("Blues", "Oranges", "Greens", "Purples", "Reds", "Greys", "YlOrBr")
+
+
+def family_groups(families: dict[str, str], sizes: dict[str, int]) -> list[tuple[str, list]]:
+    """[(family, models by size)], families ordered by their smallest model."""
+    groups = {}
+    for model in sorted(families, key=lambda m: (sizes[m], m)):
+        groups.setdefault(families[model], []).append(model)
+    return list(groups.items())
+
+
+def anisotropy_by_depth(ax, aniso, models, color, style):
+    for model in models:
         g = aniso[aniso.model == model].sort_values("layer")
-        depth = g.layer / g.layer.max()
         ax.plot(
-            depth,
+            g.layer / g.layer.max(),
             g.value,
             marker="o",
             ms=3,
             lw=1.3,
-            color=style.color(model),
+            color=color(model),
             label=label(style, model),
         )
-    ax.set_xlabel("relative depth (0 = embeddings, 1 = final norm, the head's input)")
-    ax.set_ylabel("anisotropy (mean pairwise cosine)")
-    ax.set_title("Anisotropy across layers, final checkpoints")
-    ax.legend(fontsize="small", ncol=2)
+
+
+def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
+    """Anisotropy by relative depth at the final checkpoints; with several families (the
+    paper's GPT-2, OPT, Pythia, Gemma), one panel a family, its models shaded by size."""
+    aniso = final_rows(metric(metrics, "anisotropy"))
+    xlabel = "relative depth (0 = embeddings, 1 = the head's input)"
+    groups = family_groups(families, style.sizes) if families else []
+    if len(groups) < 2:
+        fig, axes = style.figure()
+        ax = axes[0, 0]
+        anisotropy_by_depth(ax, aniso, style.models(), style.color, style)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("anisotropy (mean pairwise cosine)")
+        ax.set_title("Anisotropy across layers, final checkpoints")
+        ax.legend(fontsize="small", ncol=2)
+        style.save(fig, png, pdf)
+        return
+    ncols = 2 if len(groups) == 4 else min(len(groups), 3)
+    nrows = -(-len(groups) // ncols)
+    fig, axes = style.figure(
+        nrows,
+        ncols,
+        width=style.s["width"] * ncols / 1.6,
+        height=style.s["height"] * nrows * 0.9,
+        sharex=True,
+        sharey=True,
+    )
+    for i, (family, models) in enumerate(groups):
+        ax = axes.flat[i]
+        cmap = plt.get_cmap(FAMILY_COLORMAPS[i % len(FAMILY_COLORMAPS)])
+        shade = {m: 0.45 + 0.5 * j / max(len(models) - 1, 1) for j, m in enumerate(models)}
+        anisotropy_by_depth(ax, aniso, models, lambda m, c=cmap, s=shade: c(s[m]), style)
+        ax.set_title(FAMILY_NAMES.get(family, family))
+        ax.legend(fontsize="x-small", loc="best")
+    for ax in axes.flat[len(groups) :]:
+        ax.set_visible(False)
+    for ax in axes[-1, :]:
+        ax.set_xlabel(xlabel)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("anisotropy")
+    fig.suptitle("Anisotropy across layers, final checkpoints, by family")
     style.save(fig, png, pdf)
 
 
@@ -505,7 +562,13 @@ def draw(
             pdf,
         )
     elif figure == "fig2_anisotropy_layers":
-        fig2_anisotropy_layers(metrics, st, png, pdf)
+        checkpoints = pd.read_parquet(inputs["checkpoints"])
+        families = None
+        if "model_type" in checkpoints:  # measured before the column: one family
+            known = checkpoints.dropna(subset=["model_type"])
+            families = known.groupby("model").model_type.first().reindex(list(sizes)).to_dict()
+            families = None if any(pd.isna(v) for v in families.values()) else families
+        fig2_anisotropy_layers(metrics, st, png, pdf, families)
     elif figure == "fig3_anisotropy_training":
         fig3_anisotropy_training(metrics, st, floor, png, pdf)
     elif figure == "fig4_head_spectrum":

@@ -13,6 +13,7 @@ from pathlib import Path
 from saturation.schedule import checkpoint_steps, select_steps
 
 STEP_FOLDER = re.compile(r"^step(\d+)$")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
 class SuiteError(ValueError):
@@ -58,8 +59,11 @@ def local_revisions(path: str | Path, key: str, step: int | None = None) -> dict
 
 
 def local_models(config: dict) -> dict[str, dict]:
-    """{name: {"steps": {step: folder}, "tokens_per_step": int}} of checkpoints.local."""
+    """{name: {"steps": {step: folder}, "tokens_per_step": int, "tokenizer": str | None}}
+    of checkpoints.local. A model's tokenizer is its entry's, else the final checkpoint
+    folder's own tokenizer files, else corpus.tokenizer (None on the synthetic language)."""
     local = config["checkpoints"]["local"]
+    text = config["corpus"]["source"] != "synthetic"
     subset = config["checkpoints"]["schedule"].get("subset")
     models = {}
     for i, entry in enumerate(local["models"]):
@@ -81,7 +85,17 @@ def local_models(config: dict) -> dict[str, dict]:
                 f"config key '{key}.tokens_per_step' (or checkpoints.local.tokens_per_step) is "
                 "missing: the tokens a training step consumed, for the scaling law's T"
             )
-        models[entry["name"]] = {"steps": steps, "tokens_per_step": int(tokens)}
+        final = steps[max(steps)]
+        tokenizer = None
+        if text:
+            own = any((final / f).is_file() for f in TOKENIZER_FILES)
+            tokenizer = entry.get("tokenizer") or (str(final) if own else None)
+            tokenizer = tokenizer or config["corpus"]["tokenizer"]
+        models[entry["name"]] = {
+            "steps": steps,
+            "tokens_per_step": int(tokens),
+            "tokenizer": tokenizer,
+        }
     return models
 
 
@@ -98,8 +112,8 @@ def revision_name(template: str, step: int, tokens: int) -> str:
 
 
 def hub_models(config: dict) -> dict[str, dict]:
-    """{name: {"repo": id, "revisions": {step: name}, "tokens": {step: tokens seen}}} of
-    checkpoints.hub.models. An entry is a repo id (the section's revision_template,
+    """{name: {"repo": id, "revisions": {step: name}, "tokens": {step: tokens seen},
+    "tokenizer": repo id or folder}} of checkpoints.hub.models. An entry is a repo id (the section's revision_template,
     tokens_per_step and schedule), or an object that overrides any of them: its own
     ``revision_template`` and ``steps``, or an explicit ``revisions`` list of
     ``{step, revision, tokens?}`` (e.g. ``[{step: 0, revision: main}]`` for a final
@@ -139,6 +153,7 @@ def hub_models(config: dict) -> dict[str, dict]:
             "repo": entry["repo"],
             "revisions": {s: revisions[s] for s in order},
             "tokens": {s: int(tokens[s]) for s in order},
+            "tokenizer": entry.get("tokenizer") or hub.get("tokenizer") or entry["repo"],
         }
     return models
 
@@ -152,3 +167,39 @@ def model_steps(config: dict) -> dict[str, list[int]]:
         return {m: list(v["revisions"]) for m, v in hub_models(config).items()}
     names = [m["name"] for m in ckpt["minisuite"]["models"]]
     return dict.fromkeys(names, schedule_steps(config))
+
+
+def model_tokenizers(config: dict) -> dict[str, str | None]:
+    """Each model's tokenizer (a hub repo id or a folder); None on the synthetic language,
+    whose token ids are the tokens."""
+    ckpt = config["checkpoints"]
+    if config["corpus"]["source"] == "synthetic":
+        return dict.fromkeys(model_steps(config))
+    if ckpt["source"] == "hub":
+        return {m: v["tokenizer"] for m, v in hub_models(config).items()}
+    if ckpt["source"] == "local":
+        return {m: v["tokenizer"] for m, v in local_models(config).items()}
+    return dict.fromkeys(model_steps(config), config["corpus"]["tokenizer"])
+
+
+def tokenizer_key(name: str) -> str:
+    """A tokenizer's name in paths: ``EleutherAI/pythia-160m`` -> ``EleutherAI--pythia-160m``
+    (a folder: its path, the separators likewise)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-.") or "tokenizer"
+
+
+def other_tokenizers(config: dict) -> dict[str, str]:
+    """{key: tokenizer} of the models' tokenizers other than corpus.tokenizer: those the
+    sample is tokenized for once more."""
+    reference = config["corpus"].get("tokenizer")
+    keys = {}
+    for name in model_tokenizers(config).values():
+        if name is None or name == reference:
+            continue
+        key = tokenizer_key(name)
+        if keys.setdefault(key, name) != name:
+            raise SuiteError(
+                f"tokenizers {keys[key]!r} and {name!r} share the file name {key!r}; "
+                "name one of them differently"
+            )
+    return keys

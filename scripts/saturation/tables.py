@@ -37,6 +37,7 @@ CHECKPOINTS_SCHEMA = pa.schema(
     CHECKPOINT_COLUMNS
     + [
         ("vocab_size", pa.int64()),
+        ("model_type", pa.string()),  # the architecture (gpt2, opt, gpt_neox, llama, gemma)
         ("n_layers", pa.int64()),
         ("tied_head", pa.bool_()),
         ("head_input_size", pa.int64()),  # the head's input width (OPT's project_out: narrower)
@@ -89,7 +90,7 @@ def measure_checkpoint(
     log.info("%s step %d on %s in %s", model_name, step, device, dtype)
     head = model.get_output_embeddings().weight
     docs = read_tokens(eval_path)
-    check_vocabulary(docs, head.shape[0], model_name, step, tokenizer)
+    check_vocabulary(docs, head.shape[0], model_name, step, tokenizer, sample_vocab(eval_path))
     sigma = singular_values(head)
     spec = spectrum_metrics(sigma)
     fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file)
@@ -131,6 +132,7 @@ def measure_checkpoint(
     record = {
         **base,
         "vocab_size": head.shape[0],
+        "model_type": model.config.model_type,
         "n_layers": fwd["n_layers"],
         "tied_head": tied,
         "head_input_size": head.shape[1],
@@ -146,14 +148,31 @@ def measure_checkpoint(
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
 
 
-def check_vocabulary(docs, vocab_size: int, model_name: str, step: int, tokenizer) -> None:
-    """Refuse a model whose output vocabulary does not cover the sample's token ids."""
+def sample_vocab(eval_path) -> int | None:
+    """The vocabulary size of the tokenizer a sample was tokenized with (its JSON record),
+    or None where the record is missing."""
+    import json
+    from pathlib import Path
+
+    meta = Path(eval_path).with_suffix(".json")
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("vocab_size")
+
+
+def check_vocabulary(
+    docs, vocab_size: int, model_name: str, step: int, tokenizer, tokenizer_size=None
+) -> None:
+    """Refuse, before measuring, a model whose output vocabulary does not cover its
+    tokenizer's ids (or the ids the sample holds)."""
     top = max((int(d.max()) for d in docs if len(d)), default=-1)
-    if top >= vocab_size:
+    if top >= vocab_size or (tokenizer_size or 0) > vocab_size:
+        held = f"{tokenizer_size} ids" if tokenizer_size else f"token id {top}"
         raise ValueError(
-            f"{model_name} step {step} has an output vocabulary of {vocab_size} rows, but the "
-            f"evaluation sample, tokenized with corpus.tokenizer '{tokenizer}', holds token id "
-            f"{top}: the model and the tokenizer do not match"
+            f"{model_name} step {step} has an output vocabulary of {vocab_size} rows, but its "
+            f"tokenizer '{tokenizer}' has {held}: the model and the tokenizer do not match "
+            "(name the model's own in its tokenizer key, checkpoints.hub.models[] or "
+            "checkpoints.local.models[])"
         )
 
 

@@ -121,26 +121,29 @@ def zst_jsonl(texts: list[str]) -> bytes:
     return zstandard.ZstdCompressor(level=3).compress(raw.encode())
 
 
-def tokenizer_files(texts: list[str]) -> dict[str, bytes]:
+def tokenizer_files(
+    texts: list[str], vocab_size: int = TOKENIZER_SIZE, specials: dict | None = None
+) -> dict[str, bytes]:
+    """A byte-level BPE tokenizer trained on ``texts``, as a hub repo's files. ``specials``:
+    its special tokens by role (default: Pythia's ``<|endoftext|>`` as BOS, EOS and UNK)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
+    specials = specials or dict.fromkeys(("bos_token", "eos_token", "unk_token"), "<|endoftext|>")
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=TOKENIZER_SIZE,
-        special_tokens=["<|endoftext|>"],
+        vocab_size=vocab_size,
+        special_tokens=list(dict.fromkeys(specials.values())),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
-        bos_token="<|endoftext|>",
-        eos_token="<|endoftext|>",
-        unk_token="<|endoftext|>",
         model_max_length=2048,  # as Pythia's; the models see SEQUENCE positions
+        **specials,
     )
     import tempfile
 
