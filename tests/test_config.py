@@ -20,7 +20,7 @@ def merged(base, overlay):
     return out
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "pythia.yaml"])
+@pytest.mark.parametrize("name", ["config.yaml", "pythia.yaml", "families.yaml"])
 def test_shipped_configs_validate(name):
     config = merged(DEFAULT, load_yaml(ROOT / "config" / name))
     check_schema(config, SCHEMA)

@@ -58,6 +58,34 @@ def test_pythia_config_plans_offline(tmp_path):
     assert "sample_corpus" in out
 
 
+def test_families_config_plans_offline(tmp_path):
+    """The paper's Fig 2 suite: 21 final checkpoints of four families, each model on the
+    sample tokenized its family's way, planned with the hub unreachable."""
+    result = run_snakemake(
+        copy_workflow(tmp_path),
+        "-n",
+        "--configfile",
+        "config/families.yaml",
+        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert re.search(r"measure_checkpoint\s+21\n", out)
+    # The eval split for GPT-2's, OPT's and Gemma's tokenizers (Pythia's drew the sample),
+    # the train split for the rank-head backbones of GPT-2 and OPT.
+    assert re.search(r"tokenize_corpus\s+5\n", out)
+    for path in (
+        "results/corpus/eval/openai-community--gpt2.parquet",
+        "results/corpus/eval/facebook--opt-125m.parquet",
+        "results/corpus/eval/google--gemma-2b.parquet",
+        "results/corpus/train/facebook--opt-125m.parquet",
+        "results/metrics/gemma-7b/step0/metrics.parquet",
+        "results/metrics/pythia-12b/step143000/metrics.parquet",
+    ):
+        assert path in out, path
+
+
 def test_tiny_run_measures_every_checkpoint(tiny_run):
     import pandas as pd
 

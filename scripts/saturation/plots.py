@@ -326,16 +326,18 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
     for i, (family, models) in enumerate(groups):
         ax = axes.flat[i]
         cmap = plt.get_cmap(FAMILY_COLORMAPS[i % len(FAMILY_COLORMAPS)])
-        shade = {m: 0.45 + 0.5 * j / max(len(models) - 1, 1) for j, m in enumerate(models)}
+        steps = max(len(models) - 1, 1)  # one model alone: a mid-dark shade
+        shade = {
+            m: 0.45 + 0.5 * j / steps if len(models) > 1 else 0.75 for j, m in enumerate(models)
+        }
         anisotropy_by_depth(ax, aniso, models, lambda m, c=cmap, s=shade: c(s[m]), style)
         ax.set_title(FAMILY_NAMES.get(family, family))
         ax.legend(fontsize="x-small", loc="best")
-    for ax in axes.flat[len(groups) :]:
-        ax.set_visible(False)
-    for ax in axes[-1, :]:
-        ax.set_xlabel(xlabel)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("anisotropy")
+    for i in range(len(groups), nrows * ncols):  # an empty cell: ticks on the panel above
+        axes.flat[i].set_visible(False)
+        axes.flat[i - ncols].xaxis.set_tick_params(labelbottom=True)
+    fig.supxlabel(xlabel, fontsize=style.s["font_size"])
+    fig.supylabel("anisotropy (mean pairwise cosine)", fontsize=style.s["font_size"])
     fig.suptitle("Anisotropy across layers, final checkpoints, by family")
     style.save(fig, png, pdf)
 
