@@ -309,7 +309,8 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     config["metrics"]["batch_size"] = 4
     write_config(workdir, config)
     server.clear()
-    result = run_snakemake(workdir, "--cores", "2", *ARGS, env=env, timeout=1500)
+    metrics = "results/tables/checkpoint_metrics.parquet"
+    result = run_snakemake(workdir, metrics, "--cores", "2", *ARGS, env=env, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ran = result.stdout + result.stderr
     # Every revision was measured again (21 = 3 models x 7 steps), none downloaded again.
@@ -319,8 +320,9 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     config["rank_heads"]["ranks"] = [2, 4, 8]
     write_config(workdir, config)
     server.clear()
+    heads = "results/tables/rank_heads.parquet"
     result = run_snakemake(
-        workdir, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=900
+        workdir, heads, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=900
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert [r["path"] for r in server.log if "EleutherAI/" in r["path"]] == []
