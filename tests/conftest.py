@@ -146,7 +146,7 @@ FIGURES = [
 
 
 # The shipped profile, and only what a one-node test cluster needs besides: no account,
-# status through squeue, a few jobs at once, a short first status check.
+# status through squeue, a few jobs at once, short waits before and between status checks.
 SLURM_ARGS = (
     "--workflow-profile",
     "profiles/slurm",
@@ -156,6 +156,8 @@ SLURM_ARGS = (
     "--jobs",
     "4",
     "--slurm-init-seconds-before-status-checks",
+    "2",
+    "--seconds-between-status-checks",
     "2",
     "--latency-wait",
     "30",
