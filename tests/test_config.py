@@ -4,8 +4,9 @@ workflow before any job runs, with one message naming the key and no traceback."
 import copy
 
 import pytest
+import yaml
 
-from conftest import ROOT, load_yaml, run_snakemake
+from conftest import ROOT, copy_workflow, load_yaml, run_snakemake
 from saturation.config import ConfigError, check_schema, check_semantics
 
 SCHEMA = ROOT / "config" / "schema.yaml"
@@ -114,18 +115,29 @@ def test_invalid_config_names_the_key(case):
     assert f"'{key}" in str(info.value)
 
 
-@pytest.mark.parametrize(
-    "case", ["missing key", "misspelled key", "empty model list", "negative size"]
-)
-def test_snakemake_stops_before_any_job(case, workflow_copy):
-    config, key = INVALID[case]
-    workdir = workflow_copy(config)
-    result = run_snakemake(workdir, "--cores", "1", timeout=120)
-    assert result.returncode != 0
-    out = result.stdout + result.stderr
-    assert "Invalid configuration" in out and f"'{key}" in out
-    assert "Traceback" not in out
-    assert not (workdir / "results").exists()  # nothing ran
+def test_snakemake_stops_before_any_job(tmp_path):
+    """Four bad configs, each run by Snakemake (at once: each waits on its own start-up)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = ["missing key", "misspelled key", "empty model list", "negative size"]
+    workdirs = {}
+    for case in cases:
+        (tmp_path / case).mkdir()
+        workdirs[case] = copy_workflow(tmp_path / case)
+        (workdirs[case] / "config" / "config.yaml").write_text(yaml.safe_dump(INVALID[case][0]))
+
+    def run(case):
+        return case, run_snakemake(workdirs[case], "--cores", "1", timeout=180)
+
+    with ThreadPoolExecutor(len(cases)) as pool:
+        results = dict(pool.map(run, cases))
+    for case, result in results.items():
+        key = INVALID[case][1]
+        assert result.returncode != 0, case
+        out = result.stdout + result.stderr
+        assert "Invalid configuration" in out and f"'{key}" in out, case
+        assert "Traceback" not in out, case
+        assert not (workdirs[case] / "results").exists()  # nothing ran
 
 
 def test_rank_head_memory_check_says_what_to_lower():
