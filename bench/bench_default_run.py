@@ -45,8 +45,10 @@ RULES = {
     ),
     "evaluate_downstream": (
         "benchmarks/downstream/*/step*.tsv",
+        # The default's tasks are local: the harness indexes their folder only.
         "import torch, transformers, lm_eval; from saturation import downstream\n"
-        "from lm_eval.tasks import TaskManager; TaskManager()",
+        "downstream.task_manager('results/downstream/tasks', "
+        "['synthetic_next_token', 'synthetic_choice'])",
     ),
     "ngram_spectrum": (
         "benchmarks/ngrams/*/spectrum.tsv",
@@ -70,7 +72,7 @@ def startup_seconds(imports: str, repeats: int = 5) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
