@@ -38,18 +38,23 @@ def test_rerun_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def test_pythia_config_plans_offline(tmp_path):
-    """Every job of the paper config is planned with the hub unreachable."""
+def plan_offline(workdir, configfile: str) -> str:
+    """The dry run's job list for a shipped config, the hub unreachable."""
     result = run_snakemake(
-        copy_workflow(tmp_path),
+        copy_workflow(workdir),
         "-n",
         "--configfile",
-        "config/pythia.yaml",
+        configfile,
         env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    return result.stdout
+
+
+def test_pythia_config_plans_offline(tmp_path):
+    """Every job of the paper config is planned with the hub unreachable."""
+    out = plan_offline(tmp_path, "config/pythia.yaml")
     assert re.search(r"revision_manifest\s+8\n", out)  # one per model, no download job
     assert re.search(r"measure_checkpoint\s+1232\n", out)  # 8 models x 154 revisions
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
@@ -61,16 +66,7 @@ def test_pythia_config_plans_offline(tmp_path):
 def test_families_config_plans_offline(tmp_path):
     """The paper's Fig 2 suite: 21 final checkpoints of four families, each model on the
     sample tokenized its family's way, planned with the hub unreachable."""
-    result = run_snakemake(
-        copy_workflow(tmp_path),
-        "-n",
-        "--configfile",
-        "config/families.yaml",
-        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    out = result.stdout
+    out = plan_offline(tmp_path, "config/families.yaml")
     assert re.search(r"measure_checkpoint\s+21\n", out)
     # The eval split for GPT-2's, OPT's and Gemma's tokenizers (Pythia's drew the sample),
     # the train split for the rank-head backbones of GPT-2 and OPT.
