@@ -94,6 +94,44 @@ def one(args):
     return run_variant(variant, seed, threads)
 
 
+COLUMNS = [
+    "variant",
+    "width",
+    "best_step",
+    "final_minus_best",
+    "rise_se",
+    "last_quarter_change",
+    "last_quarter_se",
+    "anisotropy_best",
+    "anisotropy_final",
+    "singular_entropy_best",
+    "singular_entropy_final",
+    "floor",
+    "final_loss",
+    "cpu_seconds",
+]
+
+
+def redraw(out: str) -> None:
+    """The summary recomputed from the saved curves (new summary columns, no training)."""
+    import numpy as np
+    import pandas as pd
+
+    from saturation.sweep import draw_sweep, saturation_summary
+
+    table = pd.read_parquet(f"{out}.parquet")
+    curves = pd.read_parquet(f"{out}_curves.parquet")
+    curves["sequence_loss"] = curves.sequence_loss.map(np.asarray)
+    for i, r in table.iterrows():
+        c = curves[(curves.variant == r.variant) & (curves.width == r.width)]
+        for k, v in saturation_summary(c.reset_index(drop=True)).items():
+            table.loc[i, k] = v
+    table.to_parquet(f"{out}.parquet", index=False)
+    draw_sweep(table, curves, f"{out}.png")
+    with pd.option_context("display.width", 250, "display.max_columns", 30):
+        print(table[COLUMNS].round(4).to_string(index=False))
+
+
 def main() -> None:
     import pandas as pd
 
@@ -103,7 +141,13 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once")
     parser.add_argument("--quick", action="store_true", help="200 steps a variant")
     parser.add_argument("--out", default=str(ROOT / "docs" / "saturation_sweep"))
+    parser.add_argument(
+        "--redraw", action="store_true", help="summarise and draw a finished sweep's curves again"
+    )
     args = parser.parse_args()
+    if args.redraw:
+        redraw(args.out)
+        return
     chosen = [v for v in VARIANTS if not args.variants or v.name in args.variants]
     if args.quick:
         chosen = [dataclasses.replace(v, steps=200, warmup_steps=20) for v in chosen]
@@ -129,20 +173,7 @@ def main() -> None:
     from saturation.sweep import draw_sweep
 
     draw_sweep(table, curves, f"{out}.png")
-    cols = [
-        "variant",
-        "width",
-        "best_step",
-        "final_minus_best",
-        "rise_se",
-        "anisotropy_best",
-        "anisotropy_final",
-        "singular_entropy_best",
-        "singular_entropy_final",
-        "floor",
-        "final_loss",
-        "cpu_seconds",
-    ]
+    cols = COLUMNS
     with pd.option_context("display.width", 200, "display.max_columns", 20):
         print(table[cols].round(4).to_string(index=False))
     print(f"sweep: {len(chosen)} variants in {time.perf_counter() - start:.0f} s wall")

@@ -76,6 +76,8 @@ def test_best_is_chosen_on_one_half_and_reported_on_the_other():
     se = (report[4] - report[2]).std(ddof=1) / np.sqrt(200)
     assert s["final_minus_best"] == pytest.approx(want) and s["rise_se"] == pytest.approx(se)
     assert s["z"] > 50  # a planted rise of 0.2 nats
+    # The last quarter: from step 400 (the first at or after 0.75 x 500) to the end.
+    assert s["last_quarter_change"] == pytest.approx((report[4] - report[3]).mean())
     assert s["anisotropy_best"] == pytest.approx(0.3) and s["anisotropy_final"] == 0.5
     # Pure noise around a flat curve: the best chosen on the report half itself would look
     # below the final; chosen on the other half the rise is within noise.

@@ -240,7 +240,12 @@ def saturation_summary(curve: pd.DataFrame) -> dict:
     se = float(diff.std(ddof=1) / np.sqrt(len(diff))) if best != final else 0.0
     rise = float(diff.mean())
     row = curve.iloc[[best, final]]
+    # Still falling at the end? The change over the last quarter of training, paired.
+    quarter = int(np.searchsorted(curve.step.to_numpy(), 0.75 * curve.step.iloc[-1]))
+    late = report[final] - report[quarter]
     return {
+        "last_quarter_change": float(late.mean()),
+        "last_quarter_se": float(late.std(ddof=1) / np.sqrt(len(late))) if quarter < final else 0.0,
         "best_step": int(curve.step.iloc[best]),
         "final_step": int(curve.step.iloc[final]),
         "best_loss": float(report[best].mean()),
@@ -305,7 +310,7 @@ def draw_sweep(table: pd.DataFrame, curves: pd.DataFrame, png: str) -> None:
     variants = list(dict.fromkeys(table.variant))
     widths = sorted(table.width.unique())
     colors = {w: c for w, c in zip(widths, ("#b2182b", "#2166ac", "#4d9221"), strict=False)}
-    fig, axes = plt.subplots(1, 3, figsize=(13, 0.42 * len(variants) + 1.6), sharey=True)
+    fig, axes = plt.subplots(1, 4, figsize=(16, 0.42 * len(variants) + 1.6), sharey=True)
     y = np.arange(len(variants))
     for j, w in enumerate(widths):
         t = table[table.width == w].set_index("variant").reindex(variants)
@@ -321,7 +326,17 @@ def draw_sweep(table: pd.DataFrame, curves: pd.DataFrame, png: str) -> None:
             capsize=2,
             label=label,
         )
-        for ax, col in ((axes[1], "anisotropy"), (axes[2], "singular_entropy")):
+        if "last_quarter_change" in t:
+            axes[1].errorbar(
+                t.last_quarter_change,
+                y + off,
+                xerr=2 * t.last_quarter_se,
+                fmt="s",
+                color=colors[w],
+                ms=4,
+                capsize=2,
+            )
+        for ax, col in ((axes[2], "anisotropy"), (axes[3], "singular_entropy")):
             for k, v in enumerate(variants):
                 a, b = t.loc[v, f"{col}_best"], t.loc[v, f"{col}_final"]
                 ax.annotate(
@@ -337,8 +352,10 @@ def draw_sweep(table: pd.DataFrame, curves: pd.DataFrame, png: str) -> None:
     axes[0].invert_yaxis()
     axes[0].set_xlabel("final − best held-out loss (nats), ± 2 SE")
     axes[0].legend(fontsize="small", loc="lower right")
-    axes[1].set_xlabel("last-layer anisotropy: best (open) → final")
-    axes[2].set_xlabel("head singular entropy: best (open) → final")
+    axes[1].axvline(0, color="0.3", lw=0.8)
+    axes[1].set_xlabel("loss change over the last quarter of training, ± 2 SE")
+    axes[2].set_xlabel("last-layer anisotropy: best (open) → final")
+    axes[3].set_xlabel("head singular entropy: best (open) → final")
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.spines[["top", "right"]].set_visible(False)
