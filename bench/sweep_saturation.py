@@ -50,6 +50,14 @@ VARIANTS = [
         "long-constant", "4x the steps at a constant rate", steps=8000, schedule="constant", **BASE
     ),
     Variant(
+        "long-constant-wd0",
+        "4x the steps, constant rate, no weight decay",
+        steps=8000,
+        schedule="constant",
+        weight_decay=0.0,
+        **BASE,
+    ),
+    Variant(
         "long-constant-wd0.1",
         "4x the steps, constant rate, weight decay 0.1",
         steps=8000,
@@ -142,6 +150,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200 steps a variant")
     parser.add_argument("--out", default=str(ROOT / "docs" / "saturation_sweep"))
     parser.add_argument(
+        "--merge", action="store_true", help="keep the other variants of the sweep at --out"
+    )
+    parser.add_argument(
         "--redraw", action="store_true", help="summarise and draw a finished sweep's curves again"
     )
     args = parser.parse_args()
@@ -165,6 +176,18 @@ def main() -> None:
     curves = pd.concat([c for c, _ in results], ignore_index=True)
     table = pd.concat([t for _, t in results], ignore_index=True)
     out = Path(args.out)
+    if args.merge and Path(f"{out}.parquet").is_file():  # the other variants, as they were
+        import numpy as np
+
+        names = {v.name for v in chosen}
+        old = pd.read_parquet(f"{out}.parquet")
+        old_curves = pd.read_parquet(f"{out}_curves.parquet")
+        old_curves["sequence_loss"] = old_curves.sequence_loss.map(np.asarray)
+        listed = {v.name: i for i, v in enumerate(VARIANTS)}
+        table = pd.concat([old[~old.variant.isin(names)], table], ignore_index=True)
+        table = table.sort_values(["variant", "width"], key=lambda c: c.map(listed).fillna(c))
+        curves = pd.concat([old_curves[~old_curves.variant.isin(names)], curves])
+        table, curves = table.reset_index(drop=True), curves.reset_index(drop=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     table.to_parquet(f"{out}.parquet", index=False)
     curves.assign(sequence_loss=curves.sequence_loss.map(list)).to_parquet(
