@@ -8,8 +8,9 @@ anisotropy and singular entropy at best and final. Writes the table and the curv
 Parquet and draws the sweep.
 
     python bench/sweep_saturation.py                       # every variant (~35 min, 2 cores)
-    python bench/sweep_saturation.py --variants base long-constant --jobs 2
-    python bench/sweep_saturation.py --quick               # a smoke run: 200 steps each
+    python bench/sweep_saturation.py --variants tied --merge   # one variant again, the rest kept
+    python bench/sweep_saturation.py --quick               # a smoke run: 200 steps each,
+                                                           # to results/sweep/
 """
 
 from __future__ import annotations
@@ -148,7 +149,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1234)
     parser.add_argument("--jobs", type=int, default=2, help="variants trained at once")
     parser.add_argument("--quick", action="store_true", help="200 steps a variant")
-    parser.add_argument("--out", default=str(ROOT / "docs" / "saturation_sweep"))
+    parser.add_argument(
+        "--out",
+        help="path prefix of the outputs (default: docs/saturation_sweep; with --quick, "
+        "results/sweep/saturation_sweep_quick, leaving the recorded sweep alone)",
+    )
     parser.add_argument(
         "--merge", action="store_true", help="keep the other variants of the sweep at --out"
     )
@@ -156,6 +161,9 @@ def main() -> None:
         "--redraw", action="store_true", help="summarise and draw a finished sweep's curves again"
     )
     args = parser.parse_args()
+    if args.out is None:
+        quick = ROOT / "results" / "sweep" / "saturation_sweep_quick"
+        args.out = str(quick if args.quick else ROOT / "docs" / "saturation_sweep")
     if args.redraw:
         redraw(args.out)
         return
