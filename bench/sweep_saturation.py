@@ -7,7 +7,7 @@ both reported on the other, with the paired standard error), the best step, and 
 anisotropy and singular entropy at best and final. Writes the table and the curves to
 Parquet and draws the sweep.
 
-    python bench/sweep_saturation.py                       # every variant (~35 min, 2 cores)
+    python bench/sweep_saturation.py                       # every variant (about 38 min, 2 cores)
     python bench/sweep_saturation.py --variants tied --merge   # one variant again, the rest kept
     python bench/sweep_saturation.py --quick               # a smoke run: 200 steps each,
                                                            # to results/sweep/

@@ -316,25 +316,19 @@ def draw_sweep(table: pd.DataFrame, curves: pd.DataFrame, png: str) -> None:
         t = table[table.width == w].set_index("variant").reindex(variants)
         off = (j - (len(widths) - 1) / 2) * 0.3
         label = f"d = {w}" + (" (< R + 1)" if t.bottlenecked.iloc[0] else "")
-        axes[0].errorbar(
-            t.final_minus_best,
-            y + off,
-            xerr=2 * t.rise_se,
-            fmt="o",
-            color=colors[w],
-            ms=4,
-            capsize=2,
-            label=label,
-        )
-        if "last_quarter_change" in t:
-            axes[1].errorbar(
-                t.last_quarter_change,
+        intervals = [(axes[0], "final_minus_best", "rise_se", "o")]
+        if "last_quarter_change" in t:  # sweeps summarised before this column lack it
+            intervals.append((axes[1], "last_quarter_change", "last_quarter_se", "s"))
+        for ax, value, se, marker in intervals:
+            ax.errorbar(
+                t[value],
                 y + off,
-                xerr=2 * t.last_quarter_se,
-                fmt="s",
+                xerr=2 * t[se],
+                fmt=marker,
                 color=colors[w],
                 ms=4,
                 capsize=2,
+                label=label,
             )
         for ax, col in ((axes[2], "anisotropy"), (axes[3], "singular_entropy")):
             for k, v in enumerate(variants):
