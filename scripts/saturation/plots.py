@@ -301,7 +301,7 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
     """Anisotropy by relative depth at the final checkpoints; with several families (the
     paper's GPT-2, OPT, Pythia, Gemma), one panel a family, its models shaded by size."""
     aniso = final_rows(metric(metrics, "anisotropy"))
-    xlabel = "relative depth (0 = embeddings, 1 = the head's input)"
+    xlabel = "relative depth (0 = embeddings, 1 = final norm, the head's input)"
     groups = family_groups(families, style.sizes) if families else []
     if len(groups) < 2:
         fig, axes = style.figure()
