@@ -68,7 +68,7 @@ def read_benchmarks(pattern: str) -> list[dict]:
 
 def startup_seconds(imports: str, repeats: int = 5) -> float:
     """Median wall time of a fresh interpreter that makes ``imports`` and exits."""
-    code = f"import sys; sys.path.insert(0, {str(ROOT / 'scripts')!r})\n{imports}"
+    code = f"import sys; sys.path.insert(0, {str(ROOT / 'workflow' / 'scripts')!r})\n{imports}"
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 CHILD = r"""
 import json, resource, sys, time
@@ -86,7 +86,11 @@ def main() -> None:
             size = write_cache(Path(tmp), tokens, args.d, args.shard_tokens, args.vocab)
             for mode in ("streamed", "whole"):
                 code = CHILD.format(
-                    scripts=str(ROOT / "scripts"), cache=tmp, mode=mode, vocab=args.vocab, d=args.d
+                    scripts=str(ROOT / "workflow" / "scripts"),
+                    cache=tmp,
+                    mode=mode,
+                    vocab=args.vocab,
+                    d=args.d,
                 )
                 out = subprocess.run(
                     [sys.executable, "-c", code], capture_output=True, text=True, check=True

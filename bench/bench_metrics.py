@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 from saturation.metrics import AnisotropyAccumulator, singular_values  # noqa: E402
 
@@ -108,7 +108,7 @@ def bench_measure(checkpoint: Path, seq=64, batch=128):
             eval_path = f"{tmp}/eval{n_tokens}.parquet"
             write_parquet(corpus_table(list(range(len(docs))), "eval", docs), eval_path)
             code = MEASURE.format(
-                scripts=str(ROOT / "scripts"),
+                scripts=str(ROOT / "workflow" / "scripts"),
                 ckpt=str(checkpoint),
                 eval=eval_path,
                 seq=seq,

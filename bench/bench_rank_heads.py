@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 from saturation.checkpoints import load_model  # noqa: E402
 from saturation.corpus import read_tokens  # noqa: E402

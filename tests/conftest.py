@@ -1,5 +1,6 @@
 import atexit
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -11,7 +12,7 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
@@ -67,11 +68,8 @@ def workflow_copy(tmp_path):
     """
 
     def make(config: dict) -> Path:
-        for name in ("Snakefile", "rules", "scripts", "envs"):
-            src = ROOT / name
-            (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / name)
+        shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
         (tmp_path / "config").mkdir(exist_ok=True)
-        shutil.copy(ROOT / "config" / "schema.yaml", tmp_path / "config" / "schema.yaml")
         (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
         return tmp_path
 
@@ -89,11 +87,18 @@ def run_snakemake(workdir, *args, timeout=900, env=None):
     )
 
 
+def job_stats(stdout: str) -> dict[str, int]:
+    """Job counts by rule from a run's or a dry run's "Job stats" table ({} if nothing to do)."""
+    if "Nothing to be done" in stdout:
+        return {}
+    block = stdout.split("Job stats:")[1].split("\n\n")[0]
+    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", block, re.M) if m[0] != "total"}
+
+
 def copy_workflow(workdir: Path, config: Path | None = None) -> Path:
     """A runnable copy of the workflow; ``config`` (a path) becomes its config/config.yaml."""
-    for name in ("Snakefile", "rules", "scripts", "envs", "config", "report", "profiles"):
-        src = ROOT / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, workdir / name)
+    for name in ("workflow", "config", "profiles"):
+        shutil.copytree(ROOT / name, workdir / name)
     if config is not None:
         shutil.copy(config, workdir / "config" / "config.yaml")
     return workdir

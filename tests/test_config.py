@@ -9,7 +9,7 @@ import yaml
 from conftest import ROOT, copy_workflow, load_yaml, run_snakemake
 from saturation.config import ConfigError, check_schema, check_semantics
 
-SCHEMA = ROOT / "config" / "schema.yaml"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT = load_yaml(ROOT / "config" / "config.yaml")
 
 

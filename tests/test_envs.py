@@ -21,7 +21,7 @@ def requirements():
 
 
 def rule_blocks():
-    for smk in sorted((ROOT / "rules").glob("*.smk")):
+    for smk in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         text = smk.read_text()
         starts = [m.start() for m in RULE.finditer(text)] + [len(text)]
         for start, end in zip(starts, starts[1:], strict=False):
@@ -47,11 +47,15 @@ def test_rules_exist():
 def test_every_rule_has_a_conda_env_log_and_resources(smk, name, block):
     env = re.search(r'conda:\s*\n\s*"\.\./(envs/[\w.-]+\.yaml)"', block)
     assert env, f"rule {name} in {smk} names no conda env"
-    assert (ROOT / env.group(1)).is_file(), f"rule {name}: {env.group(1)} does not exist"
+    assert (ROOT / "workflow" / env.group(1)).is_file(), (
+        f"rule {name}: {env.group(1)} does not exist"
+    )
     assert "log:" in block and "resources:" in block and "threads:" in block
 
 
-@pytest.mark.parametrize("env", sorted((ROOT / "envs").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "env", sorted((ROOT / "workflow" / "envs").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_env_pins_agree_with_requirements(env):
     spec = load_yaml(env)
     assert spec["channels"] and "dependencies" in spec

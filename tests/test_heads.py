@@ -203,7 +203,7 @@ def test_deterministic_cuda_sets_the_cublas_workspace():
     from conftest import ROOT
 
     code = (
-        "import os, sys; sys.path.insert(0, 'scripts'); os.environ.pop('CUBLAS_WORKSPACE_CONFIG', None)\n"
+        "import os, sys; sys.path.insert(0, 'workflow/scripts'); os.environ.pop('CUBLAS_WORKSPACE_CONFIG', None)\n"
         "import torch; from saturation.heads import deterministic\n"
         "deterministic('cpu'); assert 'CUBLAS_WORKSPACE_CONFIG' not in os.environ\n"
         "assert torch.are_deterministic_algorithms_enabled()\n"

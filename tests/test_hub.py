@@ -161,7 +161,7 @@ def test_offline_manifest_says_to_prefetch():
     from conftest import ROOT
 
     code = (
-        "import sys; sys.path.insert(0, 'scripts')\n"
+        "import sys; sys.path.insert(0, 'workflow/scripts')\n"
         "from saturation.hub import build_manifest\n"
         "build_manifest('m', 'EleutherAI/pythia-14m', {0: 'step0'}, [], 'main',"
         " {'attempts': 3, 'base': 5.0, 'cap': 5.0})"

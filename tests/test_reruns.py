@@ -3,7 +3,6 @@ read the edited values (dry runs), two runs give byte-identical tables, and a ru
 with SIGKILL mid-job resumes with --rerun-incomplete to the same outputs."""
 
 import os
-import re
 import signal
 import subprocess
 import time
@@ -11,7 +10,15 @@ import time
 import yaml
 
 from conftest import FIGURES as ALL_FIGURES
-from conftest import SNAKEMAKE, TINY, copy_workflow, load_yaml, parquet_digests, run_snakemake
+from conftest import (
+    SNAKEMAKE,
+    TINY,
+    copy_workflow,
+    job_stats,
+    load_yaml,
+    parquet_digests,
+    run_snakemake,
+)
 
 
 def planned(workdir, overlay: dict, tmp_path) -> dict[str, int]:
@@ -20,11 +27,7 @@ def planned(workdir, overlay: dict, tmp_path) -> dict[str, int]:
     path.write_text(yaml.safe_dump(overlay))
     result = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path), timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout
-    if "Nothing to be done" in out:
-        return {}
-    block = out.split("Job stats:")[1].split("\n\n")[0]
-    return {m[0]: int(m[1]) for m in re.findall(r"^(\w+)\s+(\d+)$", block, re.M) if m[0] != "total"}
+    return job_stats(result.stdout)
 
 
 TINY_CONFIG = load_yaml(TINY)
@@ -88,7 +91,7 @@ def test_changing_a_figure_style_reruns_only_figures(tiny_run, tmp_path):
 
 def planned_after_editing(workdir, module: str, tmp_path) -> dict[str, int]:
     """Dry-run job counts with a line added to a package module, which is then restored."""
-    path = workdir / "scripts" / "saturation" / module
+    path = workdir / "workflow" / "scripts" / "saturation" / module
     text, stat = path.read_text(), path.stat()
     try:
         path.write_text(text + "\n# an edit\n")

@@ -18,6 +18,12 @@ cpus=$(nproc)
 mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 - 2048 ))
 mkdir -p /etc/slurm /var/spool/slurmd /var/spool/slurmctld /var/log/slurm /run/munge
 # The jobs' own srun reads /etc/slurm/slurm.conf, whatever SLURM_CONF says.
+# down.sh puts back what was there: a stale slurm.conf naming no running controller makes
+# every `scontrol` wait 9 s, and the SLURM executor plugin calls it whenever Snakemake starts.
+if [ -f /etc/slurm/slurm.conf ] && [ ! -f "$state/slurm.conf.orig" ]; then
+  cp /etc/slurm/slurm.conf "$state/slurm.conf.orig"
+fi
+touch "$state/wrote-conf"
 cat > /etc/slurm/slurm.conf <<CONF
 ClusterName=saturation-test
 SlurmctldHost=$host

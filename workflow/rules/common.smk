@@ -3,11 +3,35 @@
 import sys
 from pathlib import Path
 
-SCRIPTS = Path(workflow.basedir) / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
+
+# This workflow's own files, found from this file wherever the workflow is run from: its
+# checkout, or another workflow that uses it as a `module` (snakedeploy writes one). A
+# module read from a git host gets each file through Snakemake's source cache, and the
+# `saturation` package from `pip install` of this repository (pyproject.toml).
+RULES_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
+
+
+def workflow_file(relative):
+    """A file of this workflow, relative to rules/: in place when the workflow is on this
+    disk, else Snakemake's cached copy of it."""
+    if RULES_DIR.is_dir():
+        return str((RULES_DIR / relative).resolve())
+    return workflow.source_path(relative)
+
+
+SCRIPTS = RULES_DIR.parent / "scripts"
+sys.path.insert(0, str(SCRIPTS))
+try:
+    import saturation
+except ModuleNotFoundError:
+    raise WorkflowError(
+        f"The workflow's Python package `saturation` is neither in {SCRIPTS / 'saturation'} "
+        "nor installed: for a module read from a git host, `pip install` this repository "
+        "(its pyproject.toml installs the package)."
+    ) from None
+PACKAGE = Path(saturation.__file__).parent
 
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
@@ -21,7 +45,7 @@ from saturation.suites import (
     tokenizer_key,
 )
 
-SCHEMA = Path(workflow.basedir) / "config" / "schema.yaml"
+SCHEMA = workflow_file("../schemas/config.schema.yaml")
 try:
     check_schema(config, SCHEMA)  # one message naming the key, before any job runs
     validate(config, str(SCHEMA))  # fills in the schema's defaults
@@ -33,7 +57,7 @@ except ConfigError as exc:
 def code_of(script):
     """A rule's code, as a param: the digest of its entry script and of the package modules
     it imports, so editing the science re-runs the jobs that run it."""
-    return code_digest(str(SCRIPTS / script), str(SCRIPTS / "saturation"))
+    return code_digest(workflow_file(f"../scripts/{script}"), str(PACKAGE))
 
 
 CORPUS = config["corpus"]
