@@ -193,8 +193,9 @@ def checkpoint_files(state: dict, config, tok_files: dict, pickle: bool = False)
     return files
 
 
-def build(hub) -> dict:
-    """Fill a LoopbackHub with the repositories above; returns facts the tests check."""
+def add_corpus_and_tokenizer(hub):
+    """The tokenizer repo and the Pile-shaped dataset; returns (tokenizer files, tokenizer,
+    the documents tokenized)."""
     texts = documents(400, seed=0)
     tok_files = tokenizer_files(texts)
     import tempfile
@@ -220,6 +221,12 @@ def build(hub) -> dict:
             "README.md": b"---\nlicense: other\n---\n# A Pile-shaped corpus for tests\n",
         },
     )
+    return tok_files, tok, token_docs
+
+
+def build(hub) -> dict:
+    """Fill a LoopbackHub with the repositories above; returns facts the tests check."""
+    tok_files, tok, token_docs = add_corpus_and_tokenizer(hub)
     facts = {"commits": {}, "steps": STEPS, "models": dict(MODELS)}
     for i, (name, hidden) in enumerate(MODELS.items()):
         repo = f"EleutherAI/{name}"
@@ -246,3 +253,29 @@ def build(hub) -> dict:
     )
     facts["tokenizer_size"] = len(tok)
     return facts
+
+
+def build_sweep(hub, models: list[str], steps: list[int], hidden: int = 16) -> None:
+    """Many revisions for a scale test: ``EleutherAI/{model}`` with a branch ``step{N}`` for
+    every step, each a tiny GPT-NeoX whose weights differ from every other revision's (a
+    seeded perturbation of one initialisation), and ``main`` = the last step."""
+    import torch
+    from transformers import GPTNeoXForCausalLM
+
+    from saturation.training import MiniModel, gpt_neox_config
+
+    tok_files, _, _ = add_corpus_and_tokenizer(hub)
+    for i, name in enumerate(models):
+        torch.manual_seed(i)
+        model = GPTNeoXForCausalLM(
+            gpt_neox_config(MiniModel("t", hidden, 2, 2, VOCAB_ROWS, SEQUENCE))
+        )
+        base = model.state_dict()
+        generator = torch.Generator().manual_seed(1000 + i)
+        for step in steps:
+            state = {
+                k: v + 0.01 * torch.randn(v.shape, generator=generator) for k, v in base.items()
+            }
+            files = checkpoint_files(state, model.config, tok_files)
+            hub.add_branch("model", f"EleutherAI/{name}", f"step{step}", files)
+        hub.add_branch("model", f"EleutherAI/{name}", "main", files)
