@@ -36,11 +36,14 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 TARGET = "results/tables/checkpoint_metrics.parquet"
+# plain and array: the shipped profile without its grouping of measurements; group: the
+# shipped profile as it is, its groups as wide as the node (--cores).
 MODES = {
     "plain": [],
-    "group": ["--groups", "measure_checkpoint=measure", "--group-components"],  # + measure=N
+    "group": ["--cores", str(os.cpu_count())],
     "array": ["--slurm-array-jobs", "measure_checkpoint"],
 }
+GROUPING = ("groups", "group-components")
 
 
 def matmul_gflops() -> float:
@@ -90,18 +93,12 @@ def submissions(state: Path) -> int:
 def run_mode(mode, args, config, tmp: Path, state: Path, env: dict) -> dict:
     workdir = workdir_for(tmp / mode, config)
     flags = list(MODES[mode])
-    if mode == "group":
-        # A group's parallel members are summed into one request; --cores and --resources
-        # cap it at one node's CPUs and memory, stacking the rest in series (Snakemake's
-        # group resource layering).
-        node_mb = int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20) - 2048
-        flags += [
-            f"measure={args.group_size}",
-            "--cores",
-            str(os.cpu_count()),
-            "--resources",
-            f"mem_mb={node_mb}",
-        ]
+    profile = workdir / "profiles" / "slurm" / "config.yaml"
+    settings = yaml.safe_load(profile.read_text())
+    if mode != "group":
+        for key in GROUPING:
+            settings.pop(key, None)
+    profile.write_text(yaml.safe_dump(settings))
     cmd = [
         SNAKEMAKE,
         TARGET,
@@ -193,7 +190,6 @@ def main() -> None:
     parser.add_argument("--models", type=int, default=3)
     parser.add_argument("--revisions", type=int, default=100)
     parser.add_argument("--modes", default="plain,group,array")
-    parser.add_argument("--group-size", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--timeout", type=int, default=3600)
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON")

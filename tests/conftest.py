@@ -151,7 +151,8 @@ FIGURES = [
 
 
 # The shipped profile, and only what a one-node test cluster needs besides: no account,
-# status through squeue, a few jobs at once, short waits before and between status checks.
+# status through squeue, a few jobs at once, groups as wide as the node's 2 CPUs, short
+# waits before and between status checks.
 SLURM_ARGS = (
     "--workflow-profile",
     "profiles/slurm",
@@ -160,6 +161,8 @@ SLURM_ARGS = (
     "squeue",
     "--jobs",
     "4",
+    "--cores",
+    "2",
     "--slurm-init-seconds-before-status-checks",
     "2",
     "--seconds-between-status-checks",

@@ -8,6 +8,7 @@ Requests are counted at the server, submissions at the SLURM controller."""
 import collections
 import contextlib
 import json
+import math
 import os
 import re
 import threading
@@ -287,8 +288,9 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         f"{len(measured)} measured revisions {all_measured}; the local run without eviction "
         f"peaked at {paper_run['peak']})"
     )
-    # --jobs 4; a staged download also keeps a small .metadata file per file fetched.
-    assert 0 < disk.peak <= 4 * largest * 1.02 < all_measured
+    # --jobs 4, one of them a group of measurements run two at a time (--cores 2); a staged
+    # download also keeps a small .metadata file per file fetched.
+    assert 0 < disk.peak <= 5 * largest * 1.02 < all_measured
     # Every job that is not a local rule went through sbatch: the controller logged one
     # submission each (the plan's total misses the downstream evaluations, which join after
     # select_downstream); aggregation, selection and figures ran in the Snakemake process.
@@ -314,7 +316,11 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         "evaluate_downstream",
     }
     assert every_stage <= set(remote), every_stage - set(remote)
-    assert submitted == len(remote), (submitted, len(remote))
+    # The profile sends measurements ten to a submission; every other job is one.
+    measured_jobs = remote.count("measure_checkpoint")
+    assert measured_jobs == 3 * len(SLURM_STEPS)  # duplicates too: their job records it
+    groups = math.ceil(measured_jobs / 10)
+    assert submitted == len(remote) - measured_jobs + groups, (submitted, len(remote))
     # Nothing is left behind: no staged checkpoint, no weights in the cache.
     staging = workdir / "results/checkpoints/staging"
     assert not staging.exists() or not any(staging.iterdir())
