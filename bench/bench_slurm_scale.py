@@ -35,6 +35,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 sys.path.insert(0, str(ROOT / "tests"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+from slurm.cluster import PROFILE_ARGS, submissions  # noqa: E402 (tests/ on sys.path above)
+
 TARGET = "results/tables/checkpoint_metrics.parquet"
 # plain and array: the shipped profile without its grouping of measurements; group: the
 # shipped profile as it is, its groups as wide as the node (--cores).
@@ -86,10 +89,6 @@ def workdir_for(base: Path, config: dict) -> Path:
     return base
 
 
-def submissions(state: Path) -> int:
-    return (state / "slurmctld.log").read_text().count("_slurm_rpc_submit_batch_job")
-
-
 def run_mode(mode, args, config, tmp: Path, state: Path, env: dict) -> dict:
     workdir = workdir_for(tmp / mode, config)
     flags = list(MODES[mode])
@@ -102,17 +101,9 @@ def run_mode(mode, args, config, tmp: Path, state: Path, env: dict) -> dict:
     cmd = [
         SNAKEMAKE,
         TARGET,
-        "--workflow-profile",
-        "profiles/slurm",
-        "--slurm-no-account",
-        "--slurm-status-command",
-        "squeue",
+        *PROFILE_ARGS,
         "--jobs",
         str(args.jobs),
-        "--slurm-init-seconds-before-status-checks",
-        "2",
-        "--seconds-between-status-checks",
-        "2",
         *flags,
         "--configfile",
         "config/sweep.yaml",

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from slurm.cluster import PROFILE_ARGS, submissions  # noqa: F401 (re-exported to tests)
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
@@ -150,26 +151,9 @@ FIGURES = [
 ]
 
 
-# The shipped profile, and only what a one-node test cluster needs besides: no account,
-# status through squeue, a few jobs at once, groups as wide as the node's 2 CPUs, short
-# waits before and between status checks.
-SLURM_ARGS = (
-    "--workflow-profile",
-    "profiles/slurm",
-    "--slurm-no-account",
-    "--slurm-status-command",
-    "squeue",
-    "--jobs",
-    "4",
-    "--cores",
-    "2",
-    "--slurm-init-seconds-before-status-checks",
-    "2",
-    "--seconds-between-status-checks",
-    "2",
-    "--latency-wait",
-    "30",
-)
+# The shipped profile on the one-node test cluster, a few jobs at once, groups as wide as the
+# node's 2 CPUs.
+SLURM_ARGS = (*PROFILE_ARGS, "--jobs", "4", "--cores", "2", "--latency-wait", "30")
 
 
 @pytest.fixture(scope="session")
@@ -186,8 +170,3 @@ def slurm_cluster(tmp_path_factory):
         pytest.fail(f"could not bring up SLURM: {up.stderr.strip()}")
     yield state
     subprocess.run([str(ROOT / "tests/slurm/down.sh"), str(state)])
-
-
-def submissions(slurm_state: Path) -> int:
-    """Batch jobs the controller has accepted so far."""
-    return (slurm_state / "slurmctld.log").read_text().count("_slurm_rpc_submit_batch_job")
