@@ -38,6 +38,7 @@ from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.suites import (
     hub_models,
     local_models,
+    measure_jobs,
     model_steps,
     model_tokenizers,
     other_tokenizers,
@@ -72,6 +73,8 @@ STEPS = schedule_steps(config)  # the mini-suite's schedule
 # Each model's own steps: the schedule, a hub entry's revisions, a local run's folders.
 MODEL_STEPS = model_steps(config)
 MODELS = list(MODEL_STEPS)
+# The jobs that measure them: {model: {name in paths: [step, ...]}}.
+MEASURE_JOBS = measure_jobs(config)
 # Each model's tokenizer, and those besides corpus.tokenizer that the sample is tokenized for.
 MODEL_TOKENIZER = model_tokenizers(config)
 OTHER_TOKENIZERS = other_tokenizers(config)  # {key in paths: repo id or folder}
@@ -91,12 +94,48 @@ else:
     TOKENS_PER_STEP = {m: v["tokens_per_step"] for m, v in LOCAL.items()}
 
 
-def tokens_seen(wildcards):
+def tokens_seen(model, step):
     """Tokens the checkpoint was trained on: its step times the model's tokens per step, or
     the number a hub entry gives for the revision."""
     if CKPT["source"] == "hub":
-        return HUB_MODELS[wildcards.model]["tokens"][int(wildcards.step)]
-    return int(wildcards.step) * TOKENS_PER_STEP[wildcards.model]
+        return HUB_MODELS[model]["tokens"][int(step)]
+    return int(step) * TOKENS_PER_STEP[model]
+
+
+def measured_steps(wildcards):
+    """The steps one measuring job reads (its ``steps`` wildcard names them)."""
+    try:
+        return MEASURE_JOBS[wildcards.model][wildcards.steps]
+    except KeyError:
+        raise WorkflowError(
+            f"results/metrics/{wildcards.model}/step{wildcards.steps} is not a measuring "
+            f"job of this run: with metrics.checkpoints_per_job = "
+            f"{METRICS['checkpoints_per_job']}, {wildcards.model} is measured as step"
+            + ", step".join(
+                MEASURE_JOBS.get(wildcards.model, ["(not a model of the run)"])
+            )
+        ) from None
+
+
+def measure_params(wildcards):
+    """Each step a measuring job reads, with the tokens its checkpoint was trained on."""
+    steps = measured_steps(wildcards)
+    return {
+        "steps": steps,
+        "tokens_seen": [tokens_seen(wildcards.model, s) for s in steps],
+        "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps],
+    }
+
+
+def measure_input(wildcards):
+    """What a measuring job reads: each step's folder, or the model's revision manifest."""
+    paths = [checkpoint_path(wildcards.model, s) for s in measured_steps(wildcards)]
+    return list(dict.fromkeys(paths))
+
+
+def measured_of(pattern):
+    """``pattern`` formatted for every measuring job of the run (``{steps}``: its name)."""
+    return [pattern.format(model=m, steps=j) for m in MODELS for j in MEASURE_JOBS[m]]
 
 
 def checkpoints_of(pattern):
@@ -123,6 +162,7 @@ HUB_ACCESS = (
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     step=r"\d+",
+    steps=r"\d+(-\d+)?",
     rank=r"\d+|full",
     corpus="|".join(map(re.escape, NGRAM_CORPORA)),
     split="train|eval",
@@ -151,15 +191,19 @@ def revision_manifest(model):
     return f"results/checkpoints/{model}/revisions.parquet"
 
 
-def checkpoint_input(wildcards):
+def checkpoint_path(model, step):
     """What a job reads a checkpoint from: the mini-suite's folder, the model's revision
     manifest (the job then reads the revision through the Hugging Face cache), or a local
     run's folder, in place."""
     if CKPT["source"] == "hub":
-        return revision_manifest(wildcards.model)
+        return revision_manifest(model)
     if CKPT["source"] == "local":
-        return str(LOCAL[wildcards.model]["steps"][int(wildcards.step)])
-    return checkpoint_dir(wildcards.model, wildcards.step)
+        return str(LOCAL[model]["steps"][int(step)])
+    return checkpoint_dir(model, step)
+
+
+def checkpoint_input(wildcards):
+    return checkpoint_path(wildcards.model, wildcards.step)
 
 
 def manifest_params(wildcards):

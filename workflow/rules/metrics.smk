@@ -1,28 +1,28 @@
 rule measure_checkpoint:
     input:
-        checkpoint=checkpoint_input,
+        checkpoint=measure_input,
         eval=sample_input("eval"),
     output:
-        metrics="results/metrics/{model}/step{step}/metrics.parquet",
-        spectrum="results/metrics/{model}/step{step}/spectrum.parquet",
-        checkpoint="results/metrics/{model}/step{step}/checkpoint.parquet",
+        metrics="results/metrics/{model}/step{steps}/metrics.parquet",
+        spectrum="results/metrics/{model}/step{steps}/spectrum.parquet",
+        checkpoint="results/metrics/{model}/step{steps}/checkpoint.parquet",
     log:
-        "logs/metrics/{model}/step{step}.log",
+        "logs/metrics/{model}/step{steps}.log",
     benchmark:
-        "benchmarks/metrics/{model}/step{step}.tsv"
+        "benchmarks/metrics/{model}/step{steps}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: METRICS["threads"]
     resources:
         mem_mb=METRICS["mem_mb"],
-        runtime=METRICS["runtime"],
+        runtime=lambda wildcards: METRICS["runtime"] * len(measured_steps(wildcards)),
         gpu=METRICS["gpu"],
     params:
         code=code_of("measure_checkpoint.py"),
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
-        tokens_seen=tokens_seen,
+        job=measure_params,
         allow_pickle=CKPT["allow_pickle"],
         hub=HUB_ACCESS,
         tokenizer=lambda wildcards: MODEL_TOKENIZER[wildcards.model],
@@ -32,10 +32,10 @@ rule measure_checkpoint:
 
 rule aggregate_metrics:
     input:
-        metrics=checkpoints_of("results/metrics/{model}/step{step}/metrics.parquet"),
-        spectra=checkpoints_of("results/metrics/{model}/step{step}/spectrum.parquet"),
-        checkpoints=checkpoints_of(
-            "results/metrics/{model}/step{step}/checkpoint.parquet"
+        metrics=measured_of("results/metrics/{model}/step{steps}/metrics.parquet"),
+        spectra=measured_of("results/metrics/{model}/step{steps}/spectrum.parquet"),
+        checkpoints=measured_of(
+            "results/metrics/{model}/step{steps}/checkpoint.parquet"
         ),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",

@@ -1,15 +1,15 @@
-"""Measure one checkpoint (Snakemake entry point)."""
+"""Measure one model's checkpoints, one or several steps (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.tables import measure_revision
+from saturation.tables import measure_revisions
 
 progress = logs.to_file(snakemake.log[0])
-measure_revision(
-    checkpoint=snakemake.input.checkpoint,
+measure_revisions(
+    checkpoints=snakemake.params.job["checkpoints"],
+    steps=snakemake.params.job["steps"],
+    tokens_seen=snakemake.params.job["tokens_seen"],
     hub=snakemake.params.hub,
     model_name=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
-    tokens_seen=snakemake.params.tokens_seen,
     eval_path=snakemake.input.eval,
     tokenizer=snakemake.params.tokenizer,
     allow_pickle=snakemake.params.allow_pickle,

@@ -122,6 +122,7 @@ def evaluate_checkpoint(
     from lm_eval.models.huggingface import HFLM
     from transformers import AutoTokenizer
 
+    from saturation.bootstrap import exact_bootstrap
     from saturation.checkpoints import load_model
     from saturation.hub import open_checkpoint
 
@@ -134,18 +135,19 @@ def evaluate_checkpoint(
         # The checkpoint's own tokenizer unless another is named.
         tok = AutoTokenizer.from_pretrained(str(tokenizer or folder), trust_remote_code=False)
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=batch_size, device=device)
-    out = simple_evaluate(
-        model=lm,
-        tasks=list(tasks),
-        num_fewshot=num_fewshot,
-        limit=limit,
-        task_manager=manager,
-        log_samples=False,
-        random_seed=seed,
-        numpy_random_seed=seed,
-        torch_random_seed=seed,
-        fewshot_random_seed=seed,
-    )
+    with exact_bootstrap():  # the harness's standard errors, without its process pool
+        out = simple_evaluate(
+            model=lm,
+            tasks=list(tasks),
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=False,
+            random_seed=seed,
+            numpy_random_seed=seed,
+            torch_random_seed=seed,
+            fewshot_random_seed=seed,
+        )
     rows = results_rows(out["results"], out.get("n-samples", {}))
     raw = {"results": out["results"], "versions": out.get("versions", {})}
     return rows, raw

@@ -169,6 +169,18 @@ def model_steps(config: dict) -> dict[str, list[int]]:
     return dict.fromkeys(names, schedule_steps(config))
 
 
+def measure_jobs(config: dict) -> dict[str, dict[str, list[int]]]:
+    """The jobs that measure each model's checkpoints: ``metrics.checkpoints_per_job``
+    consecutive steps each, named in paths by their step (one checkpoint) or by their first
+    and last steps (``{first}-{last}``)."""
+    per_job = config["metrics"]["checkpoints_per_job"]
+    jobs = {}
+    for model, steps in model_steps(config).items():
+        batches = [steps[i : i + per_job] for i in range(0, len(steps), per_job)]
+        jobs[model] = {(str(b[0]) if len(b) == 1 else f"{b[0]}-{b[-1]}"): b for b in batches}
+    return jobs
+
+
 def model_tokenizers(config: dict) -> dict[str, str | None]:
     """Each model's tokenizer (a hub repo id or a folder); None on the synthetic language,
     whose token ids are the tokens."""

@@ -51,6 +51,9 @@ CHECKPOINTS_SCHEMA = pa.schema(
 )
 
 
+Tables = tuple[pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint
+
+
 def measure_checkpoint(
     model_name: str,
     step: int,
@@ -65,12 +68,48 @@ def measure_checkpoint(
     out_metrics: str,
     out_spectrum: str,
     out_checkpoint: str,
+    **kwargs,
+) -> None:
+    """Measure one checkpoint folder and write its three tables."""
+    tables = checkpoint_tables(
+        model_name,
+        step,
+        tokens_seen,
+        checkpoint_dir,
+        eval_path,
+        sequence_length,
+        batch_size,
+        dtype,
+        device,
+        allow_pickle,
+        **kwargs,
+    )
+    write_tables(tables, out_metrics, out_spectrum, out_checkpoint)
+
+
+def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint) -> None:
+    for table, path in zip(tables, (out_metrics, out_spectrum, out_checkpoint), strict=True):
+        write_parquet(table, path)
+
+
+def checkpoint_tables(
+    model_name: str,
+    step: int,
+    tokens_seen: int,
+    checkpoint_dir: str,
+    eval_path: str,
+    sequence_length: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    allow_pickle: bool,
     threads: int = 1,
     progress_file=None,
     commit: str | None = None,
     weights_sha256: str | None = None,
     tokenizer: str | None = None,
-) -> None:
+) -> Tables:
+    """One checkpoint's metric rows, head spectrum and checkpoint record."""
     import torch
 
     from saturation.checkpoints import load_model
@@ -115,18 +154,15 @@ def measure_checkpoint(
     if not np.isfinite(rows["value"]).all():  # never a silent NaN in a table
         bad = [m for m, _, v in metrics if not np.isfinite(v)]
         raise ValueError(f"{model_name} step {step}: non-finite metrics {bad}")
-    write_parquet(pa.table(rows, schema=METRICS_SCHEMA), out_metrics)
-    write_parquet(
-        pa.table(
-            {
-                "model": [model_name] * len(sigma),
-                "step": [step] * len(sigma),
-                "index": np.arange(len(sigma)),
-                "singular_value": sigma,
-            },
-            schema=SPECTRA_SCHEMA,
-        ),
-        out_spectrum,
+    metrics_table = pa.table(rows, schema=METRICS_SCHEMA)
+    spectrum = pa.table(
+        {
+            "model": [model_name] * len(sigma),
+            "step": [step] * len(sigma),
+            "index": np.arange(len(sigma)),
+            "singular_value": sigma,
+        },
+        schema=SPECTRA_SCHEMA,
     )
     tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     record = {
@@ -142,10 +178,9 @@ def measure_checkpoint(
         "weights_sha256": weights_sha256,
         "status": "measured",
     }
-    write_parquet(
-        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA), out_checkpoint
-    )
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
+    checkpoint = pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA)
+    return metrics_table, spectrum, checkpoint
 
 
 def sample_vocab(eval_path) -> int | None:
@@ -176,10 +211,8 @@ def check_vocabulary(
         )
 
 
-def write_unmeasured(row: dict, model_name, out_metrics, out_spectrum, out_checkpoint) -> None:
+def unmeasured_tables(row: dict, model_name: str) -> Tables:
     """Empty metric tables and a checkpoint row saying why a revision was not measured."""
-    write_parquet(METRICS_SCHEMA.empty_table(), out_metrics)
-    write_parquet(SPECTRA_SCHEMA.empty_table(), out_spectrum)
     record = {f.name: None for f in CHECKPOINTS_SCHEMA}
     record.update(
         model=model_name,
@@ -188,34 +221,58 @@ def write_unmeasured(row: dict, model_name, out_metrics, out_spectrum, out_check
         weights_sha256=row["weights_sha256"],
         status=row["status"],
     )
-    write_parquet(pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA), out_checkpoint)
+    return (
+        METRICS_SCHEMA.empty_table(),
+        SPECTRA_SCHEMA.empty_table(),
+        pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA),
+    )
 
 
-def measure_revision(checkpoint: str, hub: dict | None, **kwargs) -> None:
+def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> Tables:
     """Measure one checkpoint: a local folder, or (``hub`` set) a revision of a manifest,
     read through the Hugging Face cache. Revisions the manifest marks missing or duplicate
     are recorded as such and not fetched."""
     if hub is None:
-        return measure_checkpoint(checkpoint_dir=checkpoint, **kwargs)
+        return checkpoint_tables(step=step, checkpoint_dir=checkpoint, **kwargs)
     from saturation.hub import manifest_row, open_checkpoint
 
-    row = manifest_row(checkpoint, kwargs["step"])
+    row = manifest_row(checkpoint, step)
     if row["status"] in ("missing", "duplicate"):
         log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
-        return write_unmeasured(
-            row,
-            kwargs["model_name"],
-            kwargs["out_metrics"],
-            kwargs["out_spectrum"],
-            kwargs["out_checkpoint"],
-        )
+        return unmeasured_tables(row, kwargs["model_name"])
     with open_checkpoint(checkpoint, row["step"], hub, kwargs["allow_pickle"]) as folder:
-        measure_checkpoint(
+        return checkpoint_tables(
+            step=step,
             checkpoint_dir=str(folder),
             commit=row["commit"],
             weights_sha256=row["weights_sha256"],
             **kwargs,
         )
+
+
+def measure_revisions(
+    checkpoints: list[str],
+    steps: list[int],
+    tokens_seen: list[int],
+    hub: dict | None,
+    out_metrics: str,
+    out_spectrum: str,
+    out_checkpoint: str,
+    **kwargs,
+) -> None:
+    """Measure one model's checkpoints, one after another in one process (``checkpoints``:
+    each step's folder, or the revision manifest), and write each table once, rows in step
+    order."""
+    measured = [
+        revision_tables(path, hub, step, tokens_seen=tokens, **kwargs)
+        for path, step, tokens in zip(checkpoints, steps, tokens_seen, strict=True)
+    ]
+    write_tables(
+        [pa.concat_tables(kind) for kind in zip(*measured, strict=True)],
+        out_metrics,
+        out_spectrum,
+        out_checkpoint,
+    )
 
 
 def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
