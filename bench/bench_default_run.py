@@ -4,12 +4,17 @@ operation (interpreter and imports, and the harness's task indexing), and this m
 float32 matmul rate, all in one report so that runs on different machines compare as ratios.
 
     snakemake --cores 2                          # a complete run of the embedded default
-    python bench/bench_default_run.py [--json out.json]
+    python bench/bench_default_run.py [RUN ...] [--json out.json]
+
+RUN: the folders of finished runs (default: this checkout). Given two, the report puts them
+side by side with the second's share of the first (e.g. a clone at an older commit, then
+this one), run on the same machine.
 
 Start-up is measured by running, in a fresh interpreter, exactly the imports a job's entry
 script and the modules it calls make before touching data (five repeats, the median), and
 for the downstream jobs also lm-eval's task indexing; the per-rule start-up share is that
-time times the rule's job count over the rule's CPU seconds.
+time times the rule's job count over the rule's CPU seconds. It is this checkout's
+start-up: an older run's jobs may have paid more.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -25,19 +31,22 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The model class a job that loads a mini-suite checkpoint imports (transformers imports it
+# lazily, at the first load; it pulls in torch.distributed, dynamo and scipy.optimize).
+NEOX = "; from transformers import GPTNeoXForCausalLM"
 # Rule -> its benchmark files, and the imports its job makes before the first useful work.
 RULES = {
     "train_minisuite": (
         "benchmarks/checkpoints/train_*.tsv",
-        "import torch, transformers; from saturation import training",
+        "import torch, transformers; from saturation import training" + NEOX,
     ),
     "measure_checkpoint": (
         "benchmarks/metrics/*/step*.tsv",
-        "import torch, transformers; from saturation import tables, metrics, checkpoints",
+        "import torch, transformers; from saturation import tables, metrics, checkpoints" + NEOX,
     ),
     "feature_cache": (
         "benchmarks/rank_heads/*/step*/cache.tsv",
-        "import torch, transformers; from saturation import heads",
+        "import torch, transformers; from saturation import heads" + NEOX,
     ),
     "rank_head": (
         "benchmarks/rank_heads/*/step*/r[0-9f]*.tsv",
@@ -46,7 +55,7 @@ RULES = {
     "evaluate_downstream": (
         "benchmarks/downstream/*/step*.tsv",
         # The default's tasks are local: the harness indexes their folder only.
-        "import torch, transformers, lm_eval; from saturation import downstream\n"
+        "import torch, transformers, lm_eval; from saturation import downstream" + NEOX + "\n"
         "downstream.task_manager('results/downstream/tasks', "
         "['synthetic_next_token', 'synthetic_choice'])",
     ),
@@ -58,22 +67,23 @@ RULES = {
 }
 
 
-def read_benchmarks(pattern: str) -> list[dict]:
+def read_benchmarks(run: Path, pattern: str) -> list[dict]:
     rows = []
-    for path in sorted(ROOT.glob(pattern)):
+    for path in sorted(run.glob(pattern)):
         with path.open() as fh:
             rows += list(csv.DictReader(fh, delimiter="\t"))
     return rows
 
 
-def startup_seconds(imports: str, repeats: int = 5) -> float:
-    """Median wall time of a fresh interpreter that makes ``imports`` and exits."""
+def startup_seconds(imports: str, run: Path, repeats: int = 5) -> float:
+    """Median CPU seconds of a fresh interpreter that makes ``imports`` in ``run`` and exits."""
     code = f"import sys; sys.path.insert(0, {str(ROOT / 'workflow' / 'scripts')!r})\n{imports}"
     times = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=ROOT)
-        times.append(time.perf_counter() - start)
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, cwd=run)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return statistics.median(times)
 
 
@@ -89,44 +99,84 @@ def matmul_gflops(threads: int = 2, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", help="also write the report here")
-    args = parser.parse_args()
-    rate = matmul_gflops()
-    report = {"matmul_gflops_2_threads": rate, "rules": {}}
-    for rule, (pattern, imports) in RULES.items():
-        rows = read_benchmarks(pattern)
+def run_report(run: Path, startup: dict[str, float]) -> dict:
+    """Jobs, wall and CPU seconds, and start-up share per rule of one finished run."""
+    rules = {}
+    for rule, (pattern, _) in RULES.items():
+        rows = read_benchmarks(run, pattern)
         if not rows:
             continue
         wall = sum(float(r["s"]) for r in rows)
         cpu = sum(float(r["cpu_time"]) for r in rows)
-        start = startup_seconds(imports)
-        report["rules"][rule] = {
+        rules[rule] = {
             "jobs": len(rows),
             "wall_s": wall,
             "cpu_s": cpu,
-            "startup_s_per_job": start,
-            "startup_share": min(1.0, start * len(rows) / wall) if wall else None,
+            "startup_s_per_job": startup[rule],
+            "startup_share": min(1.0, startup[rule] * len(rows) / cpu) if cpu else None,
         }
-    total_wall = sum(r["wall_s"] for r in report["rules"].values())
-    total_cpu = sum(r["cpu_s"] for r in report["rules"].values())
-    startup = sum(r["startup_s_per_job"] * r["jobs"] for r in report["rules"].values())
-    report["total"] = {"wall_s": total_wall, "cpu_s": total_cpu, "startup_s": startup}
-    print(f"float32 matmul, 2 threads: {rate:.0f} GFLOP/s")
-    print("| rule | jobs | wall s | CPU s | start-up s/job | start-up share of wall |")
+    total = {
+        "jobs": sum(r["jobs"] for r in rules.values()),
+        "wall_s": sum(r["wall_s"] for r in rules.values()),
+        "cpu_s": sum(r["cpu_s"] for r in rules.values()),
+        "startup_s": sum(r["startup_s_per_job"] * r["jobs"] for r in rules.values()),
+    }
+    return {"run": str(run), "rules": rules, "total": total}
+
+
+def print_run(report: dict) -> None:
+    print(f"\n{report['run']}")
+    print("| rule | jobs | wall s | CPU s | start-up CPU s/job | start-up share of CPU |")
     print("|---|---:|---:|---:|---:|---:|")
-    for rule, r in sorted(report["rules"].items(), key=lambda kv: -kv[1]["wall_s"]):
+    for rule, r in sorted(report["rules"].items(), key=lambda kv: -kv[1]["cpu_s"]):
         print(
             f"| {rule} | {r['jobs']} | {r['wall_s']:.0f} | {r['cpu_s']:.0f} | "
             f"{r['startup_s_per_job']:.1f} | {100 * r['startup_share']:.0f}% |"
         )
+    t = report["total"]
     print(
-        f"| all benchmarked jobs | | {total_wall:.0f} | {total_cpu:.0f} | | "
-        f"{100 * startup / total_wall:.0f}% |"
+        f"| all benchmarked jobs | {t['jobs']} | {t['wall_s']:.0f} | {t['cpu_s']:.0f} | | "
+        f"{100 * t['startup_s'] / t['cpu_s']:.0f}% |"
     )
+
+
+def print_comparison(before: dict, after: dict) -> None:
+    print(f"\nCPU seconds side by side: {before['run']} -> {after['run']}")
+    print("| rule | jobs | CPU s | jobs | CPU s | CPU share |")
+    print("|---|---:|---:|---:|---:|---:|")
+    empty = {"jobs": 0, "cpu_s": 0.0}
+    for rule in RULES:
+        b, a = before["rules"].get(rule, empty), after["rules"].get(rule, empty)
+        share = f"{100 * a['cpu_s'] / b['cpu_s']:.0f}%" if b["cpu_s"] else ""
+        print(
+            f"| {rule} | {b['jobs']} | {b['cpu_s']:.0f} | {a['jobs']} | {a['cpu_s']:.0f} | "
+            f"{share} |"
+        )
+    b, a = before["total"], after["total"]
+    print(
+        f"| all benchmarked jobs | {b['jobs']} | {b['cpu_s']:.0f} | {a['jobs']} | "
+        f"{a['cpu_s']:.0f} | {100 * a['cpu_s'] / b['cpu_s']:.0f}% |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="*", type=Path, default=[ROOT], help="finished runs")
+    parser.add_argument("--json", help="also write the report here")
+    args = parser.parse_args()
+    rate = matmul_gflops()
+    last = args.runs[-1].resolve()  # its task folder is what the downstream jobs index
+    startup = {rule: startup_seconds(imports, last) for rule, (_, imports) in RULES.items()}
+    reports = [run_report(run.resolve(), startup) for run in args.runs]
+    print(f"float32 matmul, 2 threads: {rate:.0f} GFLOP/s")
+    for report in reports:
+        print_run(report)
+    if len(reports) == 2:
+        print_comparison(*reports)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"matmul_gflops_2_threads": rate, "runs": reports}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from conftest import (
 
 SNAKEDEPLOY = str(Path(SNAKEMAKE).with_name("snakedeploy"))
 # One checkpoint and what it needs: the corpus, the training of its model, its measurement.
-TARGET = "results/metrics/tiny-d8/step40/metrics.parquet"
+TARGET = "results/metrics/tiny-d8/step4-40/metrics.parquet"
 
 
 def deploy(tmp_path: Path) -> tuple[Path, Path]:

@@ -106,32 +106,34 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000
 
 
-def test_several_checkpoints_a_job_make_the_same_tables(tiny_run, tmp_path):
-    """metrics.checkpoints_per_job = 4: each model's six checkpoints in two jobs (steps 0-4
-    and 20-40) whose tables are the one-checkpoint-a-job run's, byte for byte."""
+def test_one_checkpoint_a_job_makes_the_same_tables(tiny_run, tmp_path):
+    """The tiny run measures three checkpoints a job (steps 0-2 and 4-40 of each model);
+    one checkpoint a job (metrics.checkpoints_per_job = 1) makes its tables byte for byte."""
     import shutil
 
     import yaml
 
+    for model in ("tiny-d8", "tiny-d16"):
+        for steps in ("0-2", "4-40"):
+            assert (tiny_run / f"results/metrics/{model}/step{steps}/metrics.parquet").is_file()
     workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
     config = load_yaml(workdir / "config" / "config.yaml")
-    config["metrics"]["checkpoints_per_job"] = 4
+    config["metrics"]["checkpoints_per_job"] = 1
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     for folder in ("results/corpus", "results/checkpoints"):  # mtimes kept: not re-made
         shutil.copytree(tiny_run / folder, workdir / folder)
-    tables = ["checkpoint_metrics", "spectra", "checkpoints"]
-    targets = [f"results/tables/{t}.parquet" for t in tables]
+    targets = [
+        f"results/tables/{t}.parquet" for t in ("checkpoint_metrics", "spectra", "checkpoints")
+    ]
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_stats(result.stderr) == {"measure_checkpoint": 4, "aggregate_metrics": 1}
-    for model in ("tiny-d8", "tiny-d16"):
-        for steps in ("0-4", "20-40"):
-            assert (workdir / f"results/metrics/{model}/step{steps}/metrics.parquet").is_file()
+    assert job_stats(result.stderr) == {"measure_checkpoint": 12, "aggregate_metrics": 1}
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
-    result = run_snakemake(workdir, "results/metrics/tiny-d8/step20/metrics.parquet", "-n")
+    result = run_snakemake(workdir, "results/metrics/tiny-d8/step0-2/metrics.parquet", "-n")
     assert result.returncode != 0
-    assert "checkpoints_per_job = 4, tiny-d8 is measured as step0-4, step20-40" in result.stdout
+    expected = "= 1, tiny-d8 is measured as step0, step1, step2, step4, step20, step40"
+    assert expected in result.stdout
 
 
 def test_tiny_run_sweeps_rank_heads(tiny_run):

@@ -38,6 +38,7 @@ from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.suites import (
     hub_models,
     local_models,
+    job_batches,
     measure_jobs,
     model_steps,
     model_tokenizers,
@@ -364,20 +365,53 @@ def downstream_tokenizer(wildcards):
     return tokenizer
 
 
+def downstream_jobs():
+    """The evaluation jobs: each model's selected steps, ``downstream.checkpoints_per_job``
+    a job ({model: {name in paths: [step, ...]}}); known once select_downstream has run."""
+    import pandas as pd
+
+    selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
+    steps = {}
+    for m, s in sorted(set(zip(selection.model, selection.step.astype(int)))):
+        steps.setdefault(m, []).append(s)
+    per_job = DOWNSTREAM["checkpoints_per_job"]
+    return {m: job_batches(s, per_job) for m, s in steps.items()}
+
+
+def evaluated_steps(wildcards):
+    """The steps one evaluation job reads (its ``steps`` wildcard names them)."""
+    jobs = downstream_jobs()
+    try:
+        return jobs[wildcards.model][wildcards.steps]
+    except KeyError:
+        raise WorkflowError(
+            f"results/downstream/{wildcards.model}/step{wildcards.steps} is not an "
+            "evaluation job of this run: the selection's are "
+            + ", ".join(f"{m}/step{j}" for m in jobs for j in jobs[m])
+        ) from None
+
+
 def downstream_inputs(wildcards):
-    inputs = {"checkpoint": checkpoint_input(wildcards)}
+    paths = [checkpoint_path(wildcards.model, s) for s in evaluated_steps(wildcards)]
+    inputs = {"checkpoints": list(dict.fromkeys(paths))}
     if SYNTHETIC:
         inputs["tasks"] = "results/downstream/tasks"
     return inputs
 
 
-def downstream_evaluations(wildcards):
-    """One evaluation per selected (model, step); known once select_downstream has run."""
-    import pandas as pd
+def downstream_params(wildcards):
+    """Each step an evaluation job reads, and where from (a folder, or the manifest)."""
+    steps = evaluated_steps(wildcards)
+    return {"steps": steps, "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps]}
 
-    selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
-    pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
-    return [f"results/downstream/{m}/step{s}.parquet" for m, s in pairs]
+
+def downstream_evaluations(wildcards):
+    """The evaluation jobs' tables; known once select_downstream has run."""
+    return [
+        f"results/downstream/{m}/step{j}.parquet"
+        for m, jobs in downstream_jobs().items()
+        for j in jobs
+    ]
 
 
 TABLES = {

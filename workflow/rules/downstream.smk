@@ -55,21 +55,23 @@ if DOWNSTREAM["activate"]:
         input:
             unpack(downstream_inputs),
         output:
-            table="results/downstream/{model}/step{step}.parquet",
-            raw="results/downstream/{model}/step{step}.json",
+            table="results/downstream/{model}/step{steps}.parquet",
+            raw="results/downstream/{model}/step{steps}.json",
         log:
-            "logs/downstream/{model}/step{step}.log",
+            "logs/downstream/{model}/step{steps}.log",
         benchmark:
-            "benchmarks/downstream/{model}/step{step}.tsv"
+            "benchmarks/downstream/{model}/step{steps}.tsv"
         conda:
             "../envs/torch.yaml"
         threads: DOWNSTREAM["threads"]
         resources:
             mem_mb=DOWNSTREAM["mem_mb"],
-            runtime=DOWNSTREAM["runtime"],
+            runtime=lambda wildcards: DOWNSTREAM["runtime"]
+            * len(evaluated_steps(wildcards)),
             gpu=DOWNSTREAM["gpu"],
         params:
             code=code_of("evaluate_downstream.py"),
+            job=downstream_params,
             tokenizer=downstream_tokenizer,
             allow_pickle=CKPT["allow_pickle"],
             hub=HUB_ACCESS,

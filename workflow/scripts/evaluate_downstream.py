@@ -1,16 +1,17 @@
-"""Evaluate one checkpoint with lm-evaluation-harness (Snakemake entry point)."""
+"""Evaluate one model's selected checkpoints, one or several, with lm-evaluation-harness
+(Snakemake entry point)."""
 
 from saturation import logs
-from saturation.downstream import run_evaluation
+from saturation.downstream import run_evaluations
 
 logs.to_file(snakemake.log[0])
-run_evaluation(
+run_evaluations(
     model=snakemake.wildcards.model,
-    step=int(snakemake.wildcards.step),
+    steps=snakemake.params.job["steps"],
+    checkpoints=snakemake.params.job["checkpoints"],
     out_table=snakemake.output.table,
     out_json=snakemake.output.raw,
     threads=snakemake.threads,
-    checkpoint_dir=snakemake.input.checkpoint,
     tokenizer=snakemake.params.tokenizer,
     include_path=snakemake.params.include_path or snakemake.input.get("tasks"),
     hub=snakemake.params.hub,

@@ -153,25 +153,38 @@ def evaluate_checkpoint(
     return rows, raw
 
 
-def run_evaluation(
-    model: str, step: int, out_table: str, out_json: str, threads: int = 1, **kwargs
+def run_evaluations(
+    model: str,
+    steps: list[int],
+    checkpoints: list[str],
+    out_table: str,
+    out_json: str,
+    threads: int = 1,
+    **kwargs,
 ) -> None:
+    """Evaluate one model's checkpoints in one process, one after another; one table (rows
+    in step order) and one JSON list of the harness's raw results, a record per step."""
     import torch
 
     torch.set_num_threads(threads)
-    rows, raw = evaluate_checkpoint(step=step, **kwargs)
-    for r in rows:
-        log.info(
-            "%s step %d %s %s = %.4f ± %.4f",
-            model,
-            step,
-            r["task"],
-            r["metric"],
-            r["value"],
-            r["stderr"],
-        )
-    table = pd.DataFrame(rows)
-    table.insert(0, "step", step)
-    table.insert(0, "model", model)
-    write_json(raw, out_json)
+    tables, raws = [], []
+    for step, checkpoint in zip(steps, checkpoints, strict=True):
+        rows, raw = evaluate_checkpoint(checkpoint, step=step, **kwargs)
+        for r in rows:
+            log.info(
+                "%s step %d %s %s = %.4f ± %.4f",
+                model,
+                step,
+                r["task"],
+                r["metric"],
+                r["value"],
+                r["stderr"],
+            )
+        table = pd.DataFrame(rows)
+        table.insert(0, "step", step)
+        table.insert(0, "model", model)
+        tables.append(table)
+        raws.append({"step": step, **raw})
+    write_json(raws, out_json)
+    table = pd.concat(tables, ignore_index=True)
     write_parquet(pa.Table.from_pandas(table, schema=EVAL_SCHEMA, preserve_index=False), out_table)

@@ -169,16 +169,17 @@ def model_steps(config: dict) -> dict[str, list[int]]:
     return dict.fromkeys(names, schedule_steps(config))
 
 
+def job_batches(steps: list[int], per_job: int) -> dict[str, list[int]]:
+    """Steps cut into jobs of ``per_job`` consecutive steps, each named in paths by its step
+    (one checkpoint) or by its first and last steps (``{first}-{last}``)."""
+    batches = [steps[i : i + per_job] for i in range(0, len(steps), per_job)]
+    return {(str(b[0]) if len(b) == 1 else f"{b[0]}-{b[-1]}"): b for b in batches}
+
+
 def measure_jobs(config: dict) -> dict[str, dict[str, list[int]]]:
-    """The jobs that measure each model's checkpoints: ``metrics.checkpoints_per_job``
-    consecutive steps each, named in paths by their step (one checkpoint) or by their first
-    and last steps (``{first}-{last}``)."""
+    """The jobs that measure each model's checkpoints, ``metrics.checkpoints_per_job`` a job."""
     per_job = config["metrics"]["checkpoints_per_job"]
-    jobs = {}
-    for model, steps in model_steps(config).items():
-        batches = [steps[i : i + per_job] for i in range(0, len(steps), per_job)]
-        jobs[model] = {(str(b[0]) if len(b) == 1 else f"{b[0]}-{b[-1]}"): b for b in batches}
-    return jobs
+    return {m: job_batches(steps, per_job) for m, steps in model_steps(config).items()}
 
 
 def model_tokenizers(config: dict) -> dict[str, str | None]:
