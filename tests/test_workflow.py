@@ -106,30 +106,43 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000
 
 
-def test_one_checkpoint_a_job_makes_the_same_tables(tiny_run, tmp_path):
-    """The tiny run measures three checkpoints a job (steps 0-2 and 4-40 of each model);
-    one checkpoint a job (metrics.checkpoints_per_job = 1) makes its tables byte for byte."""
+def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
+    """The tiny run measures three checkpoints a job (steps 0-2 and 4-40 of each model),
+    evaluates each model's selection in one job and trains a head a job. Flipped (one
+    checkpoint a job, all four heads in one), the tables are the same bytes."""
     import shutil
 
+    import pandas as pd
     import yaml
 
     for model in ("tiny-d8", "tiny-d16"):
         for steps in ("0-2", "4-40"):
             assert (tiny_run / f"results/metrics/{model}/step{steps}/metrics.parquet").is_file()
+    selection = pd.read_parquet(tiny_run / "results/downstream/selection.parquet")
+    evaluated = selection[["model", "step"]].drop_duplicates()
+    for model, steps in evaluated.groupby("model").step:
+        steps = sorted(steps)
+        name = f"{steps[0]}-{steps[-1]}" if len(steps) > 1 else f"{steps[0]}"
+        assert (tiny_run / f"results/downstream/{model}/step{name}.parquet").is_file()
     workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
     config = load_yaml(workdir / "config" / "config.yaml")
     config["metrics"]["checkpoints_per_job"] = 1
+    config["downstream"]["checkpoints_per_job"] = 1
+    config["rank_heads"]["ranks_per_job"] = 4
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     for folder in ("results/corpus", "results/checkpoints"):  # mtimes kept: not re-made
         shutil.copytree(tiny_run / folder, workdir / folder)
-    targets = [
-        f"results/tables/{t}.parquet" for t in ("checkpoint_metrics", "spectra", "checkpoints")
-    ]
+    tables = ["checkpoint_metrics", "spectra", "checkpoints", "rank_heads", "downstream"]
+    targets = [f"results/tables/{t}.parquet" for t in tables]
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert job_stats(result.stderr) == {"measure_checkpoint": 12, "aggregate_metrics": 1}
+    jobs = job_stats(result.stderr)
+    assert jobs["measure_checkpoint"] == 12 and jobs["rank_head"] == 1
+    # (evaluations join the DAG after the selection: they are not in the first job stats)
+    assert result.stderr.count("rule evaluate_downstream:") == len(evaluated)
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
+    assert (workdir / "results/rank_heads/tiny-d16/step40/r1-full.parquet").is_file()
     result = run_snakemake(workdir, "results/metrics/tiny-d8/step0-2/metrics.parquet", "-n")
     assert result.returncode != 0
     expected = "= 1, tiny-d8 is measured as step0, step1, step2, step4, step20, step40"

@@ -165,6 +165,7 @@ wildcard_constraints:
     step=r"\d+",
     steps=r"\d+(-\d+)?",
     rank=r"\d+|full",
+    ranks=r"(\d+|full)(-(\d+|full))?",
     corpus="|".join(map(re.escape, NGRAM_CORPORA)),
     split="train|eval",
     tokenizer="|".join(map(re.escape, OTHER_TOKENIZERS)) or "(?!)",
@@ -289,6 +290,22 @@ BACKBONES = [
     for b in RANK_HEADS["backbones"]
 ]
 RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]
+# The jobs that train them: {name in paths: [rank, ...]}, rank_heads.ranks_per_job a job.
+RANK_JOBS = job_batches(RANK_SWEEP, RANK_HEADS["ranks_per_job"])
+
+
+def trained_ranks(wildcards):
+    """The ranks one rank-head job trains (its ``ranks`` wildcard names them)."""
+    try:
+        return RANK_JOBS[wildcards.ranks]
+    except KeyError:
+        raise WorkflowError(
+            f"r{wildcards.ranks} is not a rank-head job of this run: with "
+            f"rank_heads.ranks_per_job = {RANK_HEADS['ranks_per_job']} they are r"
+            + ", r".join(RANK_JOBS)
+        ) from None
+
+
 HEAD_TRAINING_KEYS = (
     "steps",
     "batch_tokens",
@@ -367,7 +384,8 @@ def downstream_tokenizer(wildcards):
 
 def downstream_jobs():
     """The evaluation jobs: each model's selected steps, ``downstream.checkpoints_per_job``
-    a job ({model: {name in paths: [step, ...]}}); known once select_downstream has run."""
+    a job ({model: {name in paths: [step, ...]}}); known once select_downstream has run.
+    """
     import pandas as pd
 
     selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
@@ -402,7 +420,10 @@ def downstream_inputs(wildcards):
 def downstream_params(wildcards):
     """Each step an evaluation job reads, and where from (a folder, or the manifest)."""
     steps = evaluated_steps(wildcards)
-    return {"steps": steps, "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps]}
+    return {
+        "steps": steps,
+        "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps],
+    }
 
 
 def downstream_evaluations(wildcards):

@@ -45,20 +45,21 @@ rule rank_head:
         cache="results/rank_heads/{model}/step{step}/cache",
         original="results/rank_heads/{model}/step{step}/original.json",
     output:
-        "results/rank_heads/{model}/step{step}/r{rank}.parquet",
+        "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
     log:
-        "logs/rank_heads/{model}/step{step}/r{rank}.log",
+        "logs/rank_heads/{model}/step{step}/r{ranks}.log",
     benchmark:
-        "benchmarks/rank_heads/{model}/step{step}/r{rank}.tsv"
+        "benchmarks/rank_heads/{model}/step{step}/r{ranks}.tsv"
     conda:
         "../envs/torch.yaml"
     threads: RANK_HEADS["threads"]
     resources:
         mem_mb=RANK_HEADS["mem_mb"],
-        runtime=RANK_HEADS["runtime"],
+        runtime=lambda wildcards: RANK_HEADS["runtime"] * len(trained_ranks(wildcards)),
         gpu=RANK_HEADS["gpu"],
     params:
         code=code_of("rank_head.py"),
+        ranks=trained_ranks,
         setup={k: RANK_HEADS[k] for k in HEAD_TRAINING_KEYS} | {"seed": config["seed"]},
         device=RANK_HEADS["device"],
     script:
@@ -68,9 +69,9 @@ rule rank_head:
 rule aggregate_rank_heads:
     input:
         heads=[
-            f"results/rank_heads/{b['model']}/step{b['step']}/r{r}.parquet"
+            f"results/rank_heads/{b['model']}/step{b['step']}/r{job}.parquet"
             for b in BACKBONES
-            for r in RANK_SWEEP
+            for job in RANK_JOBS
         ],
         originals=[
             f"results/rank_heads/{b['model']}/step{b['step']}/original.json"

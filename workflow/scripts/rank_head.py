@@ -1,13 +1,14 @@
-"""Train one rank-constrained head from the feature cache (Snakemake entry point)."""
+"""Train rank-constrained heads, one or several ranks, from the feature cache (Snakemake
+entry point)."""
 
 from saturation import logs
-from saturation.heads import train_rank_head
+from saturation.heads import train_rank_heads
 
 progress = logs.to_file(snakemake.log[0])
-train_rank_head(
+train_rank_heads(
     snakemake.input.cache,
     snakemake.input.original,
-    rank=snakemake.wildcards.rank,
+    ranks=snakemake.params.ranks,
     backbone=snakemake.wildcards.model,
     step=int(snakemake.wildcards.step),
     setup=snakemake.params.setup,

@@ -414,10 +414,10 @@ def cache_features(
     )
 
 
-def train_rank_head(
+def train_rank_heads(
     cache_dir,
     original_json,
-    rank: str,
+    ranks: list[str],
     backbone,
     step,
     setup: dict,
@@ -426,6 +426,8 @@ def train_rank_head(
     out_path,
     progress_file=None,
 ):
+    """Train a head of each of ``ranks`` (ints as strings, or "full") from one backbone's
+    cache, one after another; one table, a row per head."""
     from saturation.io import read_json
 
     torch.set_num_threads(threads)
@@ -434,29 +436,36 @@ def train_rank_head(
     deterministic(device)
     info = read_json(original_json)
     d, vocab = info["hidden_size"], info["vocab_size"]
-    r = None if rank == "full" else int(rank)
-    if r is not None and r > min(d, vocab):
-        raise ValueError(f"rank {r} exceeds min(hidden size {d}, vocabulary {vocab}) of {backbone}")
-    result = train_head(
-        r,
-        vocab,
-        FeatureShards(cache_dir, "train"),
-        load_cache(cache_dir, "eval", device),
-        HeadTraining(**setup),
-        device,
-        progress_file,
-    )
-    row = {
-        "backbone": backbone,
-        "step": step,
-        "head": "rank" if r else "full",
-        "r": r or min(d, vocab),
-        "hidden_size": d,
-        "vocab_size": vocab,
-        **result,
-    }
-    log.info("%s", row)
-    write_parquet(pa.Table.from_pylist([row], schema=RANK_HEADS_SCHEMA), out_path)
+    wanted = [None if rank == "full" else int(rank) for rank in ranks]
+    for r in wanted:
+        if r is not None and r > min(d, vocab):
+            raise ValueError(
+                f"rank {r} exceeds min(hidden size {d}, vocabulary {vocab}) of {backbone}"
+            )
+    evaluation = load_cache(cache_dir, "eval", device)
+    rows = []
+    for r in wanted:
+        result = train_head(
+            r,
+            vocab,
+            FeatureShards(cache_dir, "train"),
+            evaluation,
+            HeadTraining(**setup),
+            device,
+            progress_file,
+        )
+        row = {
+            "backbone": backbone,
+            "step": step,
+            "head": "rank" if r else "full",
+            "r": r or min(d, vocab),
+            "hidden_size": d,
+            "vocab_size": vocab,
+            **result,
+        }
+        log.info("%s", row)
+        rows.append(row)
+    write_parquet(pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA), out_path)
 
 
 def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
