@@ -1,20 +1,26 @@
-"""Where the embedded default's time goes: CPU and wall seconds per rule from a finished
-run's benchmark files, the start-up each kind of job pays before its first useful
-operation (interpreter and imports, and the harness's task indexing), and this machine's
-float32 matmul rate, all in one report so that runs on different machines compare as ratios.
+"""Where the embedded default's time goes: the whole run's CPU seconds, CPU and wall seconds
+per rule from its benchmark files, the start-up each kind of job pays before its first
+useful operation (interpreter and imports, and the harness's task indexing), and this
+machine's float32 matmul rate, all in one report so that runs on different machines
+compare as ratios.
 
-    snakemake --cores 2                          # a complete run of the embedded default
-    python bench/bench_default_run.py [RUN ...] [--json out.json]
+    python bench/bench_default_run.py --run RUN [RUN ...] [--json out.json]
+    python bench/bench_default_run.py [RUN ...]          # runs that have already finished
 
-RUN: the folders of finished runs (default: this checkout). Given two, the report puts them
-side by side with the second's share of the first (e.g. a clone at an older commit, then
-this one), run on the same machine.
+RUN: a folder holding the workflow (a fresh clone; default: this checkout). With --run,
+`snakemake --cores 2` runs there first and the CPU seconds of its whole process tree
+(Snakemake, every job and what they start, all waited for) are counted exactly. Given two
+runs, the report puts them side by side with the second's share of the first (a clone at
+an older commit, then this one, on the same machine).
 
+The per-rule CPU seconds come from Snakemake's benchmark files, which sample a job every
+0.5 s for its first 15 s and every 30 s after: a job's last seconds past its last sample
+are not counted, so long jobs are under-counted; the whole-run figure is the exact one.
 Start-up is measured by running, in a fresh interpreter, exactly the imports a job's entry
-script and the modules it calls make before touching data (five repeats, the median), and
-for the downstream jobs also lm-eval's task indexing; the per-rule start-up share is that
-time times the rule's job count over the rule's CPU seconds. It is this checkout's
-start-up: an older run's jobs may have paid more.
+script and the modules it calls make before touching data (five repeats, the median CPU),
+for jobs that load a checkpoint with the model class, and for the downstream jobs also
+lm-eval's task indexing; it is this checkout's start-up (an older run's jobs may have paid
+more).
 """
 
 from __future__ import annotations
@@ -99,6 +105,22 @@ def matmul_gflops(threads: int = 2, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def run_workflow(run: Path, cores: int = 2) -> dict:
+    """Run ``snakemake --cores`` in ``run``: wall seconds and the CPU seconds of its whole
+    process tree."""
+    snakemake = str(Path(sys.executable).with_name("snakemake"))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    with (run / "bench_run.log").open("w") as log:
+        subprocess.run(
+            [snakemake, "--cores", str(cores)], cwd=run, check=True, stdout=log, stderr=log
+        )
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": wall, "cpu_s": cpu}
+
+
 def run_report(run: Path, startup: dict[str, float]) -> dict:
     """Jobs, wall and CPU seconds, and start-up share per rule of one finished run."""
     rules = {}
@@ -126,6 +148,9 @@ def run_report(run: Path, startup: dict[str, float]) -> dict:
 
 def print_run(report: dict) -> None:
     print(f"\n{report['run']}")
+    if "whole_run" in report:
+        w = report["whole_run"]
+        print(f"whole run: {w['wall_s']:.0f} s wall, {w['cpu_s']:.0f} CPU s (every process)")
     print("| rule | jobs | wall s | CPU s | start-up CPU s/job | start-up share of CPU |")
     print("|---|---:|---:|---:|---:|---:|")
     for rule, r in sorted(report["rules"].items(), key=lambda kv: -kv[1]["cpu_s"]):
@@ -152,6 +177,9 @@ def print_comparison(before: dict, after: dict) -> None:
             f"| {rule} | {b['jobs']} | {b['cpu_s']:.0f} | {a['jobs']} | {a['cpu_s']:.0f} | "
             f"{share} |"
         )
+    if "whole_run" in before and "whole_run" in after:
+        b, a = before["whole_run"]["cpu_s"], after["whole_run"]["cpu_s"]
+        print(f"| whole run (every process) | | {b:.0f} | | {a:.0f} | {100 * a / b:.0f}% |")
     b, a = before["total"], after["total"]
     print(
         f"| all benchmarked jobs | {b['jobs']} | {b['cpu_s']:.0f} | {a['jobs']} | "
@@ -162,12 +190,17 @@ def print_comparison(before: dict, after: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, default=[ROOT], help="finished runs")
+    parser.add_argument("--run", action="store_true", help="run snakemake in each RUN first")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
+    whole = {run: run_workflow(run.resolve()) for run in args.runs} if args.run else {}
     rate = matmul_gflops()
     last = args.runs[-1].resolve()  # its task folder is what the downstream jobs index
     startup = {rule: startup_seconds(imports, last) for rule, (_, imports) in RULES.items()}
     reports = [run_report(run.resolve(), startup) for run in args.runs]
+    for run, report in zip(args.runs, reports, strict=True):
+        if run in whole:
+            report["whole_run"] = whole[run]
     print(f"float32 matmul, 2 threads: {rate:.0f} GFLOP/s")
     for report in reports:
         print_run(report)

@@ -86,7 +86,8 @@ sys.path.insert(0, {scripts!r})
 from saturation.tables import measure_checkpoint
 t = time.perf_counter()
 measure_checkpoint("bench", 0, 1, {ckpt!r}, {eval!r}, {seq}, {batch}, "float32", "cpu", False,
-                   {out!r} + "/m.parquet", {out!r} + "/s.parquet", {out!r} + "/c.parquet", threads=2)
+                   out_metrics={out!r} + "/m.parquet", out_spectrum={out!r} + "/s.parquet",
+                   out_checkpoint={out!r} + "/c.parquet", threads=2)
 print(json.dumps({{"seconds": time.perf_counter() - t,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

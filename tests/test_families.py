@@ -174,9 +174,9 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
         "float32",
         "cpu",
         False,
-        out["metrics"],
-        out["spectrum"],
-        out["checkpoint"],
+        out_metrics=out["metrics"],
+        out_spectrum=out["spectrum"],
+        out_checkpoint=out["checkpoint"],
     )
     row = pq.read_table(out["checkpoint"]).to_pylist()[0]
     assert (row["hidden_size"], row["head_input_size"], row["tied_head"]) == (16, 8, True)

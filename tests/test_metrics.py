@@ -189,9 +189,9 @@ def measure(tmp_path, name, step, directory, eval_path):
         "float32",
         "cpu",
         False,
-        out / "metrics.parquet",
-        out / "spectrum.parquet",
-        out / "checkpoint.parquet",
+        out_metrics=out / "metrics.parquet",
+        out_spectrum=out / "spectrum.parquet",
+        out_checkpoint=out / "checkpoint.parquet",
     )
     return out
 

@@ -54,37 +54,10 @@ CHECKPOINTS_SCHEMA = pa.schema(
 Tables = tuple[pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint
 
 
-def measure_checkpoint(
-    model_name: str,
-    step: int,
-    tokens_seen: int,
-    checkpoint_dir: str,
-    eval_path: str,
-    sequence_length: int,
-    batch_size: int,
-    dtype: str,
-    device: str,
-    allow_pickle: bool,
-    out_metrics: str,
-    out_spectrum: str,
-    out_checkpoint: str,
-    **kwargs,
-) -> None:
-    """Measure one checkpoint folder and write its three tables."""
-    tables = checkpoint_tables(
-        model_name,
-        step,
-        tokens_seen,
-        checkpoint_dir,
-        eval_path,
-        sequence_length,
-        batch_size,
-        dtype,
-        device,
-        allow_pickle,
-        **kwargs,
-    )
-    write_tables(tables, out_metrics, out_spectrum, out_checkpoint)
+def measure_checkpoint(*args, out_metrics: str, out_spectrum: str, out_checkpoint: str, **kwargs):
+    """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its three
+    tables."""
+    write_tables(checkpoint_tables(*args, **kwargs), out_metrics, out_spectrum, out_checkpoint)
 
 
 def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint) -> None:
