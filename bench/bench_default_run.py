@@ -28,6 +28,8 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
+import re
 import resource
 import statistics
 import subprocess
@@ -71,6 +73,35 @@ RULES = {
     ),
     "sample_corpus": ("benchmarks/corpus/*.tsv", "from saturation import corpus"),
 }
+
+
+# Local jobs (no benchmark files; counted in the run's Snakemake log) and their imports: a
+# rule name, or a prefix ending in "*" (the figures).
+LOCAL_RULES = {
+    "fig*": "from saturation import plots",
+    "synthetic_language": "from saturation import synthetic",
+    "aggregate_metrics": "from saturation import tables",
+    "saturation": "from saturation import scaling",
+    "select_downstream": "from saturation import selection",
+    "downstream_tasks": "from saturation import tasks",
+    "aggregate_downstream": "from saturation import table1",
+    "aggregate_rank_heads": "from saturation import heads",
+    "aggregate_ngrams": "from saturation import ngrams",
+}
+
+
+def local_jobs(run: Path) -> dict[str, int]:
+    """Local jobs by LOCAL_RULES key, from the run's latest Snakemake log."""
+    logs = sorted((run / ".snakemake" / "log").glob("*.snakemake.log"))
+    if not logs:
+        return {}
+    names = re.findall(r"^localrule (\w+):", logs[-1].read_text(), re.M)
+    counts = dict.fromkeys(LOCAL_RULES, 0)
+    for name in names:
+        for key in LOCAL_RULES:
+            if name == key or (key.endswith("*") and name.startswith(key[:-1])):
+                counts[key] += 1
+    return {k: n for k, n in counts.items() if n}
 
 
 def read_benchmarks(run: Path, pattern: str) -> list[dict]:
@@ -143,14 +174,29 @@ def run_report(run: Path, startup: dict[str, float]) -> dict:
         "cpu_s": sum(r["cpu_s"] for r in rules.values()),
         "startup_s": sum(r["startup_s_per_job"] * r["jobs"] for r in rules.values()),
     }
-    return {"run": str(run), "rules": rules, "total": total}
+    local = local_jobs(run)
+    local_startup = sum(startup[key] * n for key, n in local.items())
+    return {
+        "run": str(run),
+        "rules": rules,
+        "total": total,
+        "local_jobs": local,
+        "startup_s_all_jobs": total["startup_s"] + local_startup,
+    }
 
 
 def print_run(report: dict) -> None:
     print(f"\n{report['run']}")
     if "whole_run" in report:
         w = report["whole_run"]
-        print(f"whole run: {w['wall_s']:.0f} s wall, {w['cpu_s']:.0f} CPU s (every process)")
+        print(
+            "whole run: "
+            + (f"{w['wall_s']:.0f} s wall, " if math.isfinite(w["wall_s"]) else "")
+            + f"{w['cpu_s']:.0f} CPU s (every process); "
+            f"start-up of all {report['total']['jobs'] + sum(report['local_jobs'].values())} "
+            f"jobs (local ones too): {report['startup_s_all_jobs']:.0f} CPU s, "
+            f"{100 * report['startup_s_all_jobs'] / w['cpu_s']:.0f}%"
+        )
     print("| rule | jobs | wall s | CPU s | start-up CPU s/job | start-up share of CPU |")
     print("|---|---:|---:|---:|---:|---:|")
     for rule, r in sorted(report["rules"].items(), key=lambda kv: -kv[1]["cpu_s"]):
@@ -191,12 +237,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path, default=[ROOT], help="finished runs")
     parser.add_argument("--run", action="store_true", help="run snakemake in each RUN first")
+    parser.add_argument(
+        "--whole-cpu",
+        type=float,
+        nargs="+",
+        help="finished runs: each one's whole-run CPU seconds, measured by e.g. /usr/bin/time",
+    )
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args()
     whole = {run: run_workflow(run.resolve()) for run in args.runs} if args.run else {}
+    if args.whole_cpu:
+        whole = {
+            run: {"wall_s": math.nan, "cpu_s": c}
+            for run, c in zip(args.runs, args.whole_cpu, strict=True)
+        }
     rate = matmul_gflops()
     last = args.runs[-1].resolve()  # its task folder is what the downstream jobs index
     startup = {rule: startup_seconds(imports, last) for rule, (_, imports) in RULES.items()}
+    startup |= {key: startup_seconds(imports, last) for key, imports in LOCAL_RULES.items()}
     reports = [run_report(run.resolve(), startup) for run in args.runs]
     for run, report in zip(args.runs, reports, strict=True):
         if run in whole:
