@@ -8,7 +8,7 @@ same Mersenne Twister: seeded with the array ``[i]`` they share ``init_by_array`
 make a float from two 32-bit words the same way, so ``floor(u · n)`` picks the very indices
 ``choices`` picks. The statistic still runs on Python lists of the same floats, so every
 replicate, and the standard error, is the harness's own to the last bit (tests/
-test_downstream.py checks it against the harness's function).
+test_bootstrap.py checks it against the harness's function).
 """
 
 from __future__ import annotations
@@ -39,8 +39,9 @@ def bootstrap_stderr(f: Callable[[Sequence], float], xs: Sequence, iters: int) -
         return (_harness or metrics.bootstrap_stderr)(f, xs, iters)  # not plain numbers
     values = np.asarray(xs, dtype=np.float64)
     n, chunk = len(values), min(1000, iters)
-    # Statistics of a mean: the mean as Python's sum makes it (one addition after another
-    # before 3.12, which compensates), vectorized over a chunk's resamples.
+    # Statistics of a mean: the sum as Python's sum makes it, one addition after another
+    # (before 3.12; 3.12's sum compensates, so it takes the general path), vectorized over
+    # a chunk's resamples.
     of_mean = {metrics.mean: float, metrics.perplexity: lambda m: math.exp(-m)}
     sequential = sys.version_info < (3, 12) and f in of_mean
     replicates = []

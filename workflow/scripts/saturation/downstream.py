@@ -115,8 +115,10 @@ def evaluate_checkpoint(
     seed: int = 1234,
     step: int | None = None,
     hub: dict | None = None,
+    manager=None,
 ) -> tuple[list[dict], dict]:
-    """Run the harness on one local checkpoint; tidy rows and the harness's raw results."""
+    """Run the harness on one local checkpoint; tidy rows and the harness's raw results.
+    ``manager``: the harness's task index, when the caller evaluates several checkpoints."""
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -126,8 +128,9 @@ def evaluate_checkpoint(
     from saturation.checkpoints import load_model
     from saturation.hub import open_checkpoint
 
-    manager = task_manager(include_path, tasks)
-    check_tasks(manager, tasks)
+    if manager is None:
+        manager = task_manager(include_path, tasks)
+        check_tasks(manager, tasks)
     device = resolve_device(device)
     torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
     with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
@@ -167,9 +170,11 @@ def run_evaluations(
     import torch
 
     torch.set_num_threads(threads)
+    manager = task_manager(kwargs.get("include_path"), kwargs["tasks"])  # indexed once
+    check_tasks(manager, kwargs["tasks"])
     tables, raws = [], []
     for step, checkpoint in zip(steps, checkpoints, strict=True):
-        rows, raw = evaluate_checkpoint(checkpoint, step=step, **kwargs)
+        rows, raw = evaluate_checkpoint(checkpoint, step=step, manager=manager, **kwargs)
         for r in rows:
             log.info(
                 "%s step %d %s %s = %.4f ± %.4f",
