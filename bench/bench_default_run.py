@@ -61,7 +61,7 @@ RULES = {
         "import torch; from saturation import heads",
     ),
     "evaluate_downstream": (
-        "benchmarks/downstream/*/step*.tsv",
+        "benchmarks/downstream/**/*.tsv",
         # The default's tasks are local: the harness indexes their folder only.
         "import torch, transformers, lm_eval; from saturation import downstream" + NEOX + "\n"
         "downstream.task_manager('results/downstream/tasks', "

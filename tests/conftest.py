@@ -17,6 +17,28 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
+# pytest runs on two workers (pyproject.toml: -n 2 --dist loadgroup). The tests that share
+# a session's workflow run or server go to one worker together, so each is made once: the
+# tiny run's readers, the loopback hub's Pythia repos with the SLURM cluster, the families.
+XDIST_GROUPS = {
+    "test_local_suite": "tiny-run",
+    "test_module": "tiny-run",
+    "test_reruns": "tiny-run",
+    "test_workflow": "tiny-run",
+    "test_hub": "paper-hub",
+    "test_paper_path": "paper-hub",
+    "test_family_suite": "families",
+}
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items):
+    for item in items:
+        group = XDIST_GROUPS.get(item.module.__name__.rpartition(".")[2])
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

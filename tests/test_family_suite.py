@@ -48,8 +48,9 @@ def family_config(tasks) -> dict:
     ]
     config["scaling"]["models"] = ["pythia-14m"]
     config["rank_heads"]["backbones"] = [{"model": m, "step": None} for m in EXPECTED]
-    config["rank_heads"]["ranks"] = [2]
-    config["downstream"].update(models=None, include_path=str(tasks))
+    config["rank_heads"].update(ranks=[2], ranks_per_job=2)  # rank 2 and the full head
+    # Every family's checkpoint in one evaluation job, across models.
+    config["downstream"].update(models=None, include_path=str(tasks), checkpoints_per_job=5)
     config["ngrams"]["corpora"] = [{"name": "pile-pythia", "source": "workflow"}]
     return config
 

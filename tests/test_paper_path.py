@@ -253,15 +253,17 @@ SLURM_STEPS = [2, 512, 3000]  # a measured revision, a duplicate (2.8b) and the 
 
 
 def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopback_hub, tmp_path):
-    """The study on three revisions a model, submitted through the shipped SLURM profile
-    with checkpoints.hub.evict: every stage's rules run, the disk holds the checkpoints of
-    the jobs running at once, and each measurement, the rank heads and the n-gram spectra are
-    the local run's, byte for byte."""
+    """The study on three revisions a model (one measuring job each, the three in one
+    group submission), submitted through the shipped SLURM profile with
+    checkpoints.hub.evict: every stage's rules run, the disk holds the checkpoints of the
+    jobs running at once, and each measurement, the rank heads and the n-gram spectra are
+    the local run's."""
     server, facts = loopback_hub
     workdir = paper_workdir(tmp_path / "slurm")
     config = read_config(workdir)
     config["checkpoints"]["hub"]["evict"] = True
     config["checkpoints"]["schedule"]["subset"] = SLURM_STEPS
+    config["metrics"]["checkpoints_per_job"] = len(SLURM_STEPS)
     write_config(workdir, config)
     hf_home = tmp_path / "hf-fresh"
     server.clear()
@@ -288,8 +290,9 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         f"{len(measured)} measured revisions {all_measured}; the local run without eviction "
         f"peaked at {paper_run['peak']})"
     )
-    # --jobs 4, one of them a group of measurements run two at a time (--cores 2); a staged
-    # download also keeps a small .metadata file per file fetched.
+    # --jobs 4, one of them the group of measuring jobs, two at a time (--cores 2), each
+    # holding one revision at a time; a staged download also keeps a small .metadata file
+    # per file fetched.
     assert 0 < disk.peak <= 5 * largest * 1.02 < all_measured
     # Every job that is not a local rule went through sbatch: the controller logged one
     # submission each (the plan's total misses the downstream evaluations, which join after
@@ -316,20 +319,25 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         "evaluate_downstream",
     }
     assert every_stage <= set(remote), every_stage - set(remote)
-    # The profile sends measurements ten to a submission; every other job is one.
+    # The profile sends measuring jobs ten to a submission; every other job is one.
     measured_jobs = remote.count("measure_checkpoint")
-    assert measured_jobs == 3 * len(SLURM_STEPS)  # duplicates too: their job records it
+    assert measured_jobs == 3  # a model's revisions a job, duplicates too: it records them
     groups = math.ceil(measured_jobs / 10)
     assert submitted == len(remote) - measured_jobs + groups, (submitted, len(remote))
     # Nothing is left behind: no staged checkpoint, no weights in the cache.
     staging = workdir / "results/checkpoints/staging"
     assert not staging.exists() or not any(staging.iterdir())
     assert DiskSampler(hf_home).size() == 0
-    ours = parquet_digests(workdir)
-    theirs = parquet_digests(paper_run["workdir"])
-    same = [k for k in ours if k.startswith("results/metrics/")]
-    same += ["results/tables/rank_heads.parquet", "results/tables/ngram_spectra.parquet"]
-    assert len(same) == 3 * 3 * len(SLURM_STEPS) + 2
+    jobs = sorted(p.parent.name for p in (workdir / "results/metrics").glob("*/*/metrics.parquet"))
+    assert jobs == ["step2-3000"] * 3
+    for table in ("checkpoint_metrics", "spectra"):
+        ours = pd.read_parquet(workdir / f"results/tables/{table}.parquet")
+        theirs = pd.read_parquet(paper_run["workdir"] / f"results/tables/{table}.parquet")
+        theirs = theirs[theirs.step.isin(SLURM_STEPS)].reset_index(drop=True)
+        assert len(ours.drop_duplicates(["model", "step"])) == len(measured)
+        pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    ours, theirs = parquet_digests(workdir), parquet_digests(paper_run["workdir"])
+    same = ["results/tables/rank_heads.parquet", "results/tables/ngram_spectra.parquet"]
     assert {k: ours[k] for k in same} == {k: theirs[k] for k in same}
 
 
@@ -340,9 +348,9 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     config["metrics"]["batch_size"] = 4
     write_config(workdir, config)
     server.clear()
-    # The last revision of each model, measured again from the cache: nothing downloaded.
-    last = [f"results/metrics/{m}/step3000/metrics.parquet" for m in facts["models"]]
-    result = run_snakemake(workdir, *last, "--cores", "2", *ARGS, env=env, timeout=1500)
+    # Each model's revisions (one job), measured again from the cache: nothing downloaded.
+    jobs = [f"results/metrics/{m}/step0-3000/metrics.parquet" for m in facts["models"]]
+    result = run_snakemake(workdir, *jobs, "--cores", "2", *ARGS, env=env, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ran = result.stdout + result.stderr
     assert re.search(r"^measure_checkpoint\s+3$", ran, re.M), ran[-3000:]
@@ -385,7 +393,7 @@ def test_prefetch_fills_the_cache_for_an_offline_run(loopback_hub, tmp_path):
     assert (workdir / "results/corpus/eval.parquet").is_file()
     # Offline, a measurement reads the cache and asks the hub nothing.
     server.clear()
-    target = "results/metrics/pythia-14m/step2000/metrics.parquet"
+    target = "results/metrics/pythia-14m/step0-3000/metrics.parquet"
     result = run_snakemake(
         workdir, target, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600
     )

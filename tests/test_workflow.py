@@ -108,8 +108,9 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
 
 def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     """The tiny run measures three checkpoints a job (steps 0-2 and 4-40 of each model),
-    evaluates each model's selection in one job and trains a head a job. Flipped (one
-    checkpoint a job, all four heads in one), the tables are the same bytes."""
+    evaluates both models' selections in one job and trains a head a job. Cut otherwise
+    (two checkpoints a job, one model's two evaluations a job, all four heads in one), the
+    tables are the same bytes."""
     import shutil
 
     import pandas as pd
@@ -119,15 +120,16 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
         for steps in ("0-2", "4-40"):
             assert (tiny_run / f"results/metrics/{model}/step{steps}/metrics.parquet").is_file()
     selection = pd.read_parquet(tiny_run / "results/downstream/selection.parquet")
-    evaluated = selection[["model", "step"]].drop_duplicates()
-    for model, steps in evaluated.groupby("model").step:
-        steps = sorted(steps)
-        name = f"{steps[0]}-{steps[-1]}" if len(steps) > 1 else f"{steps[0]}"
-        assert (tiny_run / f"results/downstream/{model}/step{name}.parquet").is_file()
+    evaluated = sorted(set(zip(selection.model, selection.step, strict=True)))
+    # Each model's best/final checkpoint and step 20: four evaluations, one job across models.
+    assert len(evaluated) == 4 and [m for m, _ in evaluated] == ["tiny-d16"] * 2 + ["tiny-d8"] * 2
+    (m0, s0), (m1, s1) = evaluated[0], evaluated[-1]
+    written = sorted(p.name for p in (tiny_run / "results/downstream").glob("*.parquet"))
+    assert written == sorted(["selection.parquet", f"{m0}.step{s0}-{m1}.step{s1}.parquet"])
     workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
     config = load_yaml(workdir / "config" / "config.yaml")
-    config["metrics"]["checkpoints_per_job"] = 1
-    config["downstream"]["checkpoints_per_job"] = 1
+    config["metrics"]["checkpoints_per_job"] = 2
+    config["downstream"]["checkpoints_per_job"] = 2
     config["rank_heads"]["ranks_per_job"] = 4
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     for folder in ("results/corpus", "results/checkpoints"):  # mtimes kept: not re-made
@@ -137,15 +139,17 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = job_stats(result.stderr)
-    assert jobs["measure_checkpoint"] == 12 and jobs["rank_head"] == 1
+    assert jobs["measure_checkpoint"] == 6 and jobs["rank_head"] == 1
     # (evaluations join the DAG after the selection: they are not in the first job stats)
-    assert result.stderr.count("rule evaluate_downstream:") == len(evaluated)
+    assert result.stderr.count("rule evaluate_downstream:") == 2
+    for model in ("tiny-d8", "tiny-d16"):
+        assert (workdir / f"results/downstream/{model}/step20-40.parquet").is_file()
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
     assert (workdir / "results/rank_heads/tiny-d16/step40/r1-full.parquet").is_file()
     result = run_snakemake(workdir, "results/metrics/tiny-d8/step0-2/metrics.parquet", "-n")
     assert result.returncode != 0
-    expected = "= 1, tiny-d8 is measured as step0, step1, step2, step4, step20, step40"
+    expected = "= 2, tiny-d8 is measured as step0-1, step2-4, step20-40"
     assert expected in result.stdout
 
 

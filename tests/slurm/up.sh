@@ -20,7 +20,9 @@ mkdir -p /etc/slurm /var/spool/slurmd /var/spool/slurmctld /var/log/slurm /run/m
 # The jobs' own srun reads /etc/slurm/slurm.conf, whatever SLURM_CONF says.
 # down.sh puts back what was there: a stale slurm.conf naming no running controller makes
 # every `scontrol` wait 9 s, and the SLURM executor plugin calls it whenever Snakemake starts.
-if [ -f /etc/slurm/slurm.conf ] && [ ! -f "$state/slurm.conf.orig" ]; then
+# A slurm.conf of ours (left by a run that was killed) is stale: it is not put back.
+if [ -f /etc/slurm/slurm.conf ] && [ ! -f "$state/slurm.conf.orig" ] \
+  && ! grep -q '^ClusterName=saturation-test$' /etc/slurm/slurm.conf; then
   cp /etc/slurm/slurm.conf "$state/slurm.conf.orig"
 fi
 touch "$state/wrote-conf"

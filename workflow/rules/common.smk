@@ -36,6 +36,8 @@ PACKAGE = Path(saturation.__file__).parent
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.suites import (
+    EVALUATION_JOB,
+    evaluation_jobs,
     hub_models,
     local_models,
     job_batches,
@@ -371,46 +373,43 @@ DOWNSTREAM = config["downstream"]
 DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
 
 
-def downstream_tokenizer(wildcards):
-    """The tokenizer the harness uses: the synthetic language's word-level one, or the
-    model's (None: the hub checkpoint's own files)."""
+def downstream_tokenizer(model):
+    """The tokenizer the harness uses for ``model``: the synthetic language's word-level
+    one, or the model's (None: the hub checkpoint's own files)."""
     if SYNTHETIC:
         return "results/downstream/tasks/tokenizer"
-    tokenizer = MODEL_TOKENIZER[wildcards.model]
-    if CKPT["source"] == "hub" and tokenizer == HUB_MODELS[wildcards.model]["repo"]:
+    tokenizer = MODEL_TOKENIZER[model]
+    if CKPT["source"] == "hub" and tokenizer == HUB_MODELS[model]["repo"]:
         return None
     return tokenizer
 
 
 def downstream_jobs():
-    """The evaluation jobs: each model's selected steps, ``downstream.checkpoints_per_job``
-    a job ({model: {name in paths: [step, ...]}}); known once select_downstream has run.
-    """
+    """The evaluation jobs: the selection's (model, step) pairs in order,
+    ``downstream.checkpoints_per_job`` a job, across models ({name in paths: [(model,
+    step), ...]}); known once select_downstream has run."""
     import pandas as pd
 
     selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
-    steps = {}
-    for m, s in sorted(set(zip(selection.model, selection.step.astype(int)))):
-        steps.setdefault(m, []).append(s)
-    per_job = DOWNSTREAM["checkpoints_per_job"]
-    return {m: job_batches(s, per_job) for m, s in steps.items()}
+    pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
+    return evaluation_jobs(pairs, DOWNSTREAM["checkpoints_per_job"])
 
 
-def evaluated_steps(wildcards):
-    """The steps one evaluation job reads (its ``steps`` wildcard names them)."""
+def evaluations_of(wildcards):
+    """The (model, step) pairs one evaluation job reads (its ``job`` wildcard names them)."""
     jobs = downstream_jobs()
     try:
-        return jobs[wildcards.model][wildcards.steps]
+        return jobs[wildcards.job]
     except KeyError:
         raise WorkflowError(
-            f"results/downstream/{wildcards.model}/step{wildcards.steps} is not an "
-            "evaluation job of this run: the selection's are "
-            + ", ".join(f"{m}/step{j}" for m in jobs for j in jobs[m])
+            f"results/downstream/{wildcards.job} is not an evaluation job of this run: "
+            f"with downstream.checkpoints_per_job = {DOWNSTREAM['checkpoints_per_job']}, "
+            "the selection's are " + ", ".join(jobs)
         ) from None
 
 
 def downstream_inputs(wildcards):
-    paths = [checkpoint_path(wildcards.model, s) for s in evaluated_steps(wildcards)]
+    paths = [checkpoint_path(m, s) for m, s in evaluations_of(wildcards)]
     inputs = {"checkpoints": list(dict.fromkeys(paths))}
     if SYNTHETIC:
         inputs["tasks"] = "results/downstream/tasks"
@@ -418,21 +417,22 @@ def downstream_inputs(wildcards):
 
 
 def downstream_params(wildcards):
-    """Each step an evaluation job reads, and where from (a folder, or the manifest)."""
-    steps = evaluated_steps(wildcards)
-    return {
-        "steps": steps,
-        "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps],
-    }
+    """Each checkpoint an evaluation job reads: its model and step, where it is read from
+    (a folder, or the manifest), and the tokenizer the harness uses."""
+    return [
+        {
+            "model": m,
+            "step": s,
+            "checkpoint": checkpoint_path(m, s),
+            "tokenizer": downstream_tokenizer(m),
+        }
+        for m, s in evaluations_of(wildcards)
+    ]
 
 
 def downstream_evaluations(wildcards):
     """The evaluation jobs' tables; known once select_downstream has run."""
-    return [
-        f"results/downstream/{m}/step{j}.parquet"
-        for m, jobs in downstream_jobs().items()
-        for j in jobs
-    ]
+    return [f"results/downstream/{job}.parquet" for job in downstream_jobs()]
 
 
 TABLES = {

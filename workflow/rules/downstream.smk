@@ -55,24 +55,25 @@ if DOWNSTREAM["activate"]:
         input:
             unpack(downstream_inputs),
         output:
-            table="results/downstream/{model}/step{steps}.parquet",
-            raw="results/downstream/{model}/step{steps}.json",
+            table="results/downstream/{job}.parquet",
+            raw="results/downstream/{job}.json",
         log:
-            "logs/downstream/{model}/step{steps}.log",
+            "logs/downstream/{job}.log",
         benchmark:
-            "benchmarks/downstream/{model}/step{steps}.tsv"
+            "benchmarks/downstream/{job}.tsv"
+        wildcard_constraints:
+            job=EVALUATION_JOB,
         conda:
             "../envs/torch.yaml"
         threads: DOWNSTREAM["threads"]
         resources:
             mem_mb=DOWNSTREAM["mem_mb"],
             runtime=lambda wildcards: DOWNSTREAM["runtime"]
-            * len(evaluated_steps(wildcards)),
+            * len(evaluations_of(wildcards)),
             gpu=DOWNSTREAM["gpu"],
         params:
             code=code_of("evaluate_downstream.py"),
-            job=downstream_params,
-            tokenizer=downstream_tokenizer,
+            evaluations=downstream_params,
             allow_pickle=CKPT["allow_pickle"],
             hub=HUB_ACCESS,
             include_path=DOWNSTREAM["include_path"],

@@ -1,18 +1,15 @@
-"""Evaluate one model's selected checkpoints, one or several, with lm-evaluation-harness
-(Snakemake entry point)."""
+"""Evaluate selected checkpoints, one or several, of one model or several, with
+lm-evaluation-harness (Snakemake entry point)."""
 
 from saturation import logs
 from saturation.downstream import run_evaluations
 
 logs.to_file(snakemake.log[0])
 run_evaluations(
-    model=snakemake.wildcards.model,
-    steps=snakemake.params.job["steps"],
-    checkpoints=snakemake.params.job["checkpoints"],
+    snakemake.params.evaluations,
     out_table=snakemake.output.table,
     out_json=snakemake.output.raw,
     threads=snakemake.threads,
-    tokenizer=snakemake.params.tokenizer,
     include_path=snakemake.params.include_path or snakemake.input.get("tasks"),
     hub=snakemake.params.hub,
     allow_pickle=snakemake.params.allow_pickle,

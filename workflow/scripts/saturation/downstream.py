@@ -157,24 +157,27 @@ def evaluate_checkpoint(
 
 
 def run_evaluations(
-    model: str,
-    steps: list[int],
-    checkpoints: list[str],
+    evaluations: list[dict],
     out_table: str,
     out_json: str,
     threads: int = 1,
     **kwargs,
 ) -> None:
-    """Evaluate one model's checkpoints in one process, one after another; one table (rows
-    in step order) and one JSON list of the harness's raw results, a record per step."""
+    """Evaluate checkpoints in one process, one after another, the harness imported and its
+    tasks indexed once. ``evaluations``: dicts of model, step, checkpoint (a folder, or a
+    revision manifest) and tokenizer. Writes one table (rows in the evaluations' order) and
+    one JSON list of the harness's raw results, a record per checkpoint."""
     import torch
 
     torch.set_num_threads(threads)
     manager = task_manager(kwargs.get("include_path"), kwargs["tasks"])  # indexed once
     check_tasks(manager, kwargs["tasks"])
     tables, raws = [], []
-    for step, checkpoint in zip(steps, checkpoints, strict=True):
-        rows, raw = evaluate_checkpoint(checkpoint, step=step, manager=manager, **kwargs)
+    for e in evaluations:
+        model, step = e["model"], e["step"]
+        rows, raw = evaluate_checkpoint(
+            e["checkpoint"], tokenizer=e["tokenizer"], step=step, manager=manager, **kwargs
+        )
         for r in rows:
             log.info(
                 "%s step %d %s %s = %.4f ± %.4f",
@@ -189,7 +192,7 @@ def run_evaluations(
         table.insert(0, "step", step)
         table.insert(0, "model", model)
         tables.append(table)
-        raws.append({"step": step, **raw})
+        raws.append({"model": model, "step": step, **raw})
     write_json(raws, out_json)
     table = pd.concat(tables, ignore_index=True)
     write_parquet(pa.Table.from_pandas(table, schema=EVAL_SCHEMA, preserve_index=False), out_table)
