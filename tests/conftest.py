@@ -17,10 +17,11 @@ sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 
-# pytest runs on two workers (pyproject.toml: -n 2 --dist loadgroup). The tests that share
-# a session's workflow run or server go to one worker together, so each is made once: the
-# tiny run's readers, the loopback hub's Pythia repos with the SLURM cluster, the families.
-XDIST_GROUPS = {
+# pytest runs on two workers (pyproject.toml: -n 2). The tests that share a session's
+# workflow run or server go to one worker together, so that it is made once: the tiny run's
+# readers, the loopback hub's Pythia repos with the SLURM cluster, the families' run. Every
+# other test is sent on its own, the largest groups first.
+SHARED_RUN_GROUPS = {
     "test_local_suite": "tiny-run",
     "test_module": "tiny-run",
     "test_reruns": "tiny-run",
@@ -31,12 +32,16 @@ XDIST_GROUPS = {
 }
 
 
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(items):
-    for item in items:
-        group = XDIST_GROUPS.get(item.module.__name__.rpartition(".")[2])
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedRunScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::")[0].rpartition("/")[2].removesuffix(".py")
+            return SHARED_RUN_GROUPS.get(module, nodeid)
+
+    return SharedRunScheduling(config, log)
 
 
 def _free_port() -> int:

@@ -81,6 +81,7 @@ def test_mixed_suite_plans_offline(tmp_path):
     config["scaling"]["models"] = ["pythia-14m"]
     config["rank_heads"]["backbones"] = [{"model": "pythia-14m", "step": None}]
     config["downstream"]["models"] = ["pythia-14m"]
+    config["metrics"]["checkpoints_per_job"] = 1  # one job a revision, as config/pythia.yaml
     path = tmp_path / "mixed.yaml"
     path.write_text(yaml.safe_dump(config))
     result = run_snakemake(workdir, "-n", "--configfile", str(path), env={"HF_HUB_OFFLINE": "1"})
