@@ -85,7 +85,7 @@ LOCAL_RULES = {
     "select_downstream": "from saturation import selection",
     "downstream_tasks": "from saturation import tasks",
     "aggregate_downstream": "from saturation import table1",
-    "aggregate_rank_heads": "from saturation import heads",
+    "aggregate_rank_heads": "from saturation import rank_table",
     "aggregate_ngrams": "from saturation import ngrams",
 }
 

@@ -14,6 +14,7 @@ from saturation.heads import (
     evaluate,
     load_cache,
     train_head,
+    train_heads,
 )
 
 
@@ -191,6 +192,43 @@ def test_feature_shards_stream_the_cache_shard_by_shard(tmp_path):
     for _ in range(10):
         (fa, ta), (fb, tb) = next(a), next(b)
         assert torch.equal(fa, fb) and torch.equal(ta, tb)
+
+
+def test_heads_trained_side_by_side_are_the_heads_trained_alone(tmp_path):
+    """One job's heads share each step's batch: every head, its loss and accuracy are those
+    of the same head trained alone, to the bit, from a streamed cache of several shards."""
+    from safetensors.torch import save_file
+
+    from saturation.heads import FeatureShards
+
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(300, 6)).astype(np.float32)
+    t = (x[:, :2].argmax(1) * 5 + rng.integers(0, 5, 300)).astype(np.int64)  # 10 ids
+    for i in range(3):
+        part = slice(100 * i, 100 * (i + 1))
+        save_file(
+            {"features": torch.from_numpy(x[part]), "targets": torch.from_numpy(t[part])},
+            str(tmp_path / f"train_{i:05d}.safetensors"),
+        )
+    held_out = (torch.from_numpy(x[:64]), torch.from_numpy(t[:64]))
+    setup = HeadTraining(
+        steps=30,
+        batch_tokens=32,
+        lr_base=0.05,
+        lr_reference_params=100,
+        lr_exponent=0.5,
+        warmup_steps=3,
+        min_lr_ratio=0.1,
+        weight_decay=0.01,
+        chunk_tokens=20,
+        seed=4,
+    )
+    ranks = [1, 3, None, 6]
+    together = train_heads(ranks, 10, FeatureShards(tmp_path), held_out, setup)
+    alone = [train_head(r, 10, FeatureShards(tmp_path), held_out, setup) for r in ranks]
+    assert together == alone
+    assert len({r["eval_loss"] for r in together}) == len(ranks)  # four different heads
+    assert [r["trainable_params"] for r in together] == [16, 48, 60, 96]
 
 
 def test_deterministic_cuda_sets_the_cublas_workspace():

@@ -83,7 +83,7 @@ rule aggregate_rank_heads:
         "logs/tables/aggregate_rank_heads.log",
     localrule: True
     conda:
-        "../envs/torch.yaml"
+        "../envs/analysis.yaml"
     threads: 1
     resources:
         mem_mb=1000,

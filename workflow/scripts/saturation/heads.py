@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saturation.io import write_json, write_parquet
+from saturation.rank_table import RANK_HEADS_SCHEMA
 from saturation.training import warmup_cosine
 
 log = logging.getLogger(__name__)
@@ -144,10 +145,11 @@ class FeatureShards:
                 features, targets = shard["features"], shard["targets"]
                 perm = rng.permutation(self.sizes[i])
                 for start in range(0, self.sizes[i] - batch + 1, batch):
+                    # index_select: a row gather several times faster than indexing
                     idx = torch.from_numpy(perm[start : start + batch])
                     yield (
-                        features[idx].to(device).float(),
-                        targets[idx].to(device, torch.long),
+                        features.index_select(0, idx).to(device).float(),
+                        targets.index_select(0, idx).to(device, torch.long),
                     )
                 del shard, features, targets
 
@@ -167,7 +169,10 @@ class FeatureTensors:
             perm = rng.permutation(len(self.targets))
             for start in range(0, len(perm) - batch + 1, batch):
                 idx = torch.from_numpy(perm[start : start + batch]).to(self.features.device)
-                yield self.features[idx].to(device).float(), self.targets[idx].to(device)
+                yield (
+                    self.features.index_select(0, idx).to(device).float(),
+                    self.targets.index_select(0, idx).to(device),
+                )
 
 
 def load_cache(cache_dir, split: str, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,52 +274,81 @@ def train_head(
     device="cpu",
     progress_file=None,
 ) -> dict:
-    """Train one head from the cache: ``rank`` an int, or None for the full-rank control.
+    """Train one head from the cache: ``rank`` an int, or None for the full-rank control."""
+    return train_heads([rank], vocab, train, evaluation, setup, device, progress_file)[0]
+
+
+def train_heads(
+    ranks: list[int | None],
+    vocab: int,
+    train,
+    evaluation,
+    setup: HeadTraining,
+    device="cpu",
+    progress_file=None,
+) -> list[dict]:
+    """Train a head of each rank (an int, or None for the full-rank control) from the cache,
+    side by side: each step's batch is read and gathered once and given to every head.
 
     ``train`` is a :class:`FeatureShards` (streamed from disk) or (features, targets).
 
-    AdamW on the head only, linear warm-up then cosine decay, batches drawn from the cached
-    training features by a seeded permutation; deterministic on CPU.
+    Each head has its own AdamW, linear warm-up then cosine decay, and its own seeded
+    initialisation; batches are drawn from the cached training features by one seeded
+    permutation, the same for every head, so a head trained here alongside others is the
+    head trained alone, to the bit (deterministic on CPU). Gathering a batch costs as much
+    as a low-rank head's step: shared, it is paid once.
     """
     from tqdm import tqdm
 
     if isinstance(train, tuple):
         train = FeatureTensors(*train)
     d = train.d
-    generator = torch.Generator().manual_seed(setup.seed)
-    head = (
-        FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
-    ).to(device)
-    n_params = sum(p.numel() for p in head.parameters())
-    lr = setup.learning_rate(n_params)
-    optimizer = torch.optim.AdamW(
-        head.parameters(), lr=lr, weight_decay=setup.weight_decay, betas=(0.9, 0.95), foreach=True
-    )
+    heads, optimizers, lrs = [], [], []
+    for rank in ranks:
+        generator = torch.Generator().manual_seed(setup.seed)
+        head = (
+            FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
+        ).to(device)
+        heads.append(head)
+        lrs.append(setup.learning_rate(sum(p.numel() for p in head.parameters())))
+        optimizers.append(
+            torch.optim.AdamW(
+                head.parameters(),
+                lr=lrs[-1],
+                weight_decay=setup.weight_decay,
+                betas=(0.9, 0.95),
+                foreach=True,
+            )
+        )
     rng = np.random.default_rng(setup.seed)
     batch = min(setup.batch_tokens, len(train))
     batches = train.batches(rng, batch, device)
-    for step in tqdm(
-        range(setup.steps), desc=f"rank {rank or 'full'}", file=progress_file, mininterval=10
-    ):
+    names = ", ".join(str(r or "full") for r in ranks)
+    for step in tqdm(range(setup.steps), desc=f"rank {names}", file=progress_file, mininterval=10):
         features, targets = next(batches)
-        for group in optimizer.param_groups:
-            group["lr"] = lr * warmup_cosine(
-                step, setup.steps, setup.warmup_steps, setup.min_lr_ratio
+        scale = warmup_cosine(step, setup.steps, setup.warmup_steps, setup.min_lr_ratio)
+        for head, optimizer, lr in zip(heads, optimizers, lrs, strict=True):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * scale
+            chunked_cross_entropy(
+                head, features, targets, setup.chunk_tokens, 1.0 / batch, count_correct=False
             )
-        chunked_cross_entropy(
-            head, features, targets, setup.chunk_tokens, 1.0 / batch, count_correct=False
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+    results = []
+    for head, lr in zip(heads, lrs, strict=True):
+        loss, accuracy = evaluate(head, *evaluation, setup.chunk_tokens)
+        results.append(
+            {
+                "trainable_params": sum(p.numel() for p in head.parameters()),
+                "training_tokens": setup.steps * batch,
+                "steps": setup.steps,
+                "lr": lr,
+                "eval_loss": loss,
+                "eval_accuracy": accuracy,
+            }
         )
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    loss, accuracy = evaluate(head, *evaluation, setup.chunk_tokens)
-    return {
-        "trainable_params": n_params,
-        "training_tokens": setup.steps * batch,
-        "steps": setup.steps,
-        "lr": lr,
-        "eval_loss": loss,
-        "eval_accuracy": accuracy,
-    }
+    return results
 
 
 def deterministic(device) -> None:
@@ -325,24 +359,6 @@ def deterministic(device) -> None:
     if str(device).startswith("cuda"):
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(True)
-
-
-RANK_HEADS_SCHEMA = pa.schema(
-    [
-        ("backbone", pa.string()),
-        ("step", pa.int64()),
-        ("head", pa.string()),  # rank | full | original
-        ("r", pa.int64()),
-        ("hidden_size", pa.int64()),
-        ("vocab_size", pa.int64()),
-        ("trainable_params", pa.int64()),
-        ("training_tokens", pa.int64()),
-        ("steps", pa.int64()),
-        ("lr", pa.float64()),
-        ("eval_loss", pa.float64()),
-        ("eval_accuracy", pa.float64()),
-    ]
-)
 
 
 # --- Snakemake-facing wrappers -------------------------------------------------------------
@@ -443,17 +459,17 @@ def train_rank_heads(
                 f"rank {r} exceeds min(hidden size {d}, vocabulary {vocab}) of {backbone}"
             )
     evaluation = load_cache(cache_dir, "eval", device)
+    results = train_heads(
+        wanted,
+        vocab,
+        FeatureShards(cache_dir, "train"),
+        evaluation,
+        HeadTraining(**setup),
+        device,
+        progress_file,
+    )
     rows = []
-    for r in wanted:
-        result = train_head(
-            r,
-            vocab,
-            FeatureShards(cache_dir, "train"),
-            evaluation,
-            HeadTraining(**setup),
-            device,
-            progress_file,
-        )
+    for r, result in zip(wanted, results, strict=True):
         row = {
             "backbone": backbone,
             "step": step,
@@ -466,40 +482,3 @@ def train_rank_heads(
         log.info("%s", row)
         rows.append(row)
     write_parquet(pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA), out_path)
-
-
-def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
-    import pyarrow.parquet as pq
-
-    from saturation.io import read_json
-
-    rows = [r for p in head_paths for r in pq.read_table(p, schema=RANK_HEADS_SCHEMA).to_pylist()]
-    for p in original_paths:
-        info = read_json(p)
-        d, v = info["hidden_size"], info["vocab_size"]
-        rows.append(
-            {
-                "backbone": info["backbone"],
-                "step": info["step"],
-                "head": "original",
-                "r": min(d, v),
-                "hidden_size": d,
-                "vocab_size": v,
-                "trainable_params": 0,
-                "training_tokens": 0,
-                "steps": 0,
-                "lr": 0.0,
-                "eval_loss": info["eval_loss"],
-                "eval_accuracy": info["eval_accuracy"],
-            }
-        )
-    table = pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA)
-    table = table.sort_by(
-        [
-            ("backbone", "ascending"),
-            ("step", "ascending"),
-            ("head", "ascending"),
-            ("r", "ascending"),
-        ]
-    )
-    write_parquet(table, out_path)

@@ -9,7 +9,6 @@ import logging
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.optimize import least_squares
 
 from saturation.io import write_parquet
 
@@ -30,6 +29,10 @@ def fit_scaling_law(
     Fitted in log-space for A and B (so they stay positive and comparably scaled) with
     exponents bounded to (0, 3).
     """
+    # Imported here: the figures need only scaling_law, and scipy.optimize costs every figure
+    # job half a CPU second.
+    from scipy.optimize import least_squares
+
     free = [p for p in PARAMETERS if p not in fixed]
     missing = [p for p in free if p not in initial]
     if missing:

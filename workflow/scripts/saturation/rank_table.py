@@ -1,0 +1,60 @@
+"""The rank-head sweep's tidy table: its schema, and the gathering of every rank-head job's
+rows with each backbone's original head. Kept apart from ``heads`` so that the gathering job
+does not import torch."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saturation.io import read_json, write_parquet
+
+RANK_HEADS_SCHEMA = pa.schema(
+    [
+        ("backbone", pa.string()),
+        ("step", pa.int64()),
+        ("head", pa.string()),  # rank | full | original
+        ("r", pa.int64()),
+        ("hidden_size", pa.int64()),
+        ("vocab_size", pa.int64()),
+        ("trainable_params", pa.int64()),
+        ("training_tokens", pa.int64()),
+        ("steps", pa.int64()),
+        ("lr", pa.float64()),
+        ("eval_loss", pa.float64()),
+        ("eval_accuracy", pa.float64()),
+    ]
+)
+
+
+def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
+    rows = [r for p in head_paths for r in pq.read_table(p, schema=RANK_HEADS_SCHEMA).to_pylist()]
+    for p in original_paths:
+        info = read_json(p)
+        d, v = info["hidden_size"], info["vocab_size"]
+        rows.append(
+            {
+                "backbone": info["backbone"],
+                "step": info["step"],
+                "head": "original",
+                "r": min(d, v),
+                "hidden_size": d,
+                "vocab_size": v,
+                "trainable_params": 0,
+                "training_tokens": 0,
+                "steps": 0,
+                "lr": 0.0,
+                "eval_loss": info["eval_loss"],
+                "eval_accuracy": info["eval_accuracy"],
+            }
+        )
+    table = pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA)
+    table = table.sort_by(
+        [
+            ("backbone", "ascending"),
+            ("step", "ascending"),
+            ("head", "ascending"),
+            ("r", "ascending"),
+        ]
+    )
+    write_parquet(table, out_path)
