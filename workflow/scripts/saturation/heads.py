@@ -303,14 +303,15 @@ def train_heads(
     if isinstance(train, tuple):
         train = FeatureTensors(*train)
     d = train.d
-    heads, optimizers, lrs = [], [], []
+    heads, n_params, optimizers, lrs = [], [], [], []
     for rank in ranks:
         generator = torch.Generator().manual_seed(setup.seed)
         head = (
             FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
         ).to(device)
         heads.append(head)
-        lrs.append(setup.learning_rate(sum(p.numel() for p in head.parameters())))
+        n_params.append(sum(p.numel() for p in head.parameters()))
+        lrs.append(setup.learning_rate(n_params[-1]))
         optimizers.append(
             torch.optim.AdamW(
                 head.parameters(),
@@ -336,11 +337,11 @@ def train_heads(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     results = []
-    for head, lr in zip(heads, lrs, strict=True):
+    for head, params, lr in zip(heads, n_params, lrs, strict=True):
         loss, accuracy = evaluate(head, *evaluation, setup.chunk_tokens)
         results.append(
             {
-                "trainable_params": sum(p.numel() for p in head.parameters()),
+                "trainable_params": params,
                 "training_tokens": setup.steps * batch,
                 "steps": setup.steps,
                 "lr": lr,
