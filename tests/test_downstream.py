@@ -134,6 +134,7 @@ def test_unknown_task_names_it_and_suggests(local_setup):
             tasks=["no_such_benchmark_xyz"],
             include_path=str(root / "tasks"),
             device="cpu",
+            manager=manager,  # the index built above: the name is checked against it
         )
 
 

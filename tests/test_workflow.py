@@ -109,8 +109,9 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
 def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     """The tiny run measures three checkpoints a job (steps 0-2 and 4-40 of each model),
     evaluates both models' selections in one job and trains a head a job. Cut otherwise
-    (two checkpoints a job, one model's two evaluations a job, all four heads in one), the
-    tables are the same bytes."""
+    (a model's six checkpoints in one job, one model's two evaluations a job, all four heads
+    in one), from the same corpus, checkpoints and feature cache, the tables are the same
+    bytes."""
     import shutil
 
     import pandas as pd
@@ -128,28 +129,31 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     assert written == sorted(["selection.parquet", f"{m0}.step{s0}-{m1}.step{s1}.parquet"])
     workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
     config = load_yaml(workdir / "config" / "config.yaml")
-    config["metrics"]["checkpoints_per_job"] = 2
+    config["metrics"]["checkpoints_per_job"] = 6
     config["downstream"]["checkpoints_per_job"] = 2
     config["rank_heads"]["ranks_per_job"] = 4
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-    for folder in ("results/corpus", "results/checkpoints"):  # mtimes kept: not re-made
-        shutil.copytree(tiny_run / folder, workdir / folder)
+    backbone = "results/rank_heads/tiny-d16/step40"
+    for folder in ("results/corpus", "results/checkpoints", f"{backbone}/cache"):
+        shutil.copytree(tiny_run / folder, workdir / folder)  # mtimes kept: not re-made
+    shutil.copy2(tiny_run / backbone / "original.json", workdir / backbone / "original.json")
     tables = ["checkpoint_metrics", "spectra", "checkpoints", "rank_heads", "downstream"]
     targets = [f"results/tables/{t}.parquet" for t in tables]
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = job_stats(result.stderr)
-    assert jobs["measure_checkpoint"] == 6 and jobs["rank_head"] == 1
+    assert jobs["measure_checkpoint"] == 2 and jobs["rank_head"] == 1
+    assert "feature_cache" not in jobs and "train_minisuite" not in jobs
     # (evaluations join the DAG after the selection: they are not in the first job stats)
     assert result.stderr.count("rule evaluate_downstream:") == 2
     for model in ("tiny-d8", "tiny-d16"):
         assert (workdir / f"results/downstream/{model}/step20-40.parquet").is_file()
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
-    assert (workdir / "results/rank_heads/tiny-d16/step40/r1-full.parquet").is_file()
+    assert (workdir / f"{backbone}/r1-full.parquet").is_file()
     result = run_snakemake(workdir, "results/metrics/tiny-d8/step0-2/metrics.parquet", "-n")
     assert result.returncode != 0
-    expected = "= 2, tiny-d8 is measured as step0-1, step2-4, step20-40"
+    expected = "= 6, tiny-d8 is measured as step0-40"
     assert expected in result.stdout
 
 

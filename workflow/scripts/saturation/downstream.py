@@ -118,7 +118,8 @@ def evaluate_checkpoint(
     manager=None,
 ) -> tuple[list[dict], dict]:
     """Run the harness on one local checkpoint; tidy rows and the harness's raw results.
-    ``manager``: the harness's task index, when the caller evaluates several checkpoints."""
+    ``manager``: the harness's task index, when the caller evaluates several checkpoints;
+    the tasks are checked against it before any model is loaded."""
     import torch
     from lm_eval import simple_evaluate
     from lm_eval.models.huggingface import HFLM
@@ -130,7 +131,7 @@ def evaluate_checkpoint(
 
     if manager is None:
         manager = task_manager(include_path, tasks)
-        check_tasks(manager, tasks)
+    check_tasks(manager, tasks)
     device = resolve_device(device)
     torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
     with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
@@ -171,7 +172,6 @@ def run_evaluations(
 
     torch.set_num_threads(threads)
     manager = task_manager(kwargs.get("include_path"), kwargs["tasks"])  # indexed once
-    check_tasks(manager, kwargs["tasks"])
     tables, raws = [], []
     for e in evaluations:
         model, step = e["model"], e["step"]
