@@ -22,7 +22,6 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 # readers, the loopback hub's Pythia repos with the SLURM cluster, the families' run. Every
 # other test is sent on its own, the largest groups first.
 SHARED_RUN_GROUPS = {
-    "test_local_suite": "tiny-run",
     "test_module": "tiny-run",
     "test_reruns": "tiny-run",
     "test_workflow": "tiny-run",

@@ -186,7 +186,9 @@ def tree_digest(root):
 
 def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run):
     """A user's Llama training run on disk, two checkpoints, its tokenizer saved with the
-    last one: measured in place on the same text, tokenized with that tokenizer."""
+    last one, and a stray file the listing ignores: measured in place on the same text,
+    tokenized with that tokenizer, each checkpoint's numbers those of a direct computation;
+    nothing in the run's folder is written, moved or deleted, nothing is copied in."""
     from hub import families
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -197,6 +199,7 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run)
         torch.manual_seed(seed)
         families.llama(served["vocab"], families.POSITIONS).save_pretrained(run / f"step{step}")
     AutoTokenizer.from_pretrained("meta-llama/Llama-3.2-1B").save_pretrained(run / "step500")
+    (run / "notes.txt").write_text("not a checkpoint")
     before = tree_digest(run)
     config = json.loads(json.dumps(family_run["config"]))
     config["checkpoints"] = {
@@ -217,6 +220,7 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run)
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
     assert tree_digest(run) == before  # read in place, nothing written, moved or deleted
+    assert not (workdir / "results/checkpoints/my-llama").exists()  # nothing copied in either
     key = str(run / "step500").strip("/").replace("/", "--")
     sample_path = workdir / f"results/corpus/eval/{key}.parquet"
     meta = json.loads(sample_path.with_suffix(".json").read_text())
