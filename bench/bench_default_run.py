@@ -49,7 +49,7 @@ RULES = {
         "import torch, transformers; from saturation import training" + NEOX,
     ),
     "measure_checkpoint": (
-        "benchmarks/metrics/*/step*.tsv",
+        "benchmarks/metrics/**/*.tsv",
         "import torch, transformers; from saturation import tables, metrics, checkpoints" + NEOX,
     ),
     "feature_cache": (

@@ -162,6 +162,7 @@ def test_a_tokenizer_the_head_does_not_cover_is_refused_before_measuring(family_
     workdir, config = family_run["workdir"], json.loads(json.dumps(family_run["config"]))
     # pythia-14m's head has 384 rows; Gemma's tokenizer has 400 ids.
     config["checkpoints"]["hub"]["models"][4]["tokenizer"] = "google/gemma-2b"
+    config["metrics"]["checkpoints_per_job"] = 1  # pythia-14m's revision a job of its own
     (workdir / "config" / "wrong.yaml").write_text(yaml.safe_dump(config))
     target = "results/metrics/pythia-14m/step0/metrics.parquet"
     result = run_snakemake(

@@ -153,6 +153,8 @@ def read_config(workdir: Path) -> dict:
 
 
 ARGS = ("--configfile", "config/paper.yaml")
+# The one job that measures every revision of the three models (metrics.checkpoints_per_job).
+MEASURE_JOB = "pythia-14m.step0-pythia-2.8b.step3000"
 
 
 @pytest.fixture(scope="module")
@@ -353,8 +355,8 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     config["metrics"]["batch_size"] = 4
     write_config(workdir, config)
     server.clear()
-    # A model's revisions (one job), measured again from the cache: nothing downloaded.
-    job = "results/metrics/pythia-2.8b/step0-3000/metrics.parquet"
+    # Every model's revisions (one job), measured again from the cache: nothing downloaded.
+    job = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
     result = run_snakemake(workdir, job, "--cores", "2", *ARGS, env=env, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ran = result.stdout + result.stderr
@@ -399,7 +401,7 @@ def test_prefetch_fills_the_cache_for_an_offline_run(loopback_hub, tmp_path):
     assert (workdir / "results/corpus/eval.parquet").is_file()
     # Offline, a measurement reads the cache and asks the hub nothing.
     server.clear()
-    target = "results/metrics/pythia-14m/step0-3000/metrics.parquet"
+    target = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
     result = run_snakemake(
         workdir, target, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600
     )

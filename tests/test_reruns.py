@@ -52,7 +52,8 @@ def test_adding_a_model_runs_only_its_jobs_and_the_aggregates(tiny_run, tmp_path
     ]
     jobs = planned(tiny_run, {"checkpoints": {"minisuite": {"models": models}}}, tmp_path)
     assert jobs.pop("train_minisuite") == 1
-    assert jobs.pop("measure_checkpoint") == 1  # the new model's checkpoints only, one job
+    assert jobs.pop("measure_checkpoint") == 1  # the new model's checkpoints only: the first
+    # job (both models', twelve checkpoints a job) is full and stays
     assert jobs.pop("aggregate_metrics") == 1 and jobs.pop("saturation") == 1
     # the new model's evaluations appear once select_downstream has run (a checkpoint)
     assert jobs.pop("select_downstream") == 1 and jobs.pop("aggregate_downstream") == 1
@@ -63,7 +64,7 @@ def test_adding_a_model_runs_only_its_jobs_and_the_aggregates(tiny_run, tmp_path
 def test_changing_the_eval_sample_reruns_measurements_not_training(tiny_run, tmp_path):
     jobs = planned(tiny_run, {"corpus": {"eval_tokens": 3072}}, tmp_path)
     assert jobs["sample_corpus"] == 1  # the eval split; the train split is untouched
-    assert jobs["measure_checkpoint"] == 2  # every checkpoint reads the eval sample (a job a model)
+    assert jobs["measure_checkpoint"] == 1  # every checkpoint reads the eval sample (one job)
     assert jobs["feature_cache"] == 1  # it scores the eval split too
     assert "train_minisuite" not in jobs and "synthetic_language" not in jobs
     assert "ngram_spectrum" not in jobs  # built from the training split
@@ -109,7 +110,7 @@ def test_editing_the_plotting_code_reruns_only_figures(tiny_run, tmp_path):
 
 def test_editing_the_metrics_code_reruns_the_measurements(tiny_run, tmp_path):
     jobs = planned_after_editing(tiny_run, "metrics.py", tmp_path)
-    assert jobs["measure_checkpoint"] == 2  # two models, six checkpoints a job
+    assert jobs["measure_checkpoint"] == 1  # two models' six checkpoints, in one job
     assert "train_minisuite" not in jobs and "sample_corpus" not in jobs
     assert "synthetic_language" not in jobs
     assert planned(tiny_run, {}, tmp_path) == {}  # restored: nothing to do
@@ -145,7 +146,7 @@ def test_killed_run_resumes_to_identical_outputs(tiny_run, tmp_path):
             if (workdir / "logs" / "metrics").exists()
             else []
         )
-        if logs:  # both models' measuring jobs have started
+        if logs:  # the measuring job has started
             break
         time.sleep(0.2)
     else:
@@ -162,5 +163,5 @@ def test_killed_run_resumes_to_identical_outputs(tiny_run, tmp_path):
     ours = parquet_digests(workdir)
     reference = parquet_digests(tiny_run)
     measured = [k for k in ours if k.startswith("results/metrics/")]
-    assert len(measured) == 2 * 3  # two models, a job each, three tables a job
+    assert len(measured) == 3  # both models in one job, three tables a job
     assert ours == {k: reference[k] for k in ours}

@@ -107,17 +107,17 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
 
 
 def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
-    """The tiny run measures a model's six checkpoints in one job, evaluates both models'
-    selections in one job and trains a head a job. Cut otherwise (three checkpoints a job,
-    one model's two evaluations a job, all four heads in one), from the same corpus,
+    """The tiny run measures both models' checkpoints in one job, evaluates both models'
+    selections in one job and trains a head a job. Cut otherwise (a model's six checkpoints
+    a job, one model's two evaluations a job, all four heads in one), from the same corpus,
     checkpoints and feature cache, the tables are the same bytes."""
     import shutil
 
     import pandas as pd
     import yaml
 
-    for model in ("tiny-d8", "tiny-d16"):
-        assert (tiny_run / f"results/metrics/{model}/step0-40/metrics.parquet").is_file()
+    both = "results/metrics/tiny-d8.step0-tiny-d16.step40/metrics.parquet"
+    assert (tiny_run / both).is_file()
     selection = pd.read_parquet(tiny_run / "results/downstream/selection.parquet")
     evaluated = sorted(set(zip(selection.model, selection.step, strict=True)))
     # Each model's best/final checkpoint and step 20: four evaluations, one job across models.
@@ -127,7 +127,7 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     assert written == sorted(["selection.parquet", f"{m0}.step{s0}-{m1}.step{s1}.parquet"])
     workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
     config = load_yaml(workdir / "config" / "config.yaml")
-    config["metrics"]["checkpoints_per_job"] = 3
+    config["metrics"]["checkpoints_per_job"] = 6
     config["downstream"]["checkpoints_per_job"] = 2
     config["rank_heads"]["ranks_per_job"] = 4
     (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
@@ -140,7 +140,7 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = job_stats(result.stderr)
-    assert jobs["measure_checkpoint"] == 4 and jobs["rank_head"] == 1
+    assert jobs["measure_checkpoint"] == 2 and jobs["rank_head"] == 1
     assert "feature_cache" not in jobs and "train_minisuite" not in jobs
     # (evaluations join the DAG after the selection: they are not in the first job stats)
     assert result.stderr.count("rule evaluate_downstream:") == 2
@@ -149,9 +149,10 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
     assert (workdir / f"{backbone}/r1-full.parquet").is_file()
-    result = run_snakemake(workdir, "results/metrics/tiny-d8/step0-40/metrics.parquet", "-n")
+    assert (workdir / "results/metrics/tiny-d16/step0-40/metrics.parquet").is_file()
+    result = run_snakemake(workdir, both, "-n")
     assert result.returncode != 0
-    expected = "= 3, tiny-d8 is measured as step0-2, step4-40"
+    expected = "= 6, its jobs are tiny-d8/step0-40, tiny-d16/step0-40"
     assert expected in result.stdout
 
 

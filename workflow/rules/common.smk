@@ -36,8 +36,8 @@ PACKAGE = Path(saturation.__file__).parent
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.suites import (
-    EVALUATION_JOB,
-    evaluation_jobs,
+    CHECKPOINT_JOB,
+    checkpoint_jobs,
     hub_models,
     local_models,
     job_batches,
@@ -76,7 +76,7 @@ STEPS = schedule_steps(config)  # the mini-suite's schedule
 # Each model's own steps: the schedule, a hub entry's revisions, a local run's folders.
 MODEL_STEPS = model_steps(config)
 MODELS = list(MODEL_STEPS)
-# The jobs that measure them: {model: {name in paths: [step, ...]}}.
+# The jobs that measure them: {name in paths: [(model, step), ...]}.
 MEASURE_JOBS = measure_jobs(config)
 # Each model's tokenizer, and those besides corpus.tokenizer that the sample is tokenized for.
 MODEL_TOKENIZER = model_tokenizers(config)
@@ -105,40 +105,49 @@ def tokens_seen(model, step):
     return int(step) * TOKENS_PER_STEP[model]
 
 
-def measured_steps(wildcards):
-    """The steps one measuring job reads (its ``steps`` wildcard names them)."""
+def measured_checkpoints(wildcards):
+    """The (model, step) checkpoints one measuring job reads (its ``job`` wildcard names
+    them)."""
     try:
-        return MEASURE_JOBS[wildcards.model][wildcards.steps]
+        return MEASURE_JOBS[wildcards.job]
     except KeyError:
         raise WorkflowError(
-            f"results/metrics/{wildcards.model}/step{wildcards.steps} is not a measuring "
-            f"job of this run: with metrics.checkpoints_per_job = "
-            f"{METRICS['checkpoints_per_job']}, {wildcards.model} is measured as step"
-            + ", step".join(
-                MEASURE_JOBS.get(wildcards.model, ["(not a model of the run)"])
-            )
+            f"results/metrics/{wildcards.job} is not a measuring job of this run: with "
+            f"metrics.checkpoints_per_job = {METRICS['checkpoints_per_job']}, its jobs are "
+            + ", ".join(MEASURE_JOBS)
         ) from None
 
 
 def measure_params(wildcards):
-    """Each step a measuring job reads, with the tokens its checkpoint was trained on."""
-    steps = measured_steps(wildcards)
+    """Each checkpoint a measuring job reads: its model and step, the tokens it was trained
+    on, where it is read from (a folder, or the revision manifest), the eval sample tokenized
+    the model's way and the model's tokenizer."""
+    return [
+        {
+            "model": m,
+            "step": s,
+            "tokens_seen": tokens_seen(m, s),
+            "checkpoint": checkpoint_path(m, s),
+            "eval": corpus_of(m, "eval"),
+            "tokenizer": MODEL_TOKENIZER[m],
+        }
+        for m, s in measured_checkpoints(wildcards)
+    ]
+
+
+def measure_inputs(wildcards):
+    """What a measuring job reads: each checkpoint's folder or its model's revision manifest,
+    and each model's eval sample."""
+    pairs = measured_checkpoints(wildcards)
     return {
-        "steps": steps,
-        "tokens_seen": [tokens_seen(wildcards.model, s) for s in steps],
-        "checkpoints": [checkpoint_path(wildcards.model, s) for s in steps],
+        "checkpoints": list(dict.fromkeys(checkpoint_path(m, s) for m, s in pairs)),
+        "eval": list(dict.fromkeys(corpus_of(m, "eval") for m, _ in pairs)),
     }
 
 
-def measure_input(wildcards):
-    """What a measuring job reads: each step's folder, or the model's revision manifest."""
-    paths = [checkpoint_path(wildcards.model, s) for s in measured_steps(wildcards)]
-    return list(dict.fromkeys(paths))
-
-
 def measured_of(pattern):
-    """``pattern`` formatted for every measuring job of the run (``{steps}``: its name)."""
-    return [pattern.format(model=m, steps=j) for m in MODELS for j in MEASURE_JOBS[m]]
+    """``pattern`` formatted for every measuring job of the run (``{job}``: its name)."""
+    return [pattern.format(job=j) for j in MEASURE_JOBS]
 
 
 def checkpoints_of(pattern):
@@ -165,7 +174,6 @@ HUB_ACCESS = (
 wildcard_constraints:
     model="|".join(map(re.escape, MODELS)),
     step=r"\d+",
-    steps=r"\d+(-\d+)?",
     rank=r"\d+|full",
     ranks=r"(\d+|full)(-(\d+|full))?",
     corpus="|".join(map(re.escape, NGRAM_CORPORA)),
@@ -392,7 +400,7 @@ def downstream_jobs():
 
     selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
     pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
-    return evaluation_jobs(pairs, DOWNSTREAM["checkpoints_per_job"])
+    return checkpoint_jobs(pairs, DOWNSTREAM["checkpoints_per_job"])
 
 
 def evaluations_of(wildcards):

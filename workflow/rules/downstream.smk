@@ -62,7 +62,7 @@ if DOWNSTREAM["activate"]:
         benchmark:
             "benchmarks/downstream/{job}.tsv"
         wildcard_constraints:
-            job=EVALUATION_JOB,
+            job=CHECKPOINT_JOB,
         conda:
             "../envs/torch.yaml"
         threads: DOWNSTREAM["threads"]

@@ -1,42 +1,41 @@
 rule measure_checkpoint:
     input:
-        checkpoint=measure_input,
-        eval=sample_input("eval"),
+        unpack(measure_inputs),
     output:
-        metrics="results/metrics/{model}/step{steps}/metrics.parquet",
-        spectrum="results/metrics/{model}/step{steps}/spectrum.parquet",
-        checkpoint="results/metrics/{model}/step{steps}/checkpoint.parquet",
+        metrics="results/metrics/{job}/metrics.parquet",
+        spectrum="results/metrics/{job}/spectrum.parquet",
+        checkpoint="results/metrics/{job}/checkpoint.parquet",
     log:
-        "logs/metrics/{model}/step{steps}.log",
+        "logs/metrics/{job}.log",
     benchmark:
-        "benchmarks/metrics/{model}/step{steps}.tsv"
+        "benchmarks/metrics/{job}.tsv"
+    wildcard_constraints:
+        job=CHECKPOINT_JOB,
     conda:
         "../envs/torch.yaml"
     threads: METRICS["threads"]
     resources:
         mem_mb=METRICS["mem_mb"],
-        runtime=lambda wildcards: METRICS["runtime"] * len(measured_steps(wildcards)),
+        runtime=lambda wildcards: METRICS["runtime"]
+        * len(measured_checkpoints(wildcards)),
         gpu=METRICS["gpu"],
     params:
         code=code_of("measure_checkpoint.py"),
         measure={
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
-        job=measure_params,
+        checkpoints=measure_params,
         allow_pickle=CKPT["allow_pickle"],
         hub=HUB_ACCESS,
-        tokenizer=lambda wildcards: MODEL_TOKENIZER[wildcards.model],
     script:
         "../scripts/measure_checkpoint.py"
 
 
 rule aggregate_metrics:
     input:
-        metrics=measured_of("results/metrics/{model}/step{steps}/metrics.parquet"),
-        spectra=measured_of("results/metrics/{model}/step{steps}/spectrum.parquet"),
-        checkpoints=measured_of(
-            "results/metrics/{model}/step{steps}/checkpoint.parquet"
-        ),
+        metrics=measured_of("results/metrics/{job}/metrics.parquet"),
+        spectra=measured_of("results/metrics/{job}/spectrum.parquet"),
+        checkpoints=measured_of("results/metrics/{job}/checkpoint.parquet"),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",

@@ -176,16 +176,16 @@ def job_batches(steps: list[int], per_job: int) -> dict[str, list[int]]:
     return {(str(b[0]) if len(b) == 1 else f"{b[0]}-{b[-1]}"): b for b in batches}
 
 
-def evaluation_jobs(
-    evaluations: list[tuple[str, int]], per_job: int
+def checkpoint_jobs(
+    checkpoints: list[tuple[str, int]], per_job: int
 ) -> dict[str, list[tuple[str, int]]]:
-    """(model, step) evaluations, in order, cut into jobs of ``per_job`` consecutive ones,
-    which may span models. A job of one model's checkpoints is named in paths as a measuring
-    job is, ``{model}/step{N}`` or ``{model}/step{first}-{last}``; a job across models by its
-    first and last evaluations, ``{model}.step{N}-{model}.step{M}``."""
+    """(model, step) checkpoints, in order, cut into jobs of ``per_job`` consecutive ones,
+    which may span models (measuring and evaluation jobs). A job of one model's checkpoints
+    is named in paths ``{model}/step{N}`` or ``{model}/step{first}-{last}``; a job across
+    models by its first and last checkpoints, ``{model}.step{N}-{model}.step{M}``."""
     jobs = {}
-    for i in range(0, len(evaluations), per_job):
-        batch = evaluations[i : i + per_job]
+    for i in range(0, len(checkpoints), per_job):
+        batch = checkpoints[i : i + per_job]
         (m0, s0), (m1, s1) = batch[0], batch[-1]
         if m0 == m1:
             name = f"{m0}/step{s0}" if len(batch) == 1 else f"{m0}/step{s0}-{s1}"
@@ -195,14 +195,17 @@ def evaluation_jobs(
     return jobs
 
 
-# What an evaluation job's name looks like (evaluation_jobs), as a wildcard constraint.
-EVALUATION_JOB = r"[^/]+/step\d+(-\d+)?|[^/]+\.step\d+-[^/]+\.step\d+"
+# What a job's name looks like (checkpoint_jobs), as a wildcard constraint.
+CHECKPOINT_JOB = r"[^/]+/step\d+(-\d+)?|[^/]+\.step\d+-[^/]+\.step\d+"
 
 
-def measure_jobs(config: dict) -> dict[str, dict[str, list[int]]]:
-    """The jobs that measure each model's checkpoints, ``metrics.checkpoints_per_job`` a job."""
+def measure_jobs(config: dict) -> dict[str, list[tuple[str, int]]]:
+    """The jobs that measure the run's checkpoints: every model's steps in order, models in
+    the config's order, ``metrics.checkpoints_per_job`` a job (across models where that is
+    more than a model's own)."""
     per_job = config["metrics"]["checkpoints_per_job"]
-    return {m: job_batches(steps, per_job) for m, steps in model_steps(config).items()}
+    pairs = [(m, s) for m, steps in model_steps(config).items() for s in steps]
+    return checkpoint_jobs(pairs, per_job)
 
 
 def model_tokenizers(config: dict) -> dict[str, str | None]:

@@ -224,21 +224,29 @@ def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> T
 
 
 def measure_revisions(
-    checkpoints: list[str],
-    steps: list[int],
-    tokens_seen: list[int],
+    checkpoints: list[dict],
     hub: dict | None,
     out_metrics: str,
     out_spectrum: str,
     out_checkpoint: str,
     **kwargs,
 ) -> None:
-    """Measure one model's checkpoints, one after another in one process (``checkpoints``:
-    each step's folder, or the revision manifest), and write each table once, rows in step
-    order."""
+    """Measure checkpoints one after another in one process and write each table once, rows
+    in the checkpoints' order. ``checkpoints``: dicts of model, step, tokens_seen,
+    checkpoint (the step's folder, or the model's revision manifest), eval (the sample
+    tokenized the model's way) and tokenizer."""
     measured = [
-        revision_tables(path, hub, step, tokens_seen=tokens, **kwargs)
-        for path, step, tokens in zip(checkpoints, steps, tokens_seen, strict=True)
+        revision_tables(
+            c["checkpoint"],
+            hub,
+            c["step"],
+            tokens_seen=c["tokens_seen"],
+            model_name=c["model"],
+            eval_path=c["eval"],
+            tokenizer=c["tokenizer"],
+            **kwargs,
+        )
+        for c in checkpoints
     ]
     write_tables(
         [pa.concat_tables(kind) for kind in zip(*measured, strict=True)],
