@@ -2,12 +2,14 @@
 explicit list of revisions or a final checkpoint only, each model's own steps and tokens;
 planned offline by Snakemake."""
 
+import re
+
 import pytest
 import yaml
 
 from conftest import ROOT, copy_workflow, load_yaml, run_snakemake
 from saturation.config import ConfigError, check_semantics
-from saturation.suites import SuiteError, hub_models
+from saturation.suites import CHECKPOINT_JOB, SuiteError, hub_models, measure_jobs
 
 
 def hub_config(models, **hub):
@@ -93,3 +95,33 @@ def test_mixed_suite_plans_offline(tmp_path):
     )
     assert int(jobs["measure_checkpoint"]) == n_pythia + 2 + 1
     assert int(jobs["revision_manifest"]) == 3
+
+
+def test_measuring_jobs_are_cut_across_models_from_the_front():
+    """metrics.checkpoints_per_job over the (model, step) pairs in the config's order: a job
+    of one model is named by its steps, a job across models by its first and last pairs; a
+    model added at the end leaves every full job as it was."""
+    models = [
+        {"repo": "EleutherAI/pythia-70m", "steps": [0, 1, 2, 4, 8]},
+        {"repo": "EleutherAI/pythia-160m", "steps": [0, 64, 128]},
+    ]
+    config = {**hub_config(models), "metrics": {"checkpoints_per_job": 4}}
+    jobs = measure_jobs(config)
+    assert jobs == {
+        "pythia-70m/step0-4": [("pythia-70m", s) for s in (0, 1, 2, 4)],
+        "pythia-70m.step8-pythia-160m.step128": [
+            ("pythia-70m", 8),
+            ("pythia-160m", 0),
+            ("pythia-160m", 64),
+            ("pythia-160m", 128),
+        ],
+    }
+    config["checkpoints"]["hub"]["models"].append({"repo": "EleutherAI/pythia-410m"})
+    grown = measure_jobs(config)
+    assert {k: grown[k] for k in jobs} == jobs
+    # The schedule's 0, 1, 2, 1000 and 2000: four a job.
+    assert list(grown)[2:] == ["pythia-410m/step0-1000", "pythia-410m/step2000"]
+    config["metrics"]["checkpoints_per_job"] = 1
+    assert list(measure_jobs(config))[:2] == ["pythia-70m/step0", "pythia-70m/step1"]
+    pattern = re.compile(CHECKPOINT_JOB)
+    assert all(pattern.fullmatch(name) for name in [*jobs, *grown])
