@@ -116,10 +116,6 @@ def test_editing_the_metrics_code_reruns_the_measurements(tiny_run, tmp_path):
     assert planned(tiny_run, {}, tmp_path) == {}  # restored: nothing to do
 
 
-def test_unchanged_config_plans_nothing(tiny_run, tmp_path):
-    assert planned(tiny_run, {}, tmp_path) == {}
-
-
 # The killed run builds the measured tables (every measurement, the saturation fit) from the
 # tiny run's corpus and checkpoints; the stages after them are covered by the paper path's
 # two runs, whose tables must be equal byte for byte.
