@@ -138,10 +138,10 @@ def measure_params(wildcards):
 def measure_inputs(wildcards):
     """What a measuring job reads: each checkpoint's folder or its model's revision manifest,
     and each model's eval sample."""
-    pairs = measured_checkpoints(wildcards)
+    read = measure_params(wildcards)
     return {
-        "checkpoints": list(dict.fromkeys(checkpoint_path(m, s) for m, s in pairs)),
-        "eval": list(dict.fromkeys(corpus_of(m, "eval") for m, _ in pairs)),
+        "checkpoints": list(dict.fromkeys(c["checkpoint"] for c in read)),
+        "eval": list(dict.fromkeys(c["eval"] for c in read)),
     }
 
 
