@@ -1,37 +1,7 @@
 # Python of the workflow: config validation, the model/step lists, wildcard constraints and
-# input functions. No rules here.
-import sys
-from pathlib import Path
-
-from snakemake.exceptions import WorkflowError
+# input functions. No rules here. (rules/setup.smk, included first, puts the package on
+# sys.path and reads the config files strictly.)
 from snakemake.utils import validate
-
-# This workflow's own files, found from this file wherever the workflow is run from: its
-# checkout, or another workflow that uses it as a `module` (snakedeploy writes one). A
-# module read from a git host gets each file through Snakemake's source cache, and the
-# `saturation` package from `pip install` of this repository (pyproject.toml).
-RULES_DIR = Path(workflow.current_basedir.get_path_or_uri(secret_free=True))
-
-
-def workflow_file(relative):
-    """A file of this workflow, relative to rules/: in place when the workflow is on this
-    disk, else Snakemake's cached copy of it."""
-    if RULES_DIR.is_dir():
-        return str((RULES_DIR / relative).resolve())
-    return workflow.source_path(relative)
-
-
-SCRIPTS = RULES_DIR.parent / "scripts"
-sys.path.insert(0, str(SCRIPTS))
-try:
-    import saturation
-except ModuleNotFoundError:
-    raise WorkflowError(
-        f"The workflow's Python package `saturation` is neither in {SCRIPTS / 'saturation'} "
-        "nor installed: for a module read from a git host, `pip install` this repository "
-        "(its pyproject.toml installs the package)."
-    ) from None
-PACKAGE = Path(saturation.__file__).parent
 
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
@@ -41,6 +11,7 @@ from saturation.suites import (
     hub_models,
     local_models,
     job_batches,
+    loaded_files,
     measure_jobs,
     model_steps,
     model_tokenizers,
@@ -141,6 +112,11 @@ def measure_inputs(wildcards):
     read = measure_params(wildcards)
     return {
         "checkpoints": list(dict.fromkeys(c["checkpoint"] for c in read)),
+        "weights": [
+            f
+            for m, s in measured_checkpoints(wildcards)
+            for f in checkpoint_files(m, s)
+        ],
         "eval": list(dict.fromkeys(c["eval"] for c in read)),
     }
 
@@ -216,6 +192,18 @@ def checkpoint_path(model, step):
 
 def checkpoint_input(wildcards):
     return checkpoint_path(wildcards.model, wildcards.step)
+
+
+def checkpoint_files(model, step):
+    """A local run's checkpoint as the files a job loads (config.json, the weights), for its
+    inputs: weights rewritten in place re-run what read them. [] for other sources."""
+    if CKPT["source"] != "local":
+        return []
+    return loaded_files(LOCAL[model]["steps"][int(step)], CKPT["allow_pickle"])
+
+
+def checkpoint_files_input(wildcards):
+    return checkpoint_files(wildcards.model, wildcards.step)
 
 
 def manifest_params(wildcards):
@@ -417,8 +405,12 @@ def evaluations_of(wildcards):
 
 
 def downstream_inputs(wildcards):
-    paths = [checkpoint_path(m, s) for m, s in evaluations_of(wildcards)]
-    inputs = {"checkpoints": list(dict.fromkeys(paths))}
+    pairs = evaluations_of(wildcards)
+    paths = [checkpoint_path(m, s) for m, s in pairs]
+    inputs = {
+        "checkpoints": list(dict.fromkeys(paths)),
+        "weights": [f for m, s in pairs for f in checkpoint_files(m, s)],
+    }
     if SYNTHETIC:
         inputs["tasks"] = "results/downstream/tasks"
     return inputs

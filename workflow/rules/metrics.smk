@@ -52,6 +52,7 @@ rule aggregate_metrics:
     params:
         code=code_of("aggregate_metrics.py"),
         trusted_steps=CKPT["trusted_steps"],
+        unreadable=METRICS["unreadable"],
     script:
         "../scripts/aggregate_metrics.py"
 

@@ -1,6 +1,7 @@
 rule feature_cache:
     input:
         checkpoint=checkpoint_input,
+        weights=checkpoint_files_input,
         train=sample_input("train"),
         eval=sample_input("eval"),
     output:

@@ -12,4 +12,5 @@ aggregate(
     snakemake.output.spectra,
     snakemake.output.checkpoints,
     trusted_steps=snakemake.params.trusted_steps,
+    unreadable=snakemake.params.unreadable,
 )

@@ -32,6 +32,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be acquired or loaded; the message names it."""
 
 
+class UnreadableCheckpoint(CheckpointError):
+    """A checkpoint that is there but whose content is unusable: no config or weights, a
+    damaged weights file, weights that do not match the config exactly, or non-finite
+    weights. A measuring job records it (status ``unreadable``) and goes on with the rest;
+    the aggregation then stops or leaves it out (``metrics.unreadable``)."""
+
+
 def allow_patterns(allow_pickle: bool) -> list[str]:
     patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + TOKENIZER_PATTERNS
     return patterns + PICKLE_PATTERNS if allow_pickle else patterns
@@ -44,7 +51,7 @@ def weights_files(
     directory = Path(directory)
     where = where or str(directory)
     if not (directory / "config.json").is_file():
-        raise CheckpointError(f"checkpoint {where} has no config.json")
+        raise UnreadableCheckpoint(f"checkpoint {where} has no config.json")
     safetensors = sorted(directory.glob("*.safetensors"))
     if safetensors:
         for f in safetensors:
@@ -64,7 +71,7 @@ def weights_files(
         if allow_pickle
         else " (if it serves only .bin pickles, set checkpoints.allow_pickle: true)"
     )
-    raise CheckpointError(f"checkpoint {where} holds no *.safetensors weights{hint}")
+    raise UnreadableCheckpoint(f"checkpoint {where} holds no *.safetensors weights{hint}")
 
 
 def check_safetensors(path: str | Path) -> None:
@@ -85,7 +92,7 @@ def check_safetensors(path: str | Path) -> None:
                 raise ValueError(f"header of {n} bytes does not fit in a file of {size} bytes")
             header = json.loads(fh.read(n))
     except (ValueError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"corrupt safetensors file {path}: {exc}") from None
+        raise UnreadableCheckpoint(f"corrupt safetensors file {path}: {exc}") from None
     end = 0
     for name, info in header.items():
         if name == "__metadata__":
@@ -93,29 +100,83 @@ def check_safetensors(path: str | Path) -> None:
         try:
             start, stop = info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise CheckpointError(
+            raise UnreadableCheckpoint(
                 f"corrupt safetensors file {path}: bad entry for {name}"
             ) from None
         end = max(end, stop)
     if 8 + n + end != size:
-        raise CheckpointError(
+        raise UnreadableCheckpoint(
             f"truncated or corrupt safetensors file {path}: its header declares "
             f"{8 + n + end} bytes, the file has {size}"
         )
 
 
 def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu"):
-    """A causal LM from a checked checkpoint directory (hub snapshot or mini-suite)."""
+    """A causal LM from a checked checkpoint directory (hub snapshot or mini-suite).
+
+    Refused unless every weight of the checkpoint loads into the model its config names and
+    every parameter of that model comes from the checkpoint, shapes equal, all finite:
+    transformers would otherwise initialise what it cannot load at random and go on. The
+    loader's own report is used, after transformers has dropped the buffers it knows old
+    checkpoints carry (causal masks, rotary ``inv_freq``) and the tied copies of a head.
+    """
     from transformers import AutoModelForCausalLM
 
     files = weights_files(directory, allow_pickle)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
+        model, info = AutoModelForCausalLM.from_pretrained(
             str(directory),
             trust_remote_code=False,
             use_safetensors=files[0].suffix == ".safetensors",
             dtype=dtype,
+            output_loading_info=True,
+            ignore_mismatched_sizes=True,  # reported below, with the shapes, then refused
         )
     except (OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"cannot load checkpoint {directory}: {exc}") from exc
+        raise UnreadableCheckpoint(f"cannot load checkpoint {directory}: {exc}") from exc
+    check_loading(directory, model.config, info)
+    check_finite(directory, model)
     return model.to(device).eval()
+
+
+def check_loading(directory, config, info: dict, shown: int = 3) -> None:
+    """Refuse a load that left parameters at their initialisation or tensors unused."""
+    problems = []
+    for key, what in (
+        ("missing_keys", "not in the checkpoint (left at random initialisation)"),
+        ("unexpected_keys", "in the checkpoint but not in the model (unused)"),
+    ):
+        names = sorted(info.get(key) or ())
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            problems.append(f"{tensors(len(names))} {what}: {', '.join(names[:shown])}{more}")
+    mismatched = sorted(info.get("mismatched_keys") or (), key=str)
+    if mismatched:
+        shapes = [
+            f"{name} (checkpoint {tuple(ckpt)}, model {tuple(model)})"
+            for name, ckpt, model in mismatched[:shown]
+        ]
+        more = f" and {len(mismatched) - shown} more" if len(mismatched) > shown else ""
+        problems.append(f"{tensors(len(mismatched))} of another shape: {'; '.join(shapes)}{more}")
+    problems += [str(m) for m in info.get("error_msgs") or ()]
+    if problems:
+        arch = ", ".join(config.architectures or []) or config.model_type
+        raise UnreadableCheckpoint(
+            f"checkpoint {directory}: its weights do not match the model its config.json "
+            f"describes ({arch}, model_type {config.model_type}, hidden size "
+            f"{getattr(config, 'hidden_size', None)}): " + "; ".join(problems) + ". Is "
+            "config.json the one these weights were saved with?"
+        )
+
+
+def check_finite(directory, model) -> None:
+    """Refuse weights holding NaN or infinite values, naming the first such tensor."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise UnreadableCheckpoint(
+                f"checkpoint {directory}: tensor {name} holds {bad} NaN or infinite values "
+                f"of {tensor.numel()}"
+            )

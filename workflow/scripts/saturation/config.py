@@ -12,6 +12,7 @@ from pathlib import Path
 import yaml
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
+from jsonschema.validators import extend
 
 from saturation.suites import SuiteError, local_models, model_name, model_steps, schedule_steps
 
@@ -46,15 +47,165 @@ def describe(error) -> str:
         return f"config key '{where}': {error.instance!r} is not one of: {options}"
     if error.validator == "minItems" and error.validator_value == 1:
         return f"config key '{where}': the list is empty; give at least one entry"
+    if error.validator == "type" and isinstance(error.instance, str) and is_number(error.instance):
+        return (
+            f"config key '{where}': {error.instance!r} is a string to YAML, not a number "
+            f"(YAML reads 1e6 as text: write {number_hint(error.instance)})"
+        )
     return f"config key '{where}': {error.message}"
 
 
+def is_number(text: str) -> bool:
+    try:
+        float(text.replace("_", ""))
+    except ValueError:
+        return False
+    return True
+
+
+def number_hint(text: str) -> str:
+    value = float(text.replace("_", ""))
+    return str(int(value)) if value.is_integer() else repr(value)
+
+
+# A validator for which only ints are integers: JSON Schema counts 8.0 as one, but range(),
+# numpy shapes and slicing do not.
+StrictIntegers = extend(
+    Draft202012Validator,
+    type_checker=Draft202012Validator.TYPE_CHECKER.redefine(
+        "integer", lambda _, x: isinstance(x, int) and not isinstance(x, bool)
+    ),
+)
+
+
+def integral_floats(config: dict, schema: dict) -> list[tuple]:
+    """Paths of the floats with a whole value (8.0) where the schema asks for an integer,
+    in branches of anyOf/oneOf too."""
+    found = []
+
+    def visit(errors):
+        for e in errors:
+            types = (
+                e.validator_value if isinstance(e.validator_value, list) else [e.validator_value]
+            )
+            if (
+                e.validator == "type"
+                and "integer" in types
+                and isinstance(e.instance, float)
+                and e.instance.is_integer()
+            ):
+                found.append(tuple(e.absolute_path))
+            visit(e.context or ())
+
+    visit(StrictIntegers(schema).iter_errors(config))
+    return sorted(set(found), key=str)
+
+
+def convert_integral_floats(config: dict, schema: dict) -> list[str]:
+    """Turn each whole-valued float the schema wants as an integer into that int, in place,
+    exactly (8.0 -> 8); returns the keys converted. Other floats are left to the schema's
+    check, which names the key."""
+    converted = []
+    for _ in range(8):  # a conversion can reveal another inside an anyOf branch
+        paths = integral_floats(config, schema)
+        if not paths:
+            break
+        for path in paths:
+            node = config
+            for part in path[:-1]:
+                node = node[part]
+            node[path[-1]] = int(node[path[-1]])
+            converted.append(key_path(path))
+    return converted
+
+
 def check_schema(config: dict, schema_path: str | Path) -> None:
+    """Validate ``config`` against the schema, one message naming the key; whole numbers
+    written as floats (``batch_size: 8.0``) where an integer is wanted are made ints first,
+    in place."""
     schema = yaml.safe_load(Path(schema_path).read_text())
+    convert_integral_floats(config, schema)
     validator = Draft202012Validator(schema)
     error = best_match(validator.iter_errors(config))
     if error is not None:
         raise ConfigError(describe(error))
+
+
+# --- reading config files ----------------------------------------------------------------
+
+
+class StrictLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (YAML would keep the
+    last silently)."""
+
+    source = "the config"
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            first = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                if key in first:
+                    raise ConfigError(
+                        f"{self.source}, line {line}: key {key!r} is given twice in one "
+                        f"mapping (first at line {first[key]}); YAML would keep the last one "
+                        "silently: delete one"
+                    )
+                first[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_config_file(path: str | Path) -> dict:
+    """A config file (YAML or JSON) read strictly: a syntax error or a duplicated key is
+    reported with the file and line."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+
+        def pairs(items):
+            keys = [k for k, _ in items]
+            dup = sorted({k for k in keys if keys.count(k) > 1})
+            if dup:
+                raise ConfigError(f"{path}: key {dup[0]!r} is given twice in one object")
+            return dict(items)
+
+        try:
+            return json.loads(text, object_pairs_hook=pairs)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"{path}, line {exc.lineno}, column {exc.colno}: not valid JSON: {exc.msg}"
+            ) from None
+    loader = StrictLoader(text)
+    loader.source = str(path)
+    try:
+        return loader.get_single_data()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "somewhere"
+        context = (
+            f" ({exc.context}, line {exc.context_mark.line + 1})"
+            if exc.context_mark and exc.context
+            else ""
+        )
+        hint = (
+            "; check the indentation there (spaces only, the keys of one mapping in one column)"
+            if "mapping" in str(exc.problem) or "block" in str(exc.problem)
+            else ""
+        )
+        raise ConfigError(f"{path}, {where}: not valid YAML: {exc.problem}{context}{hint}") from None
+    finally:
+        loader.dispose()
+
+
+def read_config_files(paths) -> None:
+    """Read each config file that exists strictly (:func:`read_config_file`), before any
+    job; raises ConfigError naming the first problem's file and line."""
+    for path in paths:
+        if Path(path).is_file():
+            read_config_file(path)
 
 
 def check_semantics(config: dict) -> None:

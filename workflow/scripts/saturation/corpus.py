@@ -162,31 +162,43 @@ def synthetic_documents(
     return ids, docs
 
 
-def local_texts(paths: list[str], text_field: str) -> Iterator[str]:
-    """Documents of local files, in the order given.
+def local_texts(paths: list[str], text_field: str, counts: dict | None = None) -> Iterator[str]:
+    """Documents of local files, in the order given; ``counts`` (if given) gets each file's
+    number of documents.
 
     ``.txt``: documents are separated by blank lines; ``.jsonl``: one JSON object a line,
-    text under ``text_field``; ``.parquet``: the ``text_field`` column.
+    text under ``text_field``; ``.parquet``: the ``text_field`` column. Text is UTF-8; a
+    byte that is not, or a line that is not JSON, is reported with its file and line.
     """
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise CorpusError(f"corpus.local.paths: no such file: {p}")
         suffix = path.suffix.lower()
+        n = 0
         if suffix == ".txt":
-            for block in path.read_text(encoding="utf-8").split("\n\n"):
+            for block in utf8_text(path).split("\n\n"):
                 if block.strip():
+                    n += 1
                     yield block.strip()
         elif suffix == ".jsonl":
-            with path.open(encoding="utf-8") as fh:
-                for lineno, line in enumerate(fh, 1):
+            with path.open("rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    line = utf8_line(raw, path, lineno)
                     if not line.strip():
                         continue
-                    record = json.loads(line)
-                    if text_field not in record:
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise CorpusError(
+                            f"{p}:{lineno}: not a JSON object: {exc.msg} at column {exc.colno} "
+                            "(a .jsonl corpus holds one JSON object a line)"
+                        ) from None
+                    if not isinstance(record, dict) or text_field not in record:
                         raise CorpusError(
                             f"{p}:{lineno}: no field '{text_field}' (corpus.local.text_field)"
                         )
+                    n += 1
                     yield record[text_field]
         elif suffix == ".parquet":
             table = pq.read_table(path)
@@ -195,9 +207,49 @@ def local_texts(paths: list[str], text_field: str) -> Iterator[str]:
                     f"{p}: no column '{text_field}' (corpus.local.text_field); "
                     f"columns are {table.column_names}"
                 )
-            yield from table.column(text_field).to_pylist()
+            texts = table.column(text_field).to_pylist()
+            n = len(texts)
+            yield from texts
         else:
             raise CorpusError(f"{p}: unknown file type '{suffix}' (use .txt, .jsonl or .parquet)")
+        if counts is not None:
+            counts[str(p)] = n
+
+
+def utf8_text(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise CorpusError(not_utf8(path, line, raw[exc.start : exc.start + 1])) from None
+
+
+def utf8_line(raw: bytes, path: Path, lineno: int) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CorpusError(not_utf8(path, lineno, raw[exc.start : exc.start + 1])) from None
+
+
+def not_utf8(path, line: int, byte: bytes) -> str:
+    return (
+        f"{path}:{line}: not UTF-8 text (byte 0x{byte.hex()}); corpus files are read as UTF-8: "
+        "convert it (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+def local_hint(counts: dict) -> str:
+    """Why local files gave fewer tokens than asked: each file's documents."""
+    parts = []
+    for path, n in counts.items():
+        note = ""
+        if n == 0:
+            note = " (empty)"
+        elif n == 1 and path.lower().endswith(".txt"):
+            note = " (a .txt file's documents are separated by blank lines; this one has none)"
+        parts.append(f"{path}: {n} document{'s' if n != 1 else ''}{note}")
+    return "; the files hold " + ", ".join(parts)
 
 
 def seeded_shuffle(items: list, seed: int) -> list:
@@ -342,10 +394,11 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
     else:
         tokenizer = load_tokenizer(params["tokenizer"])
         settings = params[source]
+        counts = {}
         if source == "local":
             # Local files are small enough to shuffle whole: a seeded permutation.
             texts = seeded_shuffle(
-                list(local_texts(settings["paths"], settings["text_field"])), seed
+                list(local_texts(settings["paths"], settings["text_field"], counts)), seed
             )
         eval_fraction = params["eval_fraction"]
         if source == "huggingface":
@@ -364,15 +417,20 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
             )
             record["dataset_split"] = hub_split
         separator = document_separator(tokenizer, params.get("document_separator", "auto"))
-        ids, docs, texts = take_tokens(
-            tokenize(texts, tokenizer, separator),
-            split,
-            n_tokens,
-            seed,
-            eval_fraction,
-            params["max_document_tokens"],
-            cut=text_cutter(tokenizer, separator),
-        )
+        try:
+            ids, docs, texts = take_tokens(
+                tokenize(texts, tokenizer, separator),
+                split,
+                n_tokens,
+                seed,
+                eval_fraction,
+                params["max_document_tokens"],
+                cut=text_cutter(tokenizer, separator),
+            )
+        except CorpusError as exc:
+            if source != "local":
+                raise
+            raise CorpusError(f"{exc}{local_hint(counts)}") from None
         if not params.get("keep_text", True):  # n-gram corpora: no other tokenizer reads it
             texts = None
         record.update(

@@ -15,6 +15,7 @@ import math
 import pandas as pd
 import pyarrow as pa
 
+from saturation.devices import resolve_device
 from saturation.io import write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -66,14 +67,6 @@ def check_tasks(manager, tasks: list[str]) -> None:
         f"config key 'downstream.tasks': lm-evaluation-harness {version} does not know "
         f"task {', '.join(hints)}"
     )
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
 
 
 def results_rows(results: dict, n_samples: dict) -> list[dict]:
@@ -132,7 +125,7 @@ def evaluate_checkpoint(
     if manager is None:
         manager = task_manager(include_path, tasks)
     check_tasks(manager, tasks)
-    device = resolve_device(device)
+    device = resolve_device(device, "downstream.device")
     torch_dtype = None if dtype == "auto" else getattr(torch, dtype)
     with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
         model = load_model(folder, allow_pickle=allow_pickle, dtype=torch_dtype, device=device)

@@ -18,6 +18,7 @@ import pyarrow as pa
 import torch
 from safetensors.torch import load_file, save_file
 
+from saturation.devices import resolve_device
 from saturation.io import write_json, write_parquet
 from saturation.rank_table import RANK_HEADS_SCHEMA
 from saturation.training import warmup_cosine
@@ -386,9 +387,7 @@ def cache_features(
     from saturation.hub import open_checkpoint
 
     torch.set_num_threads(threads)
-    device = cache["device"]
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(cache["device"], "rank_heads.device")
     with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
         model = load_model(
             folder, allow_pickle, dtype=getattr(torch, cache["dtype"]), device=device
@@ -448,8 +447,7 @@ def train_rank_heads(
     from saturation.io import read_json
 
     torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, "rank_heads.device")
     deterministic(device)
     info = read_json(original_json)
     d, vocab = info["hidden_size"], info["vocab_size"]

@@ -58,6 +58,17 @@ def local_revisions(path: str | Path, key: str, step: int | None = None) -> dict
     return dict(sorted(found.items()))
 
 
+def loaded_files(folder: str | Path, allow_pickle: bool) -> list[str]:
+    """The files of a checkpoint folder that loading it reads (config.json and the weights
+    with their index), sorted: a job's inputs, so that weights rewritten in place re-run what
+    read them (a folder's own time changes only when files are added or removed)."""
+    from saturation.checkpoints import CONFIG_PATTERNS, PICKLE_PATTERNS, SAFETENSORS_PATTERNS
+
+    patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    folder = Path(folder)
+    return sorted({str(f) for pattern in patterns for f in folder.glob(pattern) if f.is_file()})
+
+
 def local_models(config: dict) -> dict[str, dict]:
     """{name: {"steps": {step: folder}, "tokens_per_step": int, "tokenizer": str | None}}
     of checkpoints.local. A model's tokenizer is its entry's, else the final checkpoint

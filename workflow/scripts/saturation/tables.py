@@ -46,7 +46,8 @@ CHECKPOINTS_SCHEMA = pa.schema(
         ("weights_fingerprint", pa.string()),
         ("commit", pa.string()),  # the hub commit measured; null for local checkpoints
         ("weights_sha256", pa.string()),  # the hub's sha256 of the weights files (manifest)
-        ("status", pa.string()),  # measured | duplicate | missing
+        ("status", pa.string()),  # measured | duplicate | missing | unreadable
+        ("reason", pa.string()),  # why an unreadable checkpoint was not measured
     ]
 )
 
@@ -87,6 +88,7 @@ def checkpoint_tables(
 
     from saturation.checkpoints import load_model
     from saturation.corpus import read_bytes, read_tokens
+    from saturation.devices import resolve_device
     from saturation.metrics import (
         fingerprints,
         forward_metrics,
@@ -96,8 +98,7 @@ def checkpoint_tables(
     )
 
     torch.set_num_threads(threads)
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = resolve_device(device, "metrics.device")
     model = load_model(checkpoint_dir, allow_pickle, dtype=getattr(torch, dtype), device=device)
     log.info("%s step %d on %s in %s", model_name, step, device, dtype)
     head = model.get_output_embeddings().weight
@@ -150,6 +151,7 @@ def checkpoint_tables(
         "commit": commit,
         "weights_sha256": weights_sha256,
         "status": "measured",
+        "reason": None,
     }
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
     checkpoint = pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA)
@@ -190,9 +192,10 @@ def unmeasured_tables(row: dict, model_name: str) -> Tables:
     record.update(
         model=model_name,
         step=row["step"],
-        commit=row["commit"],
-        weights_sha256=row["weights_sha256"],
+        commit=row.get("commit"),
+        weights_sha256=row.get("weights_sha256"),
         status=row["status"],
+        reason=row.get("reason"),
     )
     return (
         METRICS_SCHEMA.empty_table(),
@@ -234,20 +237,34 @@ def measure_revisions(
     """Measure checkpoints one after another in one process and write each table once, rows
     in the checkpoints' order. ``checkpoints``: dicts of model, step, tokens_seen,
     checkpoint (the step's folder, or the model's revision manifest), eval (the sample
-    tokenized the model's way) and tokenizer."""
-    measured = [
-        revision_tables(
-            c["checkpoint"],
-            hub,
-            c["step"],
-            tokens_seen=c["tokens_seen"],
-            model_name=c["model"],
-            eval_path=c["eval"],
-            tokenizer=c["tokenizer"],
-            **kwargs,
-        )
-        for c in checkpoints
-    ]
+    tokenized the model's way) and tokenizer.
+
+    A checkpoint whose content is unusable (:class:`UnreadableCheckpoint`) is recorded with
+    status ``unreadable`` and the reason, and the others are measured all the same; any other
+    error stops the job, naming the checkpoint it was measuring."""
+    from saturation.checkpoints import UnreadableCheckpoint
+
+    measured = []
+    for c in checkpoints:
+        try:
+            tables = revision_tables(
+                c["checkpoint"],
+                hub,
+                c["step"],
+                tokens_seen=c["tokens_seen"],
+                model_name=c["model"],
+                eval_path=c["eval"],
+                tokenizer=c["tokenizer"],
+                **kwargs,
+            )
+        except UnreadableCheckpoint as exc:
+            log.error("%s step %d is not measured: %s", c["model"], c["step"], exc)
+            row = {"step": c["step"], "status": "unreadable", "reason": str(exc)}
+            tables = unmeasured_tables(row, c["model"])
+        except Exception as exc:
+            exc.add_note(f"while measuring {c['model']} step {c['step']} ({c['checkpoint']})")
+            raise
+        measured.append(tables)
     write_tables(
         [pa.concat_tables(kind) for kind in zip(*measured, strict=True)],
         out_metrics,
@@ -269,6 +286,7 @@ def aggregate(
     out_spectra,
     out_checkpoints,
     trusted_steps: dict | None = None,
+    unreadable: str = "fail",
 ) -> None:
     """One table of each kind for the whole run.
 
@@ -276,9 +294,14 @@ def aggregate(
     flagged (``duplicate_of_step``: the smallest other step of the group;
     ``duplicate_weights`` on their metrics): none of a group is trusted as the original,
     except the steps listed in ``trusted_steps`` ({model: [step, ...]}).
+
+    Checkpoints the measuring jobs recorded as unreadable stop the aggregation, each named
+    with its reason (``unreadable: fail``; the measured ones are kept, so a re-run measures
+    only a checkpoint that changed), or are left out with a warning (``skip``).
     """
     trusted_steps = trusted_steps or {}
     ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
+    check_unreadable(ckpts, unreadable)
     # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
     # they have no fingerprint of their own), else the measured weights' fingerprint.
     ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
@@ -300,13 +323,15 @@ def aggregate(
     write_parquet(
         pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
     )
+    why = {
+        "duplicate": "serve another step's weights",
+        "missing": "are missing",
+        "unreadable": "are unreadable (metrics.unreadable: skip)",
+    }
     for model, g in ckpts[ckpts.status != "measured"].groupby("model"):
         for status, h in g.groupby("status"):
             log.warning(
-                "%s: steps %s %s, left out of the analysis",
-                model,
-                h.step.tolist(),
-                "serve another step's weights" if status == "duplicate" else "are missing",
+                "%s: steps %s %s, left out of the analysis", model, h.step.tolist(), why[status]
             )
     dup = set(zip(ckpts["model"][flagged], ckpts["step"][flagged], strict=True))
     metrics = concat(metrics_paths, METRICS_SCHEMA)
@@ -319,6 +344,51 @@ def aggregate(
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
     write_parquet(metrics, out_metrics)
     write_parquet(concat(spectrum_paths, SPECTRA_SCHEMA), out_spectra)
+
+
+class UnreadableCheckpoints(RuntimeError):
+    """Checkpoints the measuring jobs could not read; the message names each."""
+
+
+def unreadable_lines(ckpts: pd.DataFrame) -> list[str]:
+    """One line per checkpoint recorded as unreadable: model, step and reason."""
+    bad = ckpts[ckpts.status == "unreadable"]
+    return [f"{r.model} step {int(r.step)}: {r.reason}" for r in bad.itertuples()]
+
+
+def check_unreadable(ckpts: pd.DataFrame, policy: str) -> None:
+    lines = unreadable_lines(ckpts)
+    if not lines:
+        return
+    if policy == "skip":
+        for line in lines:
+            log.warning("left out, unreadable: %s", line)
+        return
+    raise UnreadableCheckpoints(
+        f"{len(lines)} checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  "
+        + "\n  ".join(lines)
+        + "\nEvery other checkpoint's measurement is kept. Repair or replace these checkpoints "
+        "(a local checkpoint folder whose files change is measured again, by itself), or set "
+        "metrics.unreadable: skip to leave them out of the analysis."
+    )
+
+
+def left_out_report(checkpoints_table: str) -> str | None:
+    """What a finished run says at its end about the checkpoints it left out as unreadable
+    (None where there were none, or the table was not made)."""
+    from pathlib import Path
+
+    if not Path(checkpoints_table).is_file():
+        return None
+    ckpts = pd.read_parquet(checkpoints_table, columns=["model", "step", "status", "reason"])
+    lines = unreadable_lines(ckpts)
+    if not lines:
+        return None
+    return (
+        f"{len(lines)} checkpoint(s) were unreadable and are left out of the analysis "
+        f"(metrics.unreadable: skip; {checkpoints_table}, status 'unreadable'):\n  "
+        + "\n  ".join(lines)
+    )
 
 
 def trusted_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
