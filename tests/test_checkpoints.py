@@ -7,6 +7,7 @@ import torch
 from conftest import tiny_gpt_neox
 from saturation.checkpoints import (
     CheckpointError,
+    UnreadableCheckpoint,
     check_safetensors,
     load_model,
     weights_files,
@@ -77,3 +78,97 @@ def test_missing_weights_and_config(tmp_path, checkpoint):
         weights_files(checkpoint, allow_pickle=False)
     with pytest.raises(CheckpointError, match="no config.json"):
         weights_files(tmp_path, allow_pickle=False)
+
+
+# --- weights that do not match their config are refused, never measured at random ---------
+
+
+def edit_weights(path, edit):
+    """Rewrite a checkpoint's model.safetensors in place through ``edit(state_dict)``."""
+    from safetensors.torch import load_file, save_file
+
+    weights = path / "model.safetensors"
+    tensors = load_file(weights)
+    edit(tensors)
+    save_file(tensors, weights, metadata={"format": "pt"})
+
+
+def test_another_architectures_config_is_refused(checkpoint):
+    """A Llama config beside GPT-NeoX weights: transformers alone would build a randomly
+    initialised Llama and report every tensor as missing or unexpected."""
+    from transformers import LlamaConfig
+
+    LlamaConfig(
+        hidden_size=8, num_attention_heads=1, num_hidden_layers=1, vocab_size=16,
+        intermediate_size=32,
+    ).save_pretrained(checkpoint)  # fmt: skip
+    with pytest.raises(UnreadableCheckpoint) as info:
+        load_model(checkpoint)
+    message = str(info.value)
+    assert f"checkpoint {checkpoint}:" in message
+    assert "LlamaForCausalLM, model_type llama" in message
+    assert "not in the checkpoint (left at random initialisation): lm_head.weight" in message
+    assert "in the checkpoint but not in the model (unused): embed_out.weight" in message
+
+
+def test_another_widths_config_is_refused(checkpoint):
+    import json
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    config.update(hidden_size=16, num_attention_heads=2)
+    (checkpoint / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UnreadableCheckpoint) as info:
+        load_model(checkpoint)
+    message = str(info.value)
+    assert "GPTNeoXForCausalLM, model_type gpt_neox, hidden size 16" in message
+    assert (
+        "of another shape: gpt_neox.embed_in.weight (checkpoint (16, 8), model (16, 16))" in message
+    )
+
+
+def test_a_missing_tensor_is_refused(checkpoint):
+    name = "gpt_neox.layers.0.mlp.dense_h_to_4h.weight"
+    edit_weights(checkpoint, lambda t: t.pop(name))
+    with pytest.raises(
+        UnreadableCheckpoint,
+        match=rf"1 tensor not in the checkpoint \(left at random initialisation\): {name} \(",
+    ):
+        load_model(checkpoint)
+
+
+def test_an_extra_tensor_is_refused(checkpoint):
+    edit_weights(checkpoint, lambda t: t.update({"gpt_neox.extra.weight": torch.zeros(3)}))
+    with pytest.raises(
+        UnreadableCheckpoint, match=r"1 tensor in the checkpoint but not in the model \(unused\)"
+    ):
+        load_model(checkpoint)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(checkpoint):
+    def poison(tensors):
+        tensors["gpt_neox.layers.0.attention.dense.weight"][1, 2] = float("nan")
+        tensors["gpt_neox.layers.0.attention.dense.weight"][0, 0] = float("inf")
+
+    edit_weights(checkpoint, poison)
+    with pytest.raises(
+        UnreadableCheckpoint,
+        match=rf"checkpoint {checkpoint}: tensor gpt_neox.layers.0.attention.dense.weight "
+        "holds 2 NaN or infinite values of 64",
+    ):
+        load_model(checkpoint)
+
+
+def test_buffers_old_checkpoints_carry_still_load(checkpoint):
+    """Pythia's early safetensors carry causal-mask buffers and rotary inv_freq: transformers
+    knows them and drops them from its report, so they are no reason to refuse."""
+    edit_weights(
+        checkpoint,
+        lambda t: t.update(
+            {
+                "gpt_neox.layers.0.attention.bias": torch.ones(1, 1, 8, 8, dtype=torch.bool),
+                "gpt_neox.layers.0.attention.masked_bias": torch.tensor(-1e9),
+                "gpt_neox.layers.0.attention.rotary_emb.inv_freq": torch.ones(4),
+            }
+        ),
+    )
+    torch.testing.assert_close(logits(load_model(checkpoint)), logits(tiny_model()), rtol=0, atol=0)

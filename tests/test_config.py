@@ -116,26 +116,52 @@ def test_invalid_config_names_the_key(case):
 
 
 def test_snakemake_stops_before_any_job(tmp_path):
-    """Four bad configs, each run by Snakemake (at once: each waits on its own start-up)."""
+    """Bad configs, each run by Snakemake (at once: each waits on its own start-up): four
+    schema errors, a YAML syntax error and a key given twice in config/config.yaml, each
+    named by file and line; and whole numbers written as floats, which run."""
     from concurrent.futures import ThreadPoolExecutor
 
-    cases = ["missing key", "misspelled key", "empty model list", "negative size"]
+    default_text = (ROOT / "config" / "config.yaml").read_text()
+    texts = {case: yaml.safe_dump(INVALID[case][0]) for case in
+             ["missing key", "misspelled key", "empty model list", "negative size"]}  # fmt: skip
+    texts["yaml syntax"] = default_text.replace("\n  eval_tokens:", "\n   eval_tokens:", 1)
+    texts["duplicate key"] = default_text.replace("\nseed:", "\nseed: 1\nseed:", 1)
+    floats = copy.deepcopy(DEFAULT)
+    floats["checkpoints"]["schedule"]["final_step"] = 2000.0
+    floats["corpus"]["eval_tokens"] = 2048.0
+    floats["metrics"] = {**floats.get("metrics", {}), "batch_size": 8.0}
+    texts["whole floats"] = yaml.safe_dump(floats)
+    line = {  # where config.yaml's faults are
+        case: next(i for i, t in enumerate(texts[case].splitlines(), 1) if t.startswith(start))
+        for case, start in (("yaml syntax", "   eval_tokens:"), ("duplicate key", "seed:"))
+    }
+    line["duplicate key"] += 1
+    expected = {case: f"'{INVALID[case][1]}" for case in texts if case in INVALID}
+    expected["yaml syntax"] = (
+        f"config/config.yaml, line {line['yaml syntax']}, column 4: not valid YAML: expected <block end>"
+    )
+    expected["duplicate key"] = (
+        f"config/config.yaml, line {line['duplicate key']}: key 'seed' is given twice in one "
+        f"mapping (first at line {line['duplicate key'] - 1})"
+    )
     workdirs = {}
-    for case in cases:
+    for case, text in texts.items():
         (tmp_path / case).mkdir()
         workdirs[case] = copy_workflow(tmp_path / case)
-        (workdirs[case] / "config" / "config.yaml").write_text(yaml.safe_dump(INVALID[case][0]))
+        (workdirs[case] / "config" / "config.yaml").write_text(text)
 
     def run(case):
-        return case, run_snakemake(workdirs[case], "--cores", "1", timeout=180)
+        return case, run_snakemake(workdirs[case], "--cores", "1", "-n", timeout=180)
 
-    with ThreadPoolExecutor(len(cases)) as pool:
-        results = dict(pool.map(run, cases))
+    with ThreadPoolExecutor(len(texts)) as pool:
+        results = dict(pool.map(run, texts))
+    ok = results.pop("whole floats")
+    assert ok.returncode == 0, ok.stderr[-3000:]
+    assert "measure_checkpoint" in ok.stdout
     for case, result in results.items():
-        key = INVALID[case][1]
         assert result.returncode != 0, case
         out = result.stdout + result.stderr
-        assert "Invalid configuration" in out and f"'{key}" in out, case
+        assert "Invalid configuration" in out and expected[case] in out, (case, out[-2000:])
         assert "Traceback" not in out, case
         assert not (workdirs[case] / "results").exists()  # nothing ran
 
@@ -163,3 +189,138 @@ def test_rank_head_memory_check_says_what_to_lower():
         match="pythia-1b \\(d = 2048\\).*the cache shard \\(rank_heads.shard_tokens\\) takes 15625 MB",
     ):
         check_semantics(config)
+
+
+# --- whole numbers written as floats --------------------------------------------------------
+
+
+def integer_keys(schema) -> list[tuple]:
+    """Every place the schema asks for an integer, as a path of keys, ``[]`` (an item of a
+    list) and ``*`` (any key of a mapping): walked here by hand, apart from the code's use
+    of the validator."""
+    defs = schema.get("$defs", {})
+    found = []
+
+    def walk(node, path):
+        if "$ref" in node:
+            node = {**defs[node["$ref"].rpartition("/")[2]], **node}
+            node.pop("$ref")
+        types = node.get("type")
+        if types == "integer" or (isinstance(types, list) and "integer" in types):
+            found.append(path)
+        for key, sub in node.get("properties", {}).items():
+            walk(sub, (*path, key))
+        if isinstance(node.get("items"), dict):
+            walk(node["items"], (*path, "[]"))
+        if isinstance(node.get("additionalProperties"), dict):
+            walk(node["additionalProperties"], (*path, "*"))
+        for branch in node.get("anyOf", []) + node.get("oneOf", []):
+            walk(branch, path)
+
+    walk(schema, ())
+    return sorted(set(found))
+
+
+def planted(config, path, value):
+    """``config`` with ``value`` at ``path``: lists and mappings on the way are made (or
+    their first entry taken), an object entry of a list of strings replaced by one."""
+    config = copy.deepcopy(config)
+    node, concrete = config, []
+    for part, after in zip(path, (*path[1:], None), strict=True):
+        fresh = [] if after == "[]" else {}
+        if part == "[]":
+            if not node or not isinstance(node[0], type(fresh)):
+                node[:] = [fresh]
+            node, key = node, 0
+        elif part == "*":
+            key = next(iter(node), "model-a")
+        else:
+            key = part
+        concrete.append(key)
+        if after is None:
+            node[key] = value
+        else:
+            if not isinstance(node.get(key) if isinstance(node, dict) else node[key], (list, dict)):
+                node[key] = fresh
+            node = node[key]
+    return config, concrete
+
+
+def test_every_integer_key_takes_a_whole_float_exactly():
+    """Each integer key of the schema, planted as a float with a whole value, is an int of
+    that value after the check; one with a fraction is named by the check."""
+    from saturation.config import convert_integral_floats, key_path
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    keys = integer_keys(schema)
+    assert len(keys) >= 60, keys  # the walk reaches the nested lists and mappings
+    for path in keys:
+        config, concrete = planted(DEFAULT, path, 6.0)
+        assert convert_integral_floats(config, schema) == [key_path(concrete)], path
+        node = config
+        for part in concrete:
+            node = node[part]
+        assert node == 6 and type(node) is int, path
+        config, concrete = planted(DEFAULT, path, 6.5)
+        assert convert_integral_floats(config, schema) == [], path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("checkpoints", "schedule", "final_step"),
+        ("corpus", "eval_tokens"),
+        ("rank_heads", "ranks", 0),
+        ("checkpoints", "minisuite", "models", 1, "hidden_size"),
+    ],
+)
+def test_integer_keys_with_a_fraction_are_named(path):
+    config = copy.deepcopy(DEFAULT)
+    node = config
+    for part in path[:-1]:
+        node = node[part]
+    node[path[-1]] += 0.5
+    with pytest.raises(ConfigError) as info:
+        validate(config)
+    from saturation.config import key_path
+
+    assert f"config key '{key_path(path)}': " in str(info.value)
+    assert "is not of type 'integer'" in str(info.value)
+
+
+def test_a_number_yaml_reads_as_text_is_explained():
+    config = with_value(DEFAULT, "1e6", "corpus", "train_tokens")
+    with pytest.raises(
+        ConfigError, match=r"'corpus.train_tokens': '1e6' is a string to YAML.*write 1000000"
+    ):
+        validate(config)
+
+
+# --- config files read strictly --------------------------------------------------------------
+
+
+def test_a_duplicated_key_and_a_syntax_error_name_the_file_and_line(tmp_path):
+    from saturation.config import read_config_file
+
+    path = tmp_path / "c.yaml"
+    path.write_text("metrics:\n  batch_size: 8\n  dtype: float32\n  batch_size: 4\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{path}, line 4: key 'batch_size' is given twice in one mapping \(first at line 2\)",
+    ):
+        read_config_file(path)
+    path.write_text("corpus:\n  source: synthetic\n   eval_tokens: 10\n")
+    with pytest.raises(
+        ConfigError,
+        match=rf"^{path}, line 3, column 15: not valid YAML: mapping values are not allowed here",
+    ):
+        read_config_file(path)
+    # YAML's merge keys are not duplicates; a key that follows one overrides it, as YAML says.
+    path.write_text("a: &x {b: 1, c: 2}\nd:\n  <<: *x\n  b: 3\n")
+    assert read_config_file(path) == {"a": {"b": 1, "c": 2}, "d": {"b": 3, "c": 2}}
+    json_path = tmp_path / "c.json"
+    json_path.write_text('{"seed": 1,\n "seed": 2}')
+    with pytest.raises(ConfigError, match=rf"^{json_path}: key 'seed' is given twice"):
+        read_config_file(json_path)
+    for name in ("config.yaml", "pythia.yaml", "families.yaml"):
+        assert read_config_file(ROOT / "config" / name) == load_yaml(ROOT / "config" / name)

@@ -256,3 +256,56 @@ def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
             tmp_path / "e.json",
         )
     assert not (tmp_path / "e.parquet").exists()
+
+
+def sample_error(tmp_path, paths, tokenizer_dir, n_tokens=10, split="eval") -> str:
+    with pytest.raises(CorpusError) as info:
+        sample_split(
+            local_params(split, paths, tokenizer_dir, n_tokens),
+            {},
+            tmp_path / "e.parquet",
+            tmp_path / "e.json",
+        )
+    assert not (tmp_path / "e.parquet").exists()
+    return str(info.value)
+
+
+def test_text_that_is_not_utf8_is_named_by_file_and_line(tmp_path, tokenizer_dir):
+    txt = tmp_path / "latin1.txt"
+    txt.write_bytes("the cat\n\nthe dog\nthe caf\u00e9".encode("latin-1"))
+    assert sample_error(tmp_path, [txt], tokenizer_dir).startswith(
+        f"{txt}:4: not UTF-8 text (byte 0xe9); corpus files are read as UTF-8"
+    )
+    jsonl = tmp_path / "latin1.jsonl"
+    jsonl.write_bytes(b'{"text": "the cat"}\n{"text": "the caf\xe9"}\n')
+    assert sample_error(tmp_path, [jsonl], tokenizer_dir).startswith(
+        f"{jsonl}:2: not UTF-8 text (byte 0xe9)"
+    )
+
+
+def test_a_broken_jsonl_line_is_named_by_its_line(tmp_path, tokenizer_dir):
+    path = tmp_path / "docs.jsonl"
+    lines = [json.dumps({"text": "the cat"}), "", json.dumps({"text": "the dog"}), '{"text": "x']
+    path.write_text("\n".join(lines) + "\n")
+    assert sample_error(tmp_path, [path], tokenizer_dir).startswith(
+        f"{path}:4: not a JSON object: Unterminated string starting at (column 10; a .jsonl "
+        "corpus holds one JSON object a line)"
+    )
+
+
+def test_running_out_of_documents_says_what_each_file_held(tmp_path, tokenizer_dir):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    message = sample_error(tmp_path, [empty], tokenizer_dir)
+    assert "ran out of documents after 0 tokens of the eval split" in message
+    assert message.endswith(f"the files hold {empty}: 0 documents (empty)")
+    # Documents one a line, with no blank lines between them: one document.
+    one = tmp_path / "lines.txt"
+    one.write_text("the cat\nthe dog\nthe cat and the dog\n")
+    small = tmp_path / "small.jsonl"
+    small.write_text(json.dumps({"text": "the dog"}) + "\n")
+    message = sample_error(tmp_path, [one, small], tokenizer_dir, n_tokens=1000, split="train")
+    assert message.endswith(
+        f"the files hold {one}: 1 document (a .txt file's documents are separated by blank "
+        f"lines; this one has none), {small}: 1 document"
+    )

@@ -270,3 +270,98 @@ def test_a_model_whose_vocabulary_misses_the_tokenizer_ids_is_refused():
     check_vocabulary(docs[:2], 20, "tiny", 3, "org/tok", tokenizer_size=20)
     with pytest.raises(ValueError, match="20 rows, but its tokenizer 'org/tok' has 21 ids"):
         check_vocabulary(docs[:2], 20, "tiny", 3, "org/tok", tokenizer_size=21)
+
+
+def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_path):
+    """One job of three checkpoints, the middle one's config another width's: the two good
+    ones are measured as they are alone, the bad one is recorded with its reason; the
+    aggregation then stops naming it (metrics.unreadable: fail) or leaves it out (skip)."""
+    import json
+
+    from saturation.corpus import corpus_table
+    from saturation.io import write_parquet
+    from saturation.tables import (
+        UnreadableCheckpoints,
+        aggregate,
+        left_out_report,
+        measure_revisions,
+    )
+
+    eval_path = tmp_path / "eval.parquet"
+    write_parquet(corpus_table([0, 1], "eval", [np.arange(12, dtype=np.int32)] * 2), eval_path)
+    dirs = {}
+    for step in (0, 10, 20):
+        dirs[step] = tmp_path / f"ck{step}"
+        tiny_model(step).save_pretrained(dirs[step])
+    config = json.loads((dirs[10] / "config.json").read_text())
+    config["hidden_size"] = 32
+    (dirs[10] / "config.json").write_text(json.dumps(config))
+    job = tmp_path / "job"
+    checkpoints = [
+        {"model": "tiny", "step": s, "tokens_seen": s * 100, "checkpoint": str(d),
+         "eval": str(eval_path), "tokenizer": None}
+        for s, d in dirs.items()
+    ]  # fmt: skip
+    measure_revisions(
+        checkpoints,
+        None,
+        out_metrics=job / "metrics.parquet",
+        out_spectrum=job / "spectrum.parquet",
+        out_checkpoint=job / "checkpoint.parquet",
+        sequence_length=12,
+        batch_size=4,
+        dtype="float32",
+        device="cpu",
+        allow_pickle=False,
+    )
+    ck = pd.read_parquet(job / "checkpoint.parquet").set_index("step")
+    assert ck.status.to_dict() == {0: "measured", 10: "unreadable", 20: "measured"}
+    assert ck.loc[10, "reason"].startswith(f"checkpoint {dirs[10]}: its weights do not match")
+    assert "hidden size 32" in ck.loc[10, "reason"] and pd.isna(ck.loc[0, "reason"])
+    # The good ones' rows are those of measuring each alone.
+    alone = measure(tmp_path, "tiny", 20, dirs[20], eval_path)
+    job_rows = pd.read_parquet(job / "metrics.parquet")
+    pd.testing.assert_frame_equal(
+        job_rows[job_rows.step == 20].reset_index(drop=True),
+        pd.read_parquet(alone / "metrics.parquet"),
+    )
+    assert set(job_rows.step) == {0, 20}
+    tables = tmp_path / "tables"
+    outputs = [tables / f"{k}.parquet" for k in ("metrics", "spectra", "checkpoints")]
+    inputs = [[job / "metrics.parquet"], [job / "spectrum.parquet"], [job / "checkpoint.parquet"]]
+    with pytest.raises(UnreadableCheckpoints) as info:
+        aggregate(*inputs, *outputs, unreadable="fail")
+    message = str(info.value)
+    assert (
+        f"1 checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  tiny step 10: checkpoint {dirs[10]}"
+        in message
+    )
+    assert "metrics.unreadable: skip" in message
+    assert not outputs[2].exists()
+    aggregate(*inputs, *outputs, unreadable="skip")
+    table = pd.read_parquet(outputs[2]).set_index("step")
+    assert table.status.to_dict() == {0: "measured", 10: "unreadable", 20: "measured"}
+    assert set(pd.read_parquet(outputs[0]).step) == {0, 20}
+    report = left_out_report(str(outputs[2]))
+    assert report.startswith("1 checkpoint(s) were unreadable and are left out")
+    assert f"tiny step 10: checkpoint {dirs[10]}" in report
+
+
+def test_a_device_this_machine_lacks_names_its_key():
+    import torch
+
+    from saturation.devices import DeviceError, resolve_device
+
+    assert resolve_device("cpu", "metrics.device") == "cpu"
+    if torch.cuda.is_available():
+        assert resolve_device("auto", "metrics.device") == "cuda"
+        assert resolve_device("cuda", "metrics.device") == "cuda"
+        count = torch.cuda.device_count()
+        with pytest.raises(DeviceError, match=rf"'metrics.device': cuda:{count} is asked for"):
+            resolve_device(f"cuda:{count}", "metrics.device")
+    else:
+        assert resolve_device("auto", "metrics.device") == "cpu"
+        with pytest.raises(
+            DeviceError, match=r"config key 'rank_heads.device': cuda is asked for, but torch"
+        ):
+            resolve_device("cuda", "rank_heads.device")

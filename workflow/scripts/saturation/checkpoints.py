@@ -134,13 +134,14 @@ def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, de
         )
     except (OSError, ValueError, RuntimeError) as exc:
         raise UnreadableCheckpoint(f"cannot load checkpoint {directory}: {exc}") from exc
-    check_loading(directory, model.config, info)
+    check_loading(directory, model, info)
     check_finite(directory, model)
     return model.to(device).eval()
 
 
-def check_loading(directory, config, info: dict, shown: int = 3) -> None:
+def check_loading(directory, model, info: dict, shown: int = 3) -> None:
     """Refuse a load that left parameters at their initialisation or tensors unused."""
+    config = model.config
     problems = []
     for key, what in (
         ("missing_keys", "not in the checkpoint (left at random initialisation)"),
@@ -160,13 +161,18 @@ def check_loading(directory, config, info: dict, shown: int = 3) -> None:
         problems.append(f"{tensors(len(mismatched))} of another shape: {'; '.join(shapes)}{more}")
     problems += [str(m) for m in info.get("error_msgs") or ()]
     if problems:
-        arch = ", ".join(config.architectures or []) or config.model_type
+        arch = type(model).__name__
         raise UnreadableCheckpoint(
             f"checkpoint {directory}: its weights do not match the model its config.json "
             f"describes ({arch}, model_type {config.model_type}, hidden size "
-            f"{getattr(config, 'hidden_size', None)}): " + "; ".join(problems) + ". Is "
-            "config.json the one these weights were saved with?"
+            f"{getattr(config, 'hidden_size', None)}): "
+            + "; ".join(problems)
+            + " (a config.json of another model, or weights saved incompletely?)"
         )
+
+
+def tensors(n: int) -> str:
+    return f"{n} tensor" if n == 1 else f"{n} tensors"
 
 
 def check_finite(directory, model) -> None:

@@ -188,11 +188,11 @@ def local_texts(paths: list[str], text_field: str, counts: dict | None = None) -
                     if not line.strip():
                         continue
                     try:
-                        record = json.loads(line)
+                        record = json.loads(line.rstrip("\r\n"))
                     except json.JSONDecodeError as exc:
                         raise CorpusError(
-                            f"{p}:{lineno}: not a JSON object: {exc.msg} at column {exc.colno} "
-                            "(a .jsonl corpus holds one JSON object a line)"
+                            f"{p}:{lineno}: not a JSON object: {exc.msg} (column {exc.colno}; a "
+                            ".jsonl corpus holds one JSON object a line)"
                         ) from None
                     if not isinstance(record, dict) or text_field not in record:
                         raise CorpusError(
