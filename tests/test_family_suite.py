@@ -17,7 +17,7 @@ import yaml
 from test_families import direct
 from test_paper_path import PAPER, write_cloze_task
 
-from conftest import copy_workflow, load_yaml, run_snakemake
+from conftest import copy_workflow, job_stats, load_yaml, run_snakemake
 
 # What the workflow must see: (model_type, blocks, head input width, tied head).
 EXPECTED = {
@@ -185,13 +185,13 @@ def tree_digest(root):
     }
 
 
-def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run):
+@pytest.fixture(scope="module")
+def local_run(family_run):
     """A user's Llama training run on disk, two checkpoints, its tokenizer saved with the
-    last one, and a stray file the listing ignores: measured in place on the same text,
-    tokenized with that tokenizer, each checkpoint's numbers those of a direct computation;
-    nothing in the run's folder is written, moved or deleted, nothing is copied in."""
+    last one, and a stray file the listing ignores, through every stage; one checkpoint a
+    measuring job."""
     from hub import families
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     workdir, tmp = family_run["workdir"], family_run["tmp"]
     served = family_run["built"]["meta-llama/Llama-3.2-1B"]
@@ -207,6 +207,7 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run)
         "source": "local",
         "local": {"tokens_per_step": 4096, "models": [{"name": "my-llama", "path": str(run)}]},
     }
+    config["metrics"]["checkpoints_per_job"] = 1
     config["scaling"]["models"] = ["my-llama"]
     config["rank_heads"]["backbones"] = [{"model": "my-llama", "step": None}]
     (workdir / "config" / "local.yaml").write_text(yaml.safe_dump(config))
@@ -220,7 +221,17 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run)
         env=family_run["env"],
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
-    assert tree_digest(run) == before  # read in place, nothing written, moved or deleted
+    return {**family_run, "run": run, "before": before, "config": config}
+
+
+def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(local_run):
+    """Measured in place on the same text, tokenized with the run's tokenizer, each
+    checkpoint's numbers those of a direct computation; nothing in the run's folder is
+    written, moved or deleted, nothing is copied in."""
+    from transformers import AutoModelForCausalLM
+
+    workdir, run = local_run["workdir"], local_run["run"]
+    assert tree_digest(run) == local_run["before"]  # read in place, nothing written or moved
     assert not (workdir / "results/checkpoints/my-llama").exists()  # nothing copied in either
     key = str(run / "step500").strip("/").replace("/", "--")
     sample_path = workdir / f"results/corpus/eval/{key}.parquet"
@@ -234,3 +245,69 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(family_run)
         check_against_direct(metrics, "my-llama", step, model, docs, 64)
     assert set(pd.read_parquet(workdir / TARGETS[2]).backbone) == {"my-llama"}
     assert set(pd.read_parquet(workdir / TARGETS[3]).model) == {"my-llama"}
+
+
+def test_a_rewritten_or_broken_local_checkpoint_is_measured_again_by_itself(local_run):
+    """A trainer rewrites step 0's weights in place (the folder's own time does not change):
+    only step 0's measurement, and what reads it, is planned again. Then step 0's config is
+    another width's: its job records it as unreadable, the aggregation stops naming it, step
+    500's measurement stays as it was; with metrics.unreadable: skip the run finishes without
+    it and names it at the end."""
+    from safetensors import safe_open
+
+    workdir, run, env = local_run["workdir"], local_run["run"], local_run["env"]
+    config = local_run["config"]
+    weights = run / "step0" / "model.safetensors"
+    with safe_open(weights, "pt") as f:
+        name = sorted(f.keys())[0]
+    data = weights.read_bytes()
+    size = int.from_bytes(data[:8], "little")
+    start = 8 + size + json.loads(data[8 : 8 + size])[name]["data_offsets"][0]
+    folder_time = (run / "step0").stat().st_mtime_ns
+    with weights.open("r+b") as fh:  # four bytes of one tensor, overwritten where they are
+        fh.seek(start)
+        fh.write(b"\x00\x00\x80\x3f")
+    assert (run / "step0").stat().st_mtime_ns == folder_time
+    args = ("--cores", "2", "--configfile", "config/local.yaml")
+    plan = run_snakemake(workdir, *TARGETS, *args, "-n", env=env)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    stats = job_stats(plan.stdout)
+    assert stats["measure_checkpoint"] == 1, stats
+    outputs = [line.strip() for line in plan.stdout.splitlines() if "output: " in line]
+    assert any(o.startswith("output: results/metrics/my-llama/step0/") for o in outputs)
+    assert not any("results/metrics/my-llama/step500/" in o for o in outputs)
+    unchanged = {"sample_corpus", "tokenize_corpus", "feature_cache", "rank_head", "ngram_spectrum"}
+    assert not unchanged & set(stats), stats
+    # Step 0's config is now another width's: refused, named, step 500's table kept.
+    step0_config = json.loads((run / "step0" / "config.json").read_text())
+    step0_config["hidden_size"] *= 2
+    (run / "step0" / "config.json").write_text(json.dumps(step0_config))
+    kept = workdir / "results/metrics/my-llama/step500/metrics.parquet"
+    kept_time = kept.stat().st_mtime_ns
+    tables = ["results/tables/checkpoint_metrics.parquet", "results/tables/checkpoints.parquet"]
+    failed = run_snakemake(workdir, *tables, *args, env=env)
+    assert failed.returncode != 0
+    log = (workdir / "logs/tables/aggregate_metrics.log").read_text()
+    assert (
+        f"1 checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  my-llama step "
+        f"0: checkpoint {run / 'step0'}: its weights do not match the model its config.json "
+        "describes (LlamaForCausalLM" in log
+    )
+    assert kept.stat().st_mtime_ns == kept_time
+    recorded = pd.read_parquet(workdir / "results/metrics/my-llama/step0/checkpoint.parquet")
+    assert recorded.status.tolist() == ["unreadable"]
+    config = {**config, "metrics": {**config["metrics"], "unreadable": "skip"}}
+    (workdir / "config" / "skip.yaml").write_text(yaml.safe_dump(config))
+    skipped = run_snakemake(
+        workdir, *tables, "--cores", "2", "--configfile", "config/skip.yaml", env=env
+    )
+    assert skipped.returncode == 0, skipped.stderr[-3000:]
+    out = skipped.stdout + skipped.stderr
+    ran = job_stats(out)
+    assert "aggregate_metrics" in ran and "measure_checkpoint" not in ran, ran
+    assert kept.stat().st_mtime_ns == kept_time
+    assert "1 checkpoint(s) were unreadable and are left out of the analysis" in out
+    assert f"my-llama step 0: checkpoint {run / 'step0'}: its weights do not match" in out
+    ckpts = pd.read_parquet(workdir / tables[1]).set_index("step")
+    assert ckpts.status.to_dict() == {0: "unreadable", 500: "measured"}
+    assert set(pd.read_parquet(workdir / tables[0]).step) == {500}
