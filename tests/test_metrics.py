@@ -337,6 +337,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
         in message
     )
     assert "metrics.unreadable: skip" in message
+    assert f"snakemake --forcerun {job / 'checkpoint.parquet'})" in message
     assert not outputs[2].exists()
     aggregate(*inputs, *outputs, unreadable="skip")
     table = pd.read_parquet(outputs[2]).set_index("step")

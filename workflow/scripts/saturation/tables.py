@@ -300,8 +300,8 @@ def aggregate(
     only a checkpoint that changed), or are left out with a warning (``skip``).
     """
     trusted_steps = trusted_steps or {}
+    check_unreadable(checkpoint_paths, unreadable)
     ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
-    check_unreadable(ckpts, unreadable)
     # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
     # they have no fingerprint of their own), else the measured weights' fingerprint.
     ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
@@ -356,8 +356,14 @@ def unreadable_lines(ckpts: pd.DataFrame) -> list[str]:
     return [f"{r.model} step {int(r.step)}: {r.reason}" for r in bad.itertuples()]
 
 
-def check_unreadable(ckpts: pd.DataFrame, policy: str) -> None:
-    lines = unreadable_lines(ckpts)
+def check_unreadable(checkpoint_paths, policy: str) -> None:
+    """Stop (``fail``) or warn (``skip``) on the checkpoints the measuring jobs recorded as
+    unreadable, each named with its reason and the table of its job."""
+    lines, jobs = [], []
+    for path in checkpoint_paths:
+        found = unreadable_lines(pq.read_table(path, schema=CHECKPOINTS_SCHEMA).to_pandas())
+        lines += found
+        jobs += [str(path)] * bool(found)
     if not lines:
         return
     if policy == "skip":
@@ -368,8 +374,10 @@ def check_unreadable(ckpts: pd.DataFrame, policy: str) -> None:
         f"{len(lines)} checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  "
         + "\n  ".join(lines)
         + "\nEvery other checkpoint's measurement is kept. Repair or replace these checkpoints "
-        "(a local checkpoint folder whose files change is measured again, by itself), or set "
-        "metrics.unreadable: skip to leave them out of the analysis."
+        "(a local checkpoint whose files change is measured again, by itself; after a repair "
+        "the workflow cannot see, such as a hub revision's files in the Hugging Face cache: "
+        f"snakemake --forcerun {' '.join(jobs)}), or set metrics.unreadable: skip to leave "
+        "them out of the analysis."
     )
 
 
