@@ -195,7 +195,9 @@ def read_config_file(path: str | Path) -> dict:
             if "mapping" in str(exc.problem) or "block" in str(exc.problem)
             else ""
         )
-        raise ConfigError(f"{path}, {where}: not valid YAML: {exc.problem}{context}{hint}") from None
+        raise ConfigError(
+            f"{path}, {where}: not valid YAML: {exc.problem}{context}{hint}"
+        ) from None
     finally:
         loader.dispose()
 
