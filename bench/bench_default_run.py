@@ -50,7 +50,7 @@ RULES = {
     ),
     "measure_checkpoint": (
         "benchmarks/metrics/**/*.tsv",
-        "import torch, transformers; from saturation import tables, metrics, checkpoints" + NEOX,
+        "import torch, transformers; from saturation import measuring, metrics, loading" + NEOX,
     ),
     "feature_cache": (
         "benchmarks/rank_heads/*/step*/cache.tsv",
@@ -80,8 +80,8 @@ RULES = {
 LOCAL_RULES = {
     "fig*": "from saturation import plots",
     "synthetic_language": "from saturation import synthetic",
-    "aggregate_metrics": "from saturation import tables",
-    "saturation": "from saturation import scaling",
+    "aggregate_metrics": "from saturation import aggregation",
+    "scaling_fit": "from saturation import scaling",
     "select_downstream": "from saturation import selection",
     "downstream_tasks": "from saturation import tasks",
     "aggregate_downstream": "from saturation import table1",

@@ -83,7 +83,7 @@ def matmul_flops(n=2048):
 MEASURE = """
 import json, resource, sys, time
 sys.path.insert(0, {scripts!r})
-from saturation.tables import measure_checkpoint
+from saturation.measuring import measure_checkpoint
 t = time.perf_counter()
 measure_checkpoint("bench", 0, 1, {ckpt!r}, {eval!r}, {seq}, {batch}, "float32", "cpu", False,
                    out_metrics={out!r} + "/m.parquet", out_spectrum={out!r} + "/s.parquet",
@@ -120,7 +120,7 @@ def bench_measure(checkpoint: Path, seq=64, batch=128):
                 [sys.executable, "-c", code], capture_output=True, text=True, check=True
             )
             results[n_tokens] = json.loads(out.stdout.strip().splitlines()[-1])
-    from saturation.checkpoints import load_model
+    from saturation.loading import load_model
 
     model = load_model(checkpoint)
     n_params = (

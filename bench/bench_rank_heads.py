@@ -18,7 +18,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
-from saturation.checkpoints import load_model  # noqa: E402
 from saturation.corpus import read_tokens  # noqa: E402
 from saturation.heads import (  # noqa: E402
     HeadTraining,
@@ -29,6 +28,7 @@ from saturation.heads import (  # noqa: E402
     load_cache,
     train_head,
 )
+from saturation.loading import load_model  # noqa: E402
 
 RANKS = [1, 2, 4, 8, 16, 32, 64, 128]  # clipped to d below
 

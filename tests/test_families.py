@@ -154,7 +154,7 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
 
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.tables import measure_checkpoint
+    from saturation.measuring import measure_checkpoint
 
     torch.manual_seed(0)
     opt().save_pretrained(tmp_path / "opt")

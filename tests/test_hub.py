@@ -11,8 +11,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from saturation.checkpoints import CheckpointError
 from saturation.hub import build_manifest, check_usable, hub_checkpoint, retry_delay, with_backoff
+from saturation.loading import CheckpointError
 
 RETRY = {"attempts": 4, "base": 0.05, "cap": 2.0}
 

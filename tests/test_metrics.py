@@ -175,7 +175,7 @@ def test_parameter_counts():
 
 
 def measure(tmp_path, name, step, directory, eval_path):
-    from saturation.tables import measure_checkpoint
+    from saturation.measuring import measure_checkpoint
 
     out = tmp_path / "m" / name / str(step)
     measure_checkpoint(
@@ -197,9 +197,10 @@ def measure(tmp_path, name, step, directory, eval_path):
 
 
 def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
+    from saturation.aggregation import aggregate
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.tables import METRICS_SCHEMA, SPECTRA_SCHEMA, aggregate
+    from saturation.tables import METRICS_SCHEMA, SPECTRA_SCHEMA
 
     eval_path = tmp_path / "eval.parquet"
     write_parquet(
@@ -244,7 +245,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
         20: True,
     }
     # The analysis uses what is left, with a warning; a trusted step stays in.
-    from saturation.tables import trusted_metrics
+    from saturation.aggregation import trusted_metrics
 
     assert set(trusted_metrics(metrics).step) == {0}
     run_aggregate(trusted_steps={"tiny": [10]})
@@ -256,7 +257,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
 
 
 def test_a_model_whose_vocabulary_misses_the_tokenizer_ids_is_refused():
-    from saturation.tables import check_vocabulary
+    from saturation.measuring import check_vocabulary
 
     docs = [np.array([1, 5, 19], dtype=np.int32), np.array([], dtype=np.int32)]
     check_vocabulary(docs, 20, "tiny", 3, "org/tok")  # ids 0..19 fit 20 rows
@@ -278,14 +279,10 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     aggregation then stops naming it (metrics.unreadable: fail) or leaves it out (skip)."""
     import json
 
+    from saturation.aggregation import UnreadableCheckpoints, aggregate, left_out_report
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.tables import (
-        UnreadableCheckpoints,
-        aggregate,
-        left_out_report,
-        measure_revisions,
-    )
+    from saturation.measuring import measure_revisions
 
     eval_path = tmp_path / "eval.parquet"
     write_parquet(corpus_table([0, 1], "eval", [np.arange(12, dtype=np.int32)] * 2), eval_path)

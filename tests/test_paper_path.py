@@ -311,7 +311,7 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
     assert {
         "revision_manifest",
         "aggregate_metrics",
-        "saturation",
+        "scaling_fit",
         "select_downstream",
         "aggregate_downstream",
     } <= local

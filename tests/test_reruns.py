@@ -54,7 +54,7 @@ def test_adding_a_model_runs_only_its_jobs_and_the_aggregates(tiny_run, tmp_path
     assert jobs.pop("train_minisuite") == 1
     assert jobs.pop("measure_checkpoint") == 1  # the new model's checkpoints only: the first
     # job (both models', twelve checkpoints a job) is full and stays
-    assert jobs.pop("aggregate_metrics") == 1 and jobs.pop("saturation") == 1
+    assert jobs.pop("aggregate_metrics") == 1 and jobs.pop("scaling_fit") == 1
     # the new model's evaluations appear once select_downstream has run (a checkpoint)
     assert jobs.pop("select_downstream") == 1 and jobs.pop("aggregate_downstream") == 1
     assert set(jobs) - {"all"} <= FIGURES

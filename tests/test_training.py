@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from saturation.checkpoints import load_model
+from saturation.loading import load_model
 from saturation.synthetic import make_language
 from saturation.training import (
     MiniModel,

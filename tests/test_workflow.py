@@ -7,8 +7,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FIGURES, copy_workflow, job_stats, load_yaml, run_snakemake
-from saturation.checkpoints import load_model
 from saturation.corpus import CORPUS_SCHEMA
+from saturation.loading import load_model
 
 
 def test_tiny_run_builds_corpus_and_checkpoints(tiny_run):

@@ -1,3 +1,6 @@
+include: "corpus_inputs.smk"
+
+
 rule synthetic_language:
     output:
         language="results/corpus/synthetic_language.npz",

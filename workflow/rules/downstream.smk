@@ -1,3 +1,6 @@
+include: "downstream_inputs.smk"
+
+
 # Downstream evaluation with lm-evaluation-harness (Table 1). The best checkpoint is known only
 # once the metrics are in, so `select_downstream` is a Snakemake checkpoint: the dry run shows
 # it, and the evaluation jobs appear when it has run.
@@ -69,12 +72,12 @@ if DOWNSTREAM["activate"]:
         resources:
             mem_mb=DOWNSTREAM["mem_mb"],
             runtime=lambda wildcards: DOWNSTREAM["runtime"]
-            * len(evaluations_of(wildcards)),
+            * len(evaluation_job(wildcards)),
             gpu=DOWNSTREAM["gpu"],
         params:
             code=code_of("evaluate_downstream.py"),
             evaluations=downstream_params,
-            allow_pickle=CKPT["allow_pickle"],
+            allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             hub=HUB_ACCESS,
             include_path=DOWNSTREAM["include_path"],
             harness={

@@ -1,17 +1,20 @@
+include: "figures_inputs.smk"
+
+
 # One rule per figure, each registered in the report with its caption.
-for fig, needs in FIGURES.items():
+for fig, spec in FIGURES.items():
 
     rule:
         name:
             fig
         input:
-            **figure_inputs(needs),
+            **figure_inputs(spec.needs),
         output:
             png=report(
                 f"results/figures/{fig}.png",
                 caption=f"../report/{fig}.rst",
                 category="Saturation and the softmax bottleneck",
-                subcategory=FIGURE_GROUPS[fig],
+                subcategory=spec.group,
             ),
             pdf=f"results/figures/{fig}.pdf",
         log:

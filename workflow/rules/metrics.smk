@@ -1,3 +1,6 @@
+include: "metrics_inputs.smk"
+
+
 rule measure_checkpoint:
     input:
         unpack(measure_inputs),
@@ -16,8 +19,7 @@ rule measure_checkpoint:
     threads: METRICS["threads"]
     resources:
         mem_mb=METRICS["mem_mb"],
-        runtime=lambda wildcards: METRICS["runtime"]
-        * len(measured_checkpoints(wildcards)),
+        runtime=lambda wildcards: METRICS["runtime"] * len(measure_job(wildcards)),
         gpu=METRICS["gpu"],
     params:
         code=code_of("measure_checkpoint.py"),
@@ -25,7 +27,7 @@ rule measure_checkpoint:
             k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
         },
         checkpoints=measure_params,
-        allow_pickle=CKPT["allow_pickle"],
+        allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
         hub=HUB_ACCESS,
     script:
         "../scripts/measure_checkpoint.py"
@@ -33,9 +35,9 @@ rule measure_checkpoint:
 
 rule aggregate_metrics:
     input:
-        metrics=measured_of("results/metrics/{job}/metrics.parquet"),
-        spectra=measured_of("results/metrics/{job}/spectrum.parquet"),
-        checkpoints=measured_of("results/metrics/{job}/checkpoint.parquet"),
+        metrics=for_each_measure_job("results/metrics/{job}/metrics.parquet"),
+        spectra=for_each_measure_job("results/metrics/{job}/spectrum.parquet"),
+        checkpoints=for_each_measure_job("results/metrics/{job}/checkpoint.parquet"),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",
@@ -51,21 +53,21 @@ rule aggregate_metrics:
         runtime=20,
     params:
         code=code_of("aggregate_metrics.py"),
-        trusted_steps=CKPT["trusted_steps"],
+        trusted_steps=CHECKPOINT_CONFIG["trusted_steps"],
         unreadable=METRICS["unreadable"],
     script:
         "../scripts/aggregate_metrics.py"
 
 
-rule saturation:
+rule scaling_fit:
     input:
-        unpack(saturation_inputs),
+        unpack(scaling_fit_inputs),
     output:
         saturation="results/tables/saturation.parquet",
         fit="results/tables/scaling_fit.parquet",
         points="results/tables/scaling_points.parquet",
     log:
-        "logs/tables/saturation.log",
+        "logs/tables/scaling_fit.log",
     localrule: True
     conda:
         "../envs/analysis.yaml"

@@ -1,3 +1,6 @@
+include: "ngrams_inputs.smk"
+
+
 rule ngram_corpus:
     input:
         unpack(ngram_corpus_inputs),

@@ -1,6 +1,9 @@
+include: "rank_heads_inputs.smk"
+
+
 rule feature_cache:
     input:
-        checkpoint=checkpoint_input,
+        checkpoint=checkpoint_source_input,
         weights=checkpoint_files_input,
         train=sample_input("train"),
         eval=sample_input("eval"),
@@ -35,7 +38,7 @@ rule feature_cache:
                 "device",
             )
         },
-        allow_pickle=CKPT["allow_pickle"],
+        allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
         hub=HUB_ACCESS,
     script:
         "../scripts/feature_cache.py"
@@ -56,11 +59,11 @@ rule rank_head:
     threads: RANK_HEADS["threads"]
     resources:
         mem_mb=RANK_HEADS["mem_mb"],
-        runtime=lambda wildcards: RANK_HEADS["runtime"] * len(trained_ranks(wildcards)),
+        runtime=lambda wildcards: RANK_HEADS["runtime"] * len(rank_head_job(wildcards)),
         gpu=RANK_HEADS["gpu"],
     params:
         code=code_of("rank_head.py"),
-        ranks=trained_ranks,
+        ranks=rank_head_job,
         setup={k: RANK_HEADS[k] for k in HEAD_TRAINING_KEYS} | {"seed": config["seed"]},
         device=RANK_HEADS["device"],
     script:

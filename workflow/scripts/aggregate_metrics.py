@@ -1,7 +1,7 @@
 """Aggregate per-checkpoint tables into results/tables (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.tables import aggregate
+from saturation.aggregation import aggregate
 
 logs.to_file(snakemake.log[0])
 aggregate(

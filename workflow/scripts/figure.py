@@ -1,10 +1,10 @@
 """Draw one figure (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.plots import draw
+from saturation.figures import render
 
 logs.to_file(snakemake.log[0])
-draw(
+render(
     snakemake.params.figure,
     dict(snakemake.input),
     snakemake.params.style,

@@ -1,7 +1,7 @@
 """Measure one or several checkpoints, of one model or several (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.tables import measure_revisions
+from saturation.measuring import measure_revisions
 
 progress = logs.to_file(snakemake.log[0])
 measure_revisions(

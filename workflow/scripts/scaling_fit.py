@@ -1,7 +1,7 @@
 """Best/final checkpoints and the scaling-law fit (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.scaling import run_saturation
+from saturation.scaling import scaling_fit
 
 logs.to_file(snakemake.log[0])
-run_saturation(snakemake.input, snakemake.params.scaling, snakemake.output)
+scaling_fit(snakemake.input, snakemake.params.scaling, snakemake.output)

@@ -119,8 +119,8 @@ def evaluate_checkpoint(
     from transformers import AutoTokenizer
 
     from saturation.bootstrap import exact_bootstrap
-    from saturation.checkpoints import load_model
     from saturation.hub import open_checkpoint
+    from saturation.loading import load_model
 
     if manager is None:
         manager = task_manager(include_path, tasks)

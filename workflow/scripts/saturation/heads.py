@@ -382,9 +382,9 @@ def cache_features(
 ) -> None:
     """Cache the backbone's head inputs for the train and eval splits, and score the
     original head on the eval features (the reference line of Fig 6)."""
-    from saturation.checkpoints import load_model
     from saturation.corpus import read_tokens
     from saturation.hub import open_checkpoint
+    from saturation.loading import load_model
 
     torch.set_num_threads(threads)
     device = resolve_device(cache["device"], "rank_heads.device")
@@ -422,7 +422,7 @@ def cache_features(
             "step": step,
             "eval_loss": loss,
             "eval_accuracy": accuracy,
-            "hidden_size": head.weight.shape[1],  # the head's input width (OPT: project_out)
+            "head_input_size": head.weight.shape[1],  # after OPT's project_out: narrower
             "vocab_size": head.weight.shape[0],
             "cached_tokens": counts,
         },
@@ -450,7 +450,7 @@ def train_rank_heads(
     device = resolve_device(device, "rank_heads.device")
     deterministic(device)
     info = read_json(original_json)
-    d, vocab = info["hidden_size"], info["vocab_size"]
+    d, vocab = info["head_input_size"], info["vocab_size"]
     wanted = [None if rank == "full" else int(rank) for rank in ranks]
     for r in wanted:
         if r is not None and r > min(d, vocab):

@@ -32,8 +32,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from saturation.checkpoints import CheckpointError, allow_patterns, weights_files
 from saturation.io import write_parquet
+from saturation.loading import CheckpointError, allow_patterns, weights_files
 
 log = logging.getLogger(__name__)
 

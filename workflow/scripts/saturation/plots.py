@@ -19,23 +19,27 @@ DEFAULT_STYLE = {"colormap": "viridis", "dpi": 150, "font_size": 9, "width": 5.5
 
 
 class Style:
+    """The run's figure style (``figures`` config) and each model's colour by size; its
+    matplotlib settings apply inside ``with style.applied():``, never globally."""
+
     def __init__(self, style: dict, sizes: dict[str, int]):
         self.s = {**DEFAULT_STYLE, **style}
         self.sizes = sizes  # model -> parameter count, for the colour
         self.cmap = plt.get_cmap(self.s["colormap"])
         lo, hi = min(sizes.values()), max(sizes.values())
         self.norm = LogNorm(vmin=lo / 1.5, vmax=hi * 1.5) if lo < hi else None
-        plt.rcParams.update(
-            {
-                "font.size": self.s["font_size"],
-                "axes.spines.top": False,
-                "axes.spines.right": False,
-                "axes.grid": True,
-                "grid.alpha": 0.3,
-                "legend.frameon": False,
-                "savefig.bbox": "tight",
-            }
-        )
+        self.rc = {
+            "font.size": self.s["font_size"],
+            "axes.spines.top": False,
+            "axes.spines.right": False,
+            "axes.grid": True,
+            "grid.alpha": 0.3,
+            "legend.frameon": False,
+            "savefig.bbox": "tight",
+        }
+
+    def applied(self):
+        return plt.rc_context(self.rc)
 
     def color(self, model: str):
         # Stop short of the colormap's pale end so every line stays visible on white.
@@ -365,7 +369,7 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     style.save(fig, png, pdf)
 
 
-def fig4_head_spectrum(spectra, style, png, pdf):
+def fig4_head_spectrum(head_spectra, style, png, pdf):
     models = style.models()
     ncols = min(3, len(models))
     nrows = -(-len(models) // ncols)
@@ -379,7 +383,7 @@ def fig4_head_spectrum(spectra, style, png, pdf):
     vmin, vmax = 1e-4, 1.0
     image = None
     for ax, model in zip(axes.flat, models, strict=False):
-        g = spectra[spectra.model == model]
+        g = head_spectra[head_spectra.model == model]
         steps = sorted(g.step.unique())
         d = g["index"].max() + 1
         grid = np.zeros((d, len(steps)))
@@ -465,7 +469,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     style.save(fig, png, pdf)
 
 
-def fig7_w_error(spectra, style, png, pdf, logits=None, bound=None):
+def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     """W-error of every n-gram matrix; on the synthetic language also the reference: the
     W-error of its true logit matrix (``logits``: (d, w_error)), zero from d = R + 1."""
     fig, axes = style.figure()
@@ -482,7 +486,7 @@ def fig7_w_error(spectra, style, png, pdf, logits=None, bound=None):
             label="true logits of the language (centred log-probabilities)",
         )
         rank_bound_line(ax, bound)
-    groups = list(spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
+    groups = list(ngram_spectra.groupby(["corpus", "tokenizer", "n"], sort=True))
     cmap = plt.get_cmap("tab10")
     for i, ((corpus, tokenizer, _n), g) in enumerate(groups):
         g = g[g.d > 0].sort_values("d")
@@ -504,10 +508,10 @@ def fig7_w_error(spectra, style, png, pdf, logits=None, bound=None):
     style.save(fig, png, pdf)
 
 
-def fig8_loss_vs_w_error(heads, spectra, link, style, png, pdf):
+def fig8_loss_vs_w_error(heads, ngram_spectra, link, style, png, pdf):
     fig, axes = style.figure()
     ax = axes[0, 0]
-    err = spectra[spectra.corpus == link].set_index("d").w_error
+    err = ngram_spectra[ngram_spectra.corpus == link].set_index("d").w_error
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
         g = g[(g["head"] == "rank") & g.r.isin(err.index)].sort_values("r")
         x = err.loc[g.r].to_numpy()
@@ -534,69 +538,3 @@ def fig8_loss_vs_w_error(heads, spectra, link, style, png, pdf):
     ax.set_title("Rank-constrained head loss against the n-gram W-error")
     ax.legend(fontsize="small")
     style.save(fig, png, pdf)
-
-
-def draw(
-    figure: str, inputs: dict, style: dict, png: str, pdf: str, link: str | None = None
-) -> None:
-    """Snakemake-facing dispatch: read the tables ``figure`` needs and draw it."""
-    import json
-
-    from saturation.tables import trusted_metrics
-
-    metrics = trusted_metrics(pd.read_parquet(inputs["metrics"]))
-    sizes = metrics.groupby("model").n_params.first().to_dict()
-    st = Style(style, sizes)
-    language = None
-    if inputs.get("language"):
-        with open(inputs["language"]) as fh:
-            language = json.load(fh)
-    floor = language["entropy_rate"] if language else None
-    if figure == "fig1a_loss":
-        fig1a_loss(metrics, st, floor, png, pdf)
-    elif figure == "fig1b_scaling":
-        fig1b_scaling(
-            pd.read_parquet(inputs["saturation"]),
-            pd.read_parquet(inputs["fit"]),
-            st,
-            floor,
-            png,
-            pdf,
-        )
-    elif figure == "fig2_anisotropy_layers":
-        checkpoints = pd.read_parquet(inputs["checkpoints"])
-        families = None
-        if "model_type" in checkpoints:  # measured before the column: one family
-            known = checkpoints.dropna(subset=["model_type"])
-            families = known.groupby("model").model_type.first().reindex(list(sizes)).to_dict()
-            families = None if any(pd.isna(v) for v in families.values()) else families
-        fig2_anisotropy_layers(metrics, st, png, pdf, families)
-    elif figure == "fig3_anisotropy_training":
-        fig3_anisotropy_training(metrics, st, floor, png, pdf)
-    elif figure == "fig4_head_spectrum":
-        spectra = pd.read_parquet(inputs["spectra"])
-        kept = metrics[["model", "step"]].drop_duplicates()
-        fig4_head_spectrum(spectra.merge(kept, on=["model", "step"]), st, png, pdf)
-    elif figure == "fig5_singular_entropy":
-        fig5_singular_entropy(metrics, st, png, pdf)
-    elif figure == "fig7_w_error":
-        logits = None
-        if inputs.get("language_matrix"):
-            from saturation.synthetic import load_language, logit_w_error
-
-            logits = logit_w_error(load_language(inputs["language_matrix"]))
-        bound = language["softmax_rank_bound"] if language else None
-        fig7_w_error(pd.read_parquet(inputs["ngram_spectra"]), st, png, pdf, logits, bound)
-    elif figure == "fig8_loss_vs_w_error":
-        fig8_loss_vs_w_error(
-            pd.read_parquet(inputs["rank_heads"]),
-            pd.read_parquet(inputs["ngram_spectra"]),
-            link,
-            st,
-            png,
-            pdf,
-        )
-    elif figure == "fig6_rank_heads":
-        fig6_rank_heads(pd.read_parquet(inputs["rank_heads"]), st, language, png, pdf)
-    else:
-        raise ValueError(f"unknown figure {figure}")

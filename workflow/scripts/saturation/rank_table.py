@@ -31,7 +31,7 @@ def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
     rows = [r for p in head_paths for r in pq.read_table(p, schema=RANK_HEADS_SCHEMA).to_pylist()]
     for p in original_paths:
         info = read_json(p)
-        d, v = info["hidden_size"], info["vocab_size"]
+        d, v = info["head_input_size"], info["vocab_size"]
         rows.append(
             {
                 "backbone": info["backbone"],

@@ -232,8 +232,8 @@ def saturation_analysis(
     beta come from; and non-embedding), and every model's best and final checkpoint against
     it. ``parameters`` names the count the figure and the log lead with. Returns the fits
     by count."""
+    from saturation.aggregation import trusted_metrics
     from saturation.selection import checkpoint_losses
-    from saturation.tables import trusted_metrics
 
     losses = checkpoint_losses(trusted_metrics(pd.read_parquet(metrics_path)))
     fixed = {k: (entropy_rate if v == "entropy_rate" else v) for k, v in fixed.items()}
@@ -319,8 +319,9 @@ def saturation_analysis(
     return fits
 
 
-def run_saturation(inputs, scaling: dict, outputs) -> None:
-    """Snakemake-facing wrapper."""
+def scaling_fit(inputs, scaling: dict, outputs) -> None:
+    """The saturation analysis and the scaling-law fit from a rule's inputs and outputs
+    (Snakemake-facing)."""
     language = dict(inputs.items()).get("language")
     entropy_rate = min_width = None
     if language:

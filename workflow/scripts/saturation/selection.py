@@ -96,7 +96,7 @@ def select_checkpoints(metrics: pd.DataFrame, models: list[str], steps: list[int
 
 
 def run_selection(metrics_path: str, models: list[str], steps: list[int], out: str) -> None:
-    from saturation.tables import trusted_metrics
+    from saturation.aggregation import trusted_metrics
 
     sel = select_checkpoints(trusted_metrics(pd.read_parquet(metrics_path)), models, steps)
     for r in sel.itertuples():

@@ -62,7 +62,7 @@ def loaded_files(folder: str | Path, allow_pickle: bool) -> list[str]:
     """The files of a checkpoint folder that loading it reads (config.json and the weights
     with their index), sorted: a job's inputs, so that weights rewritten in place re-run what
     read them (a folder's own time changes only when files are added or removed)."""
-    from saturation.checkpoints import CONFIG_PATTERNS, PICKLE_PATTERNS, SAFETENSORS_PATTERNS
+    from saturation.loading import CONFIG_PATTERNS, PICKLE_PATTERNS, SAFETENSORS_PATTERNS
 
     patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
     folder = Path(folder)

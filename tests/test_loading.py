@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from conftest import tiny_gpt_neox
-from saturation.checkpoints import (
+from saturation.loading import (
     CheckpointError,
     UnreadableCheckpoint,
     check_safetensors,

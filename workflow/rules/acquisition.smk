@@ -1,4 +1,7 @@
-if CKPT["source"] == "minisuite":
+include: "acquisition_inputs.smk"
+
+
+if SOURCE == "minisuite":
 
     rule train_minisuite:
         input:
@@ -36,7 +39,7 @@ if CKPT["source"] == "minisuite":
         script:
             "../scripts/train_minisuite.py"
 
-elif CKPT["source"] == "hub":
+elif SOURCE == "hub":
 
     rule revision_manifest:
         output:
@@ -71,7 +74,7 @@ elif CKPT["source"] == "hub":
             runtime=120,
         params:
             code=code_of("prefetch_checkpoint.py"),
-            allow_pickle=CKPT["allow_pickle"],
+            allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             retry=HUB_ACCESS["retry"],
         script:
             "../scripts/prefetch_checkpoint.py"

@@ -1,0 +1,70 @@
+# The downstream stage's Python (the evaluation jobs (known once select_downstream has run) and what each reads), included by rules/downstream.smk
+# above its rules (Snakemake's linter keeps functions out of files with rules).
+DOWNSTREAM = config["downstream"]
+DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
+
+
+def downstream_tokenizer(model):
+    """The tokenizer the harness uses for ``model``: the synthetic language's word-level
+    one, or the model's (None: the hub checkpoint's own files)."""
+    if SYNTHETIC:
+        return "results/downstream/tasks/tokenizer"
+    tokenizer = MODEL_TOKENIZER[model]
+    if SOURCE == "hub" and tokenizer == HUB_MODELS[model]["repo"]:
+        return None
+    return tokenizer
+
+
+def downstream_jobs():
+    """The evaluation jobs: the selection's (model, step) pairs in order,
+    ``downstream.checkpoints_per_job`` a job, across models ({name in paths: [(model,
+    step), ...]}); known once select_downstream has run."""
+    import pandas as pd
+
+    selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
+    pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
+    return checkpoint_jobs(pairs, DOWNSTREAM["checkpoints_per_job"])
+
+
+def evaluation_job(wildcards):
+    """The (model, step) pairs one evaluation job reads (its ``job`` wildcard names them)."""
+    jobs = downstream_jobs()
+    try:
+        return jobs[wildcards.job]
+    except KeyError:
+        raise WorkflowError(
+            f"results/downstream/{wildcards.job} is not an evaluation job of this run: "
+            f"with downstream.checkpoints_per_job = {DOWNSTREAM['checkpoints_per_job']}, "
+            "the selection's are " + ", ".join(jobs)
+        ) from None
+
+
+def downstream_inputs(wildcards):
+    pairs = evaluation_job(wildcards)
+    paths = [checkpoint_source(m, s) for m, s in pairs]
+    inputs = {
+        "checkpoints": list(dict.fromkeys(paths)),
+        "weights": [f for m, s in pairs for f in checkpoint_files(m, s)],
+    }
+    if SYNTHETIC:
+        inputs["tasks"] = "results/downstream/tasks"
+    return inputs
+
+
+def downstream_params(wildcards):
+    """Each checkpoint an evaluation job reads: its model and step, where it is read from
+    (a folder, or the manifest), and the tokenizer the harness uses."""
+    return [
+        {
+            "model": m,
+            "step": s,
+            "checkpoint": checkpoint_source(m, s),
+            "tokenizer": downstream_tokenizer(m),
+        }
+        for m, s in evaluation_job(wildcards)
+    ]
+
+
+def downstream_evaluations(wildcards):
+    """The evaluation jobs' tables; known once select_downstream has run."""
+    return [f"results/downstream/{job}.parquet" for job in downstream_jobs()]

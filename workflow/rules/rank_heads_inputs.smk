@@ -1,0 +1,42 @@
+# The rank-heads stage's Python (the backbones, the ranks and the jobs that train them, the cache's lifetime), included by rules/rank_heads.smk
+# above its rules (Snakemake's linter keeps functions out of files with rules).
+RANK_HEADS = config["rank_heads"]
+BACKBONES = [
+    {
+        "model": b["model"],
+        "step": MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"],
+    }
+    for b in RANK_HEADS["backbones"]
+]
+RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]
+# The jobs that train them: {name in paths: [rank, ...]}, rank_heads.ranks_per_job a job.
+RANK_JOBS = job_batches(RANK_SWEEP, RANK_HEADS["ranks_per_job"])
+
+
+def rank_head_job(wildcards):
+    """The ranks one rank-head job trains (its ``ranks`` wildcard names them)."""
+    try:
+        return RANK_JOBS[wildcards.ranks]
+    except KeyError:
+        raise WorkflowError(
+            f"r{wildcards.ranks} is not a rank-head job of this run: with "
+            f"rank_heads.ranks_per_job = {RANK_HEADS['ranks_per_job']} they are r"
+            + ", r".join(RANK_JOBS)
+        ) from None
+
+
+HEAD_TRAINING_KEYS = (
+    "steps",
+    "batch_tokens",
+    "lr_base",
+    "lr_reference_params",
+    "lr_exponent",
+    "warmup_steps",
+    "min_lr_ratio",
+    "weight_decay",
+    "chunk_tokens",
+)
+
+
+def cache_output(path):
+    return directory(path) if RANK_HEADS["keep_cache"] else temp(directory(path))

@@ -1,0 +1,156 @@
+"""The run's metric tables from its measuring jobs': checkpoints that serve another step's
+weights flagged, unreadable ones stopped on or left out, and the rows the analysis may use."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from saturation.io import write_parquet
+from saturation.tables import CHECKPOINTS_SCHEMA, METRICS_SCHEMA, SPECTRA_SCHEMA
+
+log = logging.getLogger(__name__)
+
+
+def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
+    tables = [pq.read_table(p, schema=schema) for p in paths]
+    return pa.concat_tables(tables).sort_by([("model", "ascending"), ("step", "ascending")])
+
+
+def aggregate(
+    metrics_paths,
+    spectrum_paths,
+    checkpoint_paths,
+    out_metrics,
+    out_spectra,
+    out_checkpoints,
+    trusted_steps: dict | None = None,
+    unreadable: str = "fail",
+) -> None:
+    """One table of each kind for the whole run.
+
+    Checkpoints that serve the same weights as another step of the same model are all
+    flagged (``duplicate_of_step``: the smallest other step of the group;
+    ``duplicate_weights`` on their metrics): none of a group is trusted as the original,
+    except the steps listed in ``trusted_steps`` ({model: [step, ...]}).
+
+    Checkpoints the measuring jobs recorded as unreadable stop the aggregation, each named
+    with its reason (``unreadable: fail``; the measured ones are kept, so a re-run measures
+    only a checkpoint that changed), or are left out with a warning (``skip``).
+    """
+    trusted_steps = trusted_steps or {}
+    check_unreadable(checkpoint_paths, unreadable)
+    ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
+    # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
+    # they have no fingerprint of their own), else the measured weights' fingerprint.
+    ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
+    groups = ckpts.dropna(subset=["_weights"]).groupby(["model", "_weights"])["step"]
+    others = {}
+    for _, steps in groups:
+        for s in steps.index:
+            rest = [int(x) for x in steps if x != steps[s]]
+            if rest:
+                others[s] = min(rest)
+    ckpts["duplicate_of_step"] = pd.array([others.get(i) for i in ckpts.index], dtype="Int64")
+    trusted = [
+        ckpts.at[i, "step"] in trusted_steps.get(ckpts.at[i, "model"], []) for i in ckpts.index
+    ]
+    flagged = ckpts["duplicate_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
+    ckpts.loc[flagged, "status"] = "duplicate"
+    ckpts = ckpts.drop(columns="_weights")
+    dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64()))
+    write_parquet(
+        pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
+    )
+    why = {
+        "duplicate": "serve another step's weights",
+        "missing": "are missing",
+        "unreadable": "are unreadable (metrics.unreadable: skip)",
+    }
+    for model, g in ckpts[ckpts.status != "measured"].groupby("model"):
+        for status, h in g.groupby("status"):
+            log.warning(
+                "%s: steps %s %s, left out of the analysis", model, h.step.tolist(), why[status]
+            )
+    dup = set(zip(ckpts["model"][flagged], ckpts["step"][flagged], strict=True))
+    metrics = concat(metrics_paths, METRICS_SCHEMA)
+    flags = [
+        (m, s) in dup
+        for m, s in zip(
+            metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True
+        )
+    ]
+    metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
+    write_parquet(metrics, out_metrics)
+    write_parquet(concat(spectrum_paths, SPECTRA_SCHEMA), out_spectra)
+
+
+class UnreadableCheckpoints(RuntimeError):
+    """Checkpoints the measuring jobs could not read; the message names each."""
+
+
+def unreadable_lines(ckpts: pd.DataFrame) -> list[str]:
+    """One line per checkpoint recorded as unreadable: model, step and reason."""
+    bad = ckpts[ckpts.status == "unreadable"]
+    return [f"{r.model} step {int(r.step)}: {r.reason}" for r in bad.itertuples()]
+
+
+def check_unreadable(checkpoint_paths, policy: str) -> None:
+    """Stop (``fail``) or warn (``skip``) on the checkpoints the measuring jobs recorded as
+    unreadable, each named with its reason and the table of its job."""
+    lines, jobs = [], []
+    for path in checkpoint_paths:
+        found = unreadable_lines(pq.read_table(path, schema=CHECKPOINTS_SCHEMA).to_pandas())
+        lines += found
+        jobs += [str(path)] * bool(found)
+    if not lines:
+        return
+    if policy == "skip":
+        for line in lines:
+            log.warning("left out, unreadable: %s", line)
+        return
+    raise UnreadableCheckpoints(
+        f"{len(lines)} checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  "
+        + "\n  ".join(lines)
+        + "\nEvery other checkpoint's measurement is kept. Repair or replace these checkpoints "
+        "(a local checkpoint whose files change is measured again, by itself; after a repair "
+        "the workflow cannot see, such as a hub revision's files in the Hugging Face cache: "
+        f"snakemake --forcerun {' '.join(jobs)}), or set metrics.unreadable: skip to leave "
+        "them out of the analysis."
+    )
+
+
+def left_out_report(checkpoints_table: str) -> str | None:
+    """What a finished run says at its end about the checkpoints it left out as unreadable
+    (None where there were none, or the table was not made)."""
+    from pathlib import Path
+
+    if not Path(checkpoints_table).is_file():
+        return None
+    ckpts = pd.read_parquet(checkpoints_table, columns=["model", "step", "status", "reason"])
+    lines = unreadable_lines(ckpts)
+    if not lines:
+        return None
+    return (
+        f"{len(lines)} checkpoint(s) were unreadable and are left out of the analysis "
+        f"(metrics.unreadable: skip; {checkpoints_table}, status 'unreadable'):\n  "
+        + "\n  ".join(lines)
+    )
+
+
+def trusted_metrics(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The metric rows the analysis may use: checkpoints flagged as serving another step's
+    weights are left out, with a warning naming them."""
+    if "duplicate_weights" not in metrics:
+        return metrics
+    dup = metrics[metrics.duplicate_weights]
+    for model, g in dup.groupby("model"):
+        log.warning(
+            "%s: steps %s serve another step's weights; left out",
+            model,
+            sorted(set(g.step.astype(int))),
+        )
+    return metrics[~metrics.duplicate_weights]

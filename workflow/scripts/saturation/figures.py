@@ -1,0 +1,136 @@
+"""The study's figures as a registry: for each, the tables it draws from, its group in the
+report, and the loader that reads them into the drawing function's arguments. The figure
+rules are built from it (rules/figures.smk); the drawing functions, one per figure and
+named as it is, are in ``saturation.plots``. This module imports nothing heavy: the workflow
+reads it while building the DAG."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Figure:
+    needs: tuple[str, ...]  # the run's tables (rules/common.smk's TABLES) and extra inputs
+    group: str  # the report's subcategory
+    load: Callable[[dict, dict], dict]  # (inputs, shared) -> the drawing function's data
+
+
+def metrics_only(inputs, shared) -> dict:
+    return {"metrics": shared["metrics"]}
+
+
+def with_floor(inputs, shared) -> dict:
+    return {"metrics": shared["metrics"], "floor": shared["floor"]}
+
+
+def scaling_tables(inputs, shared) -> dict:
+    import pandas as pd
+
+    return {
+        "saturation": pd.read_parquet(inputs["saturation"]),
+        "fit": pd.read_parquet(inputs["fit"]),
+        "floor": shared["floor"],
+    }
+
+
+def layers_by_family(inputs, shared) -> dict:
+    """Each model's family (model_type) where every model's is known, for Fig 2's panels."""
+    import pandas as pd
+
+    checkpoints = pd.read_parquet(inputs["checkpoints"])
+    families = None
+    if "model_type" in checkpoints:  # measured before the column: one family
+        known = checkpoints.dropna(subset=["model_type"])
+        models = list(shared["sizes"])
+        families = known.groupby("model").model_type.first().reindex(models).to_dict()
+        families = None if any(pd.isna(v) for v in families.values()) else families
+    return {"metrics": shared["metrics"], "families": families}
+
+
+def trusted_head_spectra(inputs, shared) -> dict:
+    """The head spectra of the checkpoints the analysis uses (duplicates left out)."""
+    import pandas as pd
+
+    spectra = pd.read_parquet(inputs["head_spectra"])
+    kept = shared["metrics"][["model", "step"]].drop_duplicates()
+    return {"head_spectra": spectra.merge(kept, on=["model", "step"])}
+
+
+def rank_heads(inputs, shared) -> dict:
+    import pandas as pd
+
+    return {"heads": pd.read_parquet(inputs["rank_heads"]), "language": shared["language"]}
+
+
+def w_errors(inputs, shared) -> dict:
+    """The n-gram spectra's W-errors; on the synthetic language also its true logits'."""
+    import pandas as pd
+
+    logits = None
+    if inputs.get("language_matrix"):
+        from saturation.synthetic import load_language, logit_w_error
+
+        logits = logit_w_error(load_language(inputs["language_matrix"]))
+    language = shared["language"]
+    return {
+        "ngram_spectra": pd.read_parquet(inputs["ngram_spectra"]),
+        "logits": logits,
+        "bound": language["softmax_rank_bound"] if language else None,
+    }
+
+
+def heads_and_w_errors(inputs, shared) -> dict:
+    import pandas as pd
+
+    return {
+        "heads": pd.read_parquet(inputs["rank_heads"]),
+        "ngram_spectra": pd.read_parquet(inputs["ngram_spectra"]),
+        "link": shared["link"],
+    }
+
+
+LOSS, ANISOTROPY, SPECTRUM = "Loss and saturation", "Anisotropy", "LM-head spectrum"
+RANK_HEADS, NGRAMS = "Rank-constrained heads", "n-gram spectra"
+FIGURES = {
+    "fig1a_loss": Figure(("metrics",), LOSS, with_floor),
+    "fig1b_scaling": Figure(("metrics", "saturation", "fit"), LOSS, scaling_tables),
+    "fig2_anisotropy_layers": Figure(("metrics", "checkpoints"), ANISOTROPY, layers_by_family),
+    "fig3_anisotropy_training": Figure(("metrics",), ANISOTROPY, with_floor),
+    "fig4_head_spectrum": Figure(("metrics", "head_spectra"), SPECTRUM, trusted_head_spectra),
+    "fig5_singular_entropy": Figure(("metrics",), SPECTRUM, metrics_only),
+    "fig6_rank_heads": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_heads),
+    "fig7_w_error": Figure(("metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors),
+    "fig8_loss_vs_w_error": Figure(
+        ("metrics", "rank_heads", "ngram_spectra"), NGRAMS, heads_and_w_errors
+    ),
+}
+
+
+def render(
+    figure: str, inputs: dict, style: dict, png: str, pdf: str, link: str | None = None
+) -> None:
+    """Read the tables ``figure`` needs and draw it in the run's style (Snakemake-facing)."""
+    import pandas as pd
+
+    from saturation import plots
+    from saturation.aggregation import trusted_metrics
+    from saturation.io import read_json
+
+    if figure not in FIGURES:
+        raise ValueError(f"unknown figure {figure}; the figures are {', '.join(FIGURES)}")
+    metrics = trusted_metrics(pd.read_parquet(inputs["metrics"]))
+    sizes = metrics.groupby("model").n_params.first().to_dict()
+    language = read_json(inputs["language"]) if inputs.get("language") else None
+    shared = {
+        "metrics": metrics,
+        "sizes": sizes,
+        "language": language,
+        "floor": language["entropy_rate"] if language else None,
+        "link": link,
+    }
+    data = FIGURES[figure].load(inputs, shared)
+    st = plots.Style(style, sizes)
+    with st.applied():
+        getattr(plots, figure)(style=st, png=png, pdf=pdf, **data)

@@ -1,0 +1,235 @@
+"""A measuring job: each checkpoint it reads measured one after another (a local folder, or a
+hub revision read through the Hugging Face cache), its three tables written once."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import numpy as np
+import pyarrow as pa
+
+from saturation.io import write_parquet
+from saturation.tables import CHECKPOINTS_SCHEMA, METRICS_SCHEMA, SPECTRA_SCHEMA
+
+log = logging.getLogger(__name__)
+
+Tables = tuple[pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint
+
+
+def measure_checkpoint(*args, out_metrics: str, out_spectrum: str, out_checkpoint: str, **kwargs):
+    """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its three
+    tables."""
+    write_tables(checkpoint_tables(*args, **kwargs), out_metrics, out_spectrum, out_checkpoint)
+
+
+def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint) -> None:
+    for table, path in zip(tables, (out_metrics, out_spectrum, out_checkpoint), strict=True):
+        write_parquet(table, path)
+
+
+def checkpoint_tables(
+    model_name: str,
+    step: int,
+    tokens_seen: int,
+    checkpoint_dir: str,
+    eval_path: str,
+    sequence_length: int,
+    batch_size: int,
+    dtype: str,
+    device: str,
+    allow_pickle: bool,
+    threads: int = 1,
+    progress_file=None,
+    commit: str | None = None,
+    weights_sha256: str | None = None,
+    tokenizer: str | None = None,
+) -> Tables:
+    """One checkpoint's metric rows, head spectrum and checkpoint record."""
+    import torch
+
+    from saturation.corpus import read_bytes, read_tokens
+    from saturation.devices import resolve_device
+    from saturation.loading import load_model
+    from saturation.metrics import (
+        fingerprints,
+        forward_metrics,
+        parameter_counts,
+        singular_values,
+        spectrum_metrics,
+    )
+
+    torch.set_num_threads(threads)
+    device = resolve_device(device, "metrics.device")
+    model = load_model(checkpoint_dir, allow_pickle, dtype=getattr(torch, dtype), device=device)
+    log.info("%s step %d on %s in %s", model_name, step, device, dtype)
+    head = model.get_output_embeddings().weight
+    docs = read_tokens(eval_path)
+    check_vocabulary(docs, head.shape[0], model_name, step, tokenizer, sample_vocab(eval_path))
+    sigma = singular_values(head)
+    spec = spectrum_metrics(sigma)
+    fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file)
+    counts = parameter_counts(model)
+    base = {
+        "model": model_name,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        **counts,
+        "hidden_size": model.config.hidden_size,
+    }
+    metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
+    metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
+    n_bytes = read_bytes(eval_path)
+    if n_bytes:  # text corpora: the loss per byte, comparable across tokenizers
+        nats = fwd["loss"] * fwd["n_predicted_tokens"] / n_bytes
+        metrics += [("nats_per_byte", None, nats), ("bits_per_byte", None, nats / math.log(2))]
+    metrics += [("anisotropy", i, a) for i, a in enumerate(fwd["anisotropy"])]
+    metrics += [(k, None, v) for k, v in spec.items()]
+    rows = {k: [v] * len(metrics) for k, v in base.items()}
+    rows["metric"], rows["layer"], rows["value"] = map(list, zip(*metrics, strict=True))
+    if not np.isfinite(rows["value"]).all():  # never a silent NaN in a table
+        bad = [m for m, _, v in metrics if not np.isfinite(v)]
+        raise ValueError(f"{model_name} step {step}: non-finite metrics {bad}")
+    metrics_table = pa.table(rows, schema=METRICS_SCHEMA)
+    spectrum = pa.table(
+        {
+            "model": [model_name] * len(sigma),
+            "step": [step] * len(sigma),
+            "index": np.arange(len(sigma)),
+            "singular_value": sigma,
+        },
+        schema=SPECTRA_SCHEMA,
+    )
+    tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    record = {
+        **base,
+        "vocab_size": head.shape[0],
+        "model_type": model.config.model_type,
+        "n_layers": fwd["n_layers"],
+        "tied_head": tied,
+        "head_input_size": head.shape[1],
+        "n_predicted_tokens": fwd["n_predicted_tokens"],
+        **fingerprints(model),
+        "commit": commit,
+        "weights_sha256": weights_sha256,
+        "status": "measured",
+        "reason": None,
+    }
+    log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
+    checkpoint = pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA)
+    return metrics_table, spectrum, checkpoint
+
+
+def sample_vocab(eval_path) -> int | None:
+    """The vocabulary size of the tokenizer a sample was tokenized with (its JSON record),
+    or None where the record is missing."""
+    import json
+    from pathlib import Path
+
+    meta = Path(eval_path).with_suffix(".json")
+    if not meta.is_file():
+        return None
+    return json.loads(meta.read_text()).get("vocab_size")
+
+
+def check_vocabulary(
+    docs, vocab_size: int, model_name: str, step: int, tokenizer, tokenizer_size=None
+) -> None:
+    """Refuse, before measuring, a model whose output vocabulary does not cover its
+    tokenizer's ids (or the ids the sample holds)."""
+    top = max((int(d.max()) for d in docs if len(d)), default=-1)
+    if top >= vocab_size or (tokenizer_size or 0) > vocab_size:
+        held = f"{tokenizer_size} ids" if tokenizer_size else f"token id {top}"
+        raise ValueError(
+            f"{model_name} step {step} has an output vocabulary of {vocab_size} rows, but its "
+            f"tokenizer '{tokenizer}' has {held}: the model and the tokenizer do not match "
+            "(name the model's own in its tokenizer key, checkpoints.hub.models[] or "
+            "checkpoints.local.models[])"
+        )
+
+
+def unmeasured_tables(row: dict, model_name: str) -> Tables:
+    """Empty metric tables and a checkpoint row saying why a revision was not measured."""
+    record = {f.name: None for f in CHECKPOINTS_SCHEMA}
+    record.update(
+        model=model_name,
+        step=row["step"],
+        commit=row.get("commit"),
+        weights_sha256=row.get("weights_sha256"),
+        status=row["status"],
+        reason=row.get("reason"),
+    )
+    return (
+        METRICS_SCHEMA.empty_table(),
+        SPECTRA_SCHEMA.empty_table(),
+        pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA),
+    )
+
+
+def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> Tables:
+    """Measure one checkpoint: a local folder, or (``hub`` set) a revision of a manifest,
+    read through the Hugging Face cache. Revisions the manifest marks missing or duplicate
+    are recorded as such and not fetched."""
+    if hub is None:
+        return checkpoint_tables(step=step, checkpoint_dir=checkpoint, **kwargs)
+    from saturation.hub import manifest_row, open_checkpoint
+
+    row = manifest_row(checkpoint, step)
+    if row["status"] in ("missing", "duplicate"):
+        log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
+        return unmeasured_tables(row, kwargs["model_name"])
+    with open_checkpoint(checkpoint, row["step"], hub, kwargs["allow_pickle"]) as folder:
+        return checkpoint_tables(
+            step=step,
+            checkpoint_dir=str(folder),
+            commit=row["commit"],
+            weights_sha256=row["weights_sha256"],
+            **kwargs,
+        )
+
+
+def measure_revisions(
+    checkpoints: list[dict],
+    hub: dict | None,
+    out_metrics: str,
+    out_spectrum: str,
+    out_checkpoint: str,
+    **kwargs,
+) -> None:
+    """Measure checkpoints one after another in one process and write each table once, rows
+    in the checkpoints' order. ``checkpoints``: dicts of model, step, tokens_seen,
+    checkpoint (the step's folder, or the model's revision manifest), eval (the sample
+    tokenized the model's way) and tokenizer.
+
+    A checkpoint whose content is unusable (:class:`UnreadableCheckpoint`) is recorded with
+    status ``unreadable`` and the reason, and the others are measured all the same; any other
+    error stops the job, naming the checkpoint it was measuring."""
+    from saturation.loading import UnreadableCheckpoint
+
+    measured = []
+    for c in checkpoints:
+        try:
+            tables = revision_tables(
+                c["checkpoint"],
+                hub,
+                c["step"],
+                tokens_seen=c["tokens_seen"],
+                model_name=c["model"],
+                eval_path=c["eval"],
+                tokenizer=c["tokenizer"],
+                **kwargs,
+            )
+        except UnreadableCheckpoint as exc:
+            log.error("%s step %d is not measured: %s", c["model"], c["step"], exc)
+            row = {"step": c["step"], "status": "unreadable", "reason": str(exc)}
+            tables = unmeasured_tables(row, c["model"])
+        except Exception as exc:
+            exc.add_note(f"while measuring {c['model']} step {c['step']} ({c['checkpoint']})")
+            raise
+        measured.append(tables)
+    write_tables(
+        [pa.concat_tables(kind) for kind in zip(*measured, strict=True)],
+        out_metrics,
+        out_spectrum,
+        out_checkpoint,
+    )
