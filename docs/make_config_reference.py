@@ -18,9 +18,21 @@ INTRO = """# Configuration reference
 
 Every key of the workflow's configuration: its type, its default and what it does. Use it
 when you write or edit a configuration (start from one of `config/`, see
-[config/README.md](../config/README.md)). The workflow validates the configuration against
-`workflow/schemas/config.schema.yaml` before any job runs, fills in the defaults below, and
-stops on an unknown, misspelled, missing or ill-typed key with one message naming it.
+[config/README.md](../config/README.md)).
+
+The configuration is validated against `workflow/schemas/config.schema.yaml` before any job
+runs, and the defaults below are filled in. An unknown, misspelled, missing or ill-typed key
+stops the run with one message naming it, e.g. `Invalid configuration: config key
+'corpus.synthetic.rnak' is not a known setting`. A whole number written as a float
+(`batch_size: 8.0`) where an integer is wanted is taken as that integer; `8.5` is refused,
+naming the key. Before Snakemake reads them, the config files are read again with a strict
+loader. It reports a YAML syntax error in `config/config.yaml`, and a key given twice in one
+mapping of any config file (YAML would keep the last one silently), by file and line, e.g.
+`config/config.yaml, line 4: key 'batch_size' is given twice in one mapping (first at line
+2)`. Snakemake parses a file given with `--configfile` before the workflow starts, so a
+syntax error there gets Snakemake's own message, which gives no line. A device that the
+machine or its torch build lacks (`metrics.device: cuda` on a CPU build) stops the job,
+naming the key.
 
 This page is generated from the schema by `python docs/make_config_reference.py`; edit the
 schema's descriptions, not this page.

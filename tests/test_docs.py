@@ -29,3 +29,38 @@ def test_the_configuration_reference_is_current_and_describes_every_key():
     for key in ("corpus.synthetic.rank", "checkpoints.hub.models[].revisions[].step",
                 "metrics.unreadable", "ngrams.corpora[].huggingface.shuffle_buffer"):  # fmt: skip
         assert f"| `{key}` |" in page
+
+
+def anchors(markdown: str) -> set[str]:
+    """GitHub's anchors of a page's headings."""
+    import re
+
+    found = set()
+    for heading in re.findall(r"^#+ (.+)$", markdown, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-")
+        found.add(slug)
+    return found
+
+
+def test_every_link_of_the_docs_reaches_a_file_and_heading():
+    """README.md, config/README.md and docs/*.md: each relative link (and image) names a
+    file of the repository, and each #anchor a heading of its page."""
+    import re
+
+    pages = [
+        ROOT / "README.md",
+        ROOT / "config" / "README.md",
+        *sorted((ROOT / "docs").glob("*.md")),
+    ]
+    checked = 0
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "mailto:")):
+                continue
+            path, _, anchor = target.partition("#")
+            file = (page.parent / path).resolve() if path else page
+            assert file.exists(), f"{page.relative_to(ROOT)} links to {target}, which is not there"
+            if anchor:
+                assert anchor in anchors(file.read_text()), f"{page.relative_to(ROOT)}: #{anchor}"
+            checked += 1
+    assert checked >= 30
