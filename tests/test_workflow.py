@@ -3,6 +3,7 @@
 import json
 import re
 
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -101,6 +102,20 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     sat = pd.read_parquet(tiny_run / "results/tables/saturation.parquet")
     assert set(sat.role) == {"best", "final"} and len(sat[sat.selected]) == 4
     assert set(sat.parameters) == {"total", "non_embedding"} and len(sat) == 8
+    # Each document's loss: the report half's sums give the report loss, and each model's
+    # final - best is that of its two checkpoints' report losses, with a standard error.
+    docs = pd.read_parquet(tiny_run / "results/tables/document_losses.parquet")
+    report = docs[docs.half == "report"].groupby(["model", "step"])[["nll", "n_predicted"]].sum()
+    by = metrics[metrics.metric == "loss_report"].set_index(["model", "step"]).value
+    np.testing.assert_allclose(
+        (report.nll / report.n_predicted).sort_index(), by.sort_index(), rtol=1e-12
+    )
+    for model, g in sat[sat.selected].groupby("model"):
+        best, final = (g[g.role == r].step.item() for r in ("best", "final"))
+        expected = by[(model, final)] - by[(model, best)]
+        assert g.final_minus_best.tolist() == pytest.approx([expected] * 2, abs=1e-12)
+        assert (g.final_minus_best_se >= 0).all() and g.saturated.notna().all()
+        assert (g.final_minus_best_low <= g.final_minus_best_high).all()
     for fig in FIGURES:
         for ext in ("png", "pdf"):
             assert (tiny_run / f"results/figures/{fig}.{ext}").stat().st_size > 1000

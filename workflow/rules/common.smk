@@ -189,6 +189,7 @@ TABLES = {
     "rank_heads": "results/tables/rank_heads.parquet",
     "ngram_spectra": "results/tables/ngram_spectra.parquet",
     "checkpoints": "results/tables/checkpoints.parquet",
+    "document_losses": "results/tables/document_losses.parquet",
 }
 
 

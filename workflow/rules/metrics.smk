@@ -8,6 +8,7 @@ rule measure_checkpoint:
         metrics="results/metrics/{job}/metrics.parquet",
         spectrum="results/metrics/{job}/spectrum.parquet",
         checkpoint="results/metrics/{job}/checkpoint.parquet",
+        documents="results/metrics/{job}/documents.parquet",
     log:
         "logs/metrics/{job}.log",
     benchmark:
@@ -38,10 +39,12 @@ rule aggregate_metrics:
         metrics=for_each_measure_job("results/metrics/{job}/metrics.parquet"),
         spectra=for_each_measure_job("results/metrics/{job}/spectrum.parquet"),
         checkpoints=for_each_measure_job("results/metrics/{job}/checkpoint.parquet"),
+        documents=for_each_measure_job("results/metrics/{job}/documents.parquet"),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",
         checkpoints="results/tables/checkpoints.parquet",
+        documents="results/tables/document_losses.parquet",
     log:
         "logs/tables/aggregate_metrics.log",
     localrule: True
@@ -78,5 +81,6 @@ rule scaling_fit:
     params:
         code=code_of("scaling_fit.py"),
         scaling=config["scaling"],
+        seed=config["seed"],
     script:
         "../scripts/scaling_fit.py"

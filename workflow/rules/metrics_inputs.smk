@@ -49,7 +49,10 @@ def for_each_measure_job(pattern):
 
 
 def scaling_fit_inputs(wildcards):
-    inputs = {"metrics": TABLES["metrics"]}
+    inputs = {
+        "metrics": TABLES["metrics"],
+        "document_losses": TABLES["document_losses"],
+    }
     if SYNTHETIC:
         inputs["language"] = LANGUAGE_META
     return inputs

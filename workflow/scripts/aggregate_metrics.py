@@ -13,4 +13,6 @@ aggregate(
     snakemake.output.checkpoints,
     trusted_steps=snakemake.params.trusted_steps,
     unreadable=snakemake.params.unreadable,
+    documents_paths=snakemake.input.documents,
+    out_documents=snakemake.output.documents,
 )

@@ -11,6 +11,7 @@ measure_revisions(
     out_metrics=snakemake.output.metrics,
     out_spectrum=snakemake.output.spectrum,
     out_checkpoint=snakemake.output.checkpoint,
+    out_documents=snakemake.output.documents,
     threads=snakemake.threads,
     progress_file=progress,
     **snakemake.params.measure,

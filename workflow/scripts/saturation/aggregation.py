@@ -10,7 +10,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saturation.io import write_parquet
-from saturation.tables import CHECKPOINTS_SCHEMA, METRICS_SCHEMA, SPECTRA_SCHEMA
+from saturation.tables import (
+    CHECKPOINTS_SCHEMA,
+    DOCUMENTS_SCHEMA,
+    METRICS_SCHEMA,
+    SPECTRA_SCHEMA,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +34,8 @@ def aggregate(
     out_checkpoints,
     trusted_steps: dict | None = None,
     unreadable: str = "fail",
+    documents_paths=None,
+    out_documents=None,
 ) -> None:
     """One table of each kind for the whole run.
 
@@ -86,6 +93,11 @@ def aggregate(
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
     write_parquet(metrics, out_metrics)
     write_parquet(concat(spectrum_paths, SPECTRA_SCHEMA), out_spectra)
+    if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
+        documents = pa.concat_tables(
+            [pq.read_table(p, schema=DOCUMENTS_SCHEMA) for p in documents_paths]
+        ).sort_by([("model", "ascending"), ("step", "ascending"), ("document", "ascending")])
+        write_parquet(documents, out_documents)
 
 
 class UnreadableCheckpoints(RuntimeError):

@@ -25,6 +25,19 @@ def with_floor(inputs, shared) -> dict:
     return {"metrics": shared["metrics"], "floor": shared["floor"]}
 
 
+def loss_and_saturated(inputs, shared) -> dict:
+    """The loss, and each saturating model's best step (the count Fig 1b shows)."""
+    import pandas as pd
+
+    sat = pd.read_parquet(inputs["saturation"])
+    sat = sat[sat.selected & (sat.role == "best") & sat.saturated.fillna(False).astype(bool)]
+    return {
+        "metrics": shared["metrics"],
+        "floor": shared["floor"],
+        "saturated": dict(zip(sat.model, sat.step.astype(int), strict=True)),
+    }
+
+
 def scaling_tables(inputs, shared) -> dict:
     import pandas as pd
 
@@ -94,7 +107,7 @@ def heads_and_w_errors(inputs, shared) -> dict:
 LOSS, ANISOTROPY, SPECTRUM = "Loss and saturation", "Anisotropy", "LM-head spectrum"
 RANK_HEADS, NGRAMS = "Rank-constrained heads", "n-gram spectra"
 FIGURES = {
-    "fig1a_loss": Figure(("metrics",), LOSS, with_floor),
+    "fig1a_loss": Figure(("metrics", "saturation"), LOSS, loss_and_saturated),
     "fig1b_scaling": Figure(("metrics", "saturation", "fit"), LOSS, scaling_tables),
     "fig2_anisotropy_layers": Figure(("metrics", "checkpoints"), ANISOTROPY, layers_by_family),
     "fig3_anisotropy_training": Figure(("metrics",), ANISOTROPY, with_floor),

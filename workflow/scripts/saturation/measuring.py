@@ -10,22 +10,32 @@ import numpy as np
 import pyarrow as pa
 
 from saturation.io import write_parquet
-from saturation.tables import CHECKPOINTS_SCHEMA, METRICS_SCHEMA, SPECTRA_SCHEMA
+from saturation.tables import (
+    CHECKPOINTS_SCHEMA,
+    DOCUMENTS_SCHEMA,
+    METRICS_SCHEMA,
+    SPECTRA_SCHEMA,
+)
 
 log = logging.getLogger(__name__)
 
-Tables = tuple[pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint
+Tables = tuple[pa.Table, pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint, documents
 
 
-def measure_checkpoint(*args, out_metrics: str, out_spectrum: str, out_checkpoint: str, **kwargs):
-    """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its three
-    tables."""
-    write_tables(checkpoint_tables(*args, **kwargs), out_metrics, out_spectrum, out_checkpoint)
+def measure_checkpoint(
+    *args, out_metrics: str, out_spectrum: str, out_checkpoint: str, out_documents=None, **kwargs
+):
+    """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its
+    tables (the per-document losses where ``out_documents`` is given)."""
+    tables = checkpoint_tables(*args, **kwargs)
+    write_tables(tables, out_metrics, out_spectrum, out_checkpoint, out_documents)
 
 
-def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint) -> None:
-    for table, path in zip(tables, (out_metrics, out_spectrum, out_checkpoint), strict=True):
-        write_parquet(table, path)
+def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint, out_documents) -> None:
+    paths = (out_metrics, out_spectrum, out_checkpoint, out_documents)
+    for table, path in zip(tables, paths, strict=True):
+        if path is not None:
+            write_parquet(table, path)
 
 
 def checkpoint_tables(
@@ -52,6 +62,7 @@ def checkpoint_tables(
     from saturation.devices import resolve_device
     from saturation.loading import load_model
     from saturation.metrics import (
+        document_half,
         fingerprints,
         forward_metrics,
         parameter_counts,
@@ -117,7 +128,19 @@ def checkpoint_tables(
     }
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
     checkpoint = pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA)
-    return metrics_table, spectrum, checkpoint
+    per_doc = fwd["documents"]
+    documents = pa.table(
+        {
+            "model": [model_name] * len(per_doc["document"]),
+            "step": [step] * len(per_doc["document"]),
+            "document": per_doc["document"],
+            "half": [document_half(int(i)) for i in per_doc["document"]],
+            "nll": per_doc["nll"],
+            "n_predicted": per_doc["n_predicted"],
+        },
+        schema=DOCUMENTS_SCHEMA,
+    )
+    return metrics_table, spectrum, checkpoint, documents
 
 
 def sample_vocab(eval_path) -> int | None:
@@ -163,6 +186,7 @@ def unmeasured_tables(row: dict, model_name: str) -> Tables:
         METRICS_SCHEMA.empty_table(),
         SPECTRA_SCHEMA.empty_table(),
         pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA),
+        DOCUMENTS_SCHEMA.empty_table(),
     )
 
 
@@ -194,6 +218,7 @@ def measure_revisions(
     out_metrics: str,
     out_spectrum: str,
     out_checkpoint: str,
+    out_documents: str | None = None,
     **kwargs,
 ) -> None:
     """Measure checkpoints one after another in one process and write each table once, rows
@@ -232,4 +257,5 @@ def measure_revisions(
         out_metrics,
         out_spectrum,
         out_checkpoint,
+        out_documents,
     )

@@ -319,4 +319,11 @@ def forward_metrics(
     }
     for k, name in enumerate(HALVES):
         rows[f"loss_{name}"] = float(nll[half == k].sum()) / int(counts[half == k].sum())
+    # Each document's summed loss and predicted tokens, for paired comparisons of two
+    # checkpoints on the same documents (documents that predict nothing are left out).
+    owner = np.asarray(owner, dtype=np.int64)
+    doc_nll = np.bincount(owner, weights=nll, minlength=len(docs))
+    doc_n = np.bincount(owner, weights=counts, minlength=len(docs)).astype(np.int64)
+    kept = np.flatnonzero(doc_n)
+    rows["documents"] = {"document": kept, "nll": doc_nll[kept], "n_predicted": doc_n[kept]}
     return rows

@@ -132,9 +132,12 @@ def per_model_over_steps(ax, rows, style):
         )
 
 
-def fig1a_loss(metrics, style, floor, png, pdf):
+def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
     """Loss over training, per token (``figures.loss_unit: token``) or in bits per byte
-    (``byte``: comparable across tokenizers; text corpora only)."""
+    (``byte``: comparable across tokenizers; text corpora only). ``saturated``: {model: best
+    step} of the models whose final loss is significantly above their best, each marked
+    with a star at its best checkpoint."""
+    saturated = saturated or {}
     fig, axes = style.figure()
     ax = axes[0, 0]
     if style.s.get("loss_unit", "token") == "byte":
@@ -146,9 +149,17 @@ def fig1a_loss(metrics, style, floor, png, pdf):
         per_model_over_steps(ax, rows, style)
         ax.set_ylabel("cross-entropy (bits / byte)")
     else:
-        per_model_over_steps(ax, metric(metrics, "loss"), style)
+        rows = metric(metrics, "loss")
+        per_model_over_steps(ax, rows, style)
         floor_line(ax, floor)
         ax.set_ylabel("cross-entropy (nats / token)")
+    for model, step in sorted(saturated.items()):
+        at = rows[(rows.model == model) & (rows.step == step)]
+        ax.plot(at.step, at.value, marker="*", ms=11, ls="none", color=style.color(model),
+                markeredgecolor="black", markeredgewidth=0.6)  # fmt: skip
+    if saturated:
+        ax.plot([], [], marker="*", ms=9, ls="none", color="0.5", markeredgecolor="black",
+                label="best checkpoint of a saturating model")  # fmt: skip
     log_steps(ax)
     ax.set_title("Evaluation loss over training")
     ax.legend(fontsize="small", loc="upper right")

@@ -94,6 +94,15 @@ SATURATION_SCHEMA = pa.schema(
         ("extrapolated_loss", pa.float64()),  # the law at (N, this checkpoint's own T)
         ("relative_gap", pa.float64()),  # loss / extrapolated_loss - 1
         ("relative_gap_whole", pa.float64()),  # loss_whole / extrapolated_loss - 1
+        # The model's final - best on the report half's documents, paired (its two rows
+        # alike; saturation.significance): the difference, its standard error, the one-sided
+        # p-value, the bootstrap interval, and whether it saturates at scaling.saturation_level.
+        ("final_minus_best", pa.float64()),
+        ("final_minus_best_se", pa.float64()),
+        ("final_minus_best_p", pa.float64()),
+        ("final_minus_best_low", pa.float64()),
+        ("final_minus_best_high", pa.float64()),
+        ("saturated", pa.bool_()),
     ]
 )
 FIT_SCHEMA = pa.schema(
@@ -227,6 +236,10 @@ def saturation_analysis(
     entropy_rate: float | None = None,
     max_step: int | None = None,
     min_width: int | None = None,
+    documents_path: str | None = None,
+    level: float = 0.01,
+    resamples: int = 2000,
+    seed: int = 0,
 ) -> dict:
     """The law fitted with N counted both ways (total, the count Chinchilla's fixed E, B,
     beta come from; and non-embedding), and every model's best and final checkpoint against
@@ -308,6 +321,28 @@ def saturation_analysis(
             100 * summary["mean_relative_gap_final"],
         )
     sat = pd.DataFrame(sat).sort_values(["parameters", "n_params", "model", "role"])
+    tests = {}
+    if documents_path is not None:
+        from saturation.selection import best_and_final
+        from saturation.significance import saturation_tests
+
+        choices = {
+            model: tuple(int(r.step) for r in best_and_final(g))
+            for model, g in losses.groupby("model", sort=True)
+        }
+        documents = pd.read_parquet(documents_path)
+        tests = saturation_tests(documents, choices, level, resamples, seed)
+        for model, t in tests.items():
+            log.info(
+                "%s: final - best %+.4f nats (SE %.4f, p %.3g)%s",
+                model,
+                t["final_minus_best"],
+                t["final_minus_best_se"],
+                t["final_minus_best_p"],
+                ": saturates" if t["saturated"] else "",
+            )
+    for col in [f.name for f in SATURATION_SCHEMA][-6:]:
+        sat[col] = [tests.get(m, {}).get(col) for m in sat.model]
     write_parquet(
         pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation
     )
@@ -319,7 +354,7 @@ def saturation_analysis(
     return fits
 
 
-def scaling_fit(inputs, scaling: dict, outputs) -> None:
+def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
     """The saturation analysis and the scaling-law fit from a rule's inputs and outputs
     (Snakemake-facing)."""
     language = dict(inputs.items()).get("language")
@@ -342,4 +377,8 @@ def scaling_fit(inputs, scaling: dict, outputs) -> None:
         out_points=outputs["points"],
         entropy_rate=entropy_rate,
         min_width=min_width,
+        documents_path=inputs["document_losses"],
+        level=scaling["saturation_level"],
+        resamples=scaling["bootstrap_resamples"],
+        seed=seed,
     )

@@ -15,6 +15,17 @@ CHECKPOINT_COLUMNS = [
 METRICS_SCHEMA = pa.schema(
     CHECKPOINT_COLUMNS + [("metric", pa.string()), ("layer", pa.int64()), ("value", pa.float64())]
 )
+# Each document's summed loss at each checkpoint: paired comparisons on the same documents.
+DOCUMENTS_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("step", pa.int64()),
+        ("document", pa.int64()),  # its position in the evaluation sample
+        ("half", pa.string()),  # select | report (saturation.metrics.document_half)
+        ("nll", pa.float64()),  # summed over its predicted tokens, in nats
+        ("n_predicted", pa.int64()),  # its predicted tokens (all but its first)
+    ]
+)
 SPECTRA_SCHEMA = pa.schema(
     [
         ("model", pa.string()),

@@ -1,0 +1,78 @@
+"""Whether a model saturates, as a tested claim: its final checkpoint's loss minus its best
+checkpoint's, on the same documents of the report half, with a paired standard error and a
+seeded bootstrap interval.
+
+The loss is token-weighted: a checkpoint's loss on a set of documents is the sum of their
+summed losses over the sum of their predicted tokens. The difference is therefore a ratio
+of sums, D = sum(d_i) / sum(n_i) with d_i = nll_final_i - nll_best_i, and its standard
+error the ratio estimator's over documents (the documents are the sampled units, their
+tokens are not independent): SE^2 = m / (m - 1) * sum((d_i - D n_i)^2) / (sum n_i)^2 for m
+documents. ``saturated``: D > 0 with a one-sided p-value below the level, from Student's t
+with m - 1 degrees of freedom at D / SE.
+The bootstrap resamples documents with replacement; its interval is the (level, 1 - level)
+percentiles, so its lower bound is above 0 when the bootstrap's one-sided test at the same
+level rejects.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+
+def paired_difference(
+    best_nll, best_n, final_nll, final_n, level: float, resamples: int, seed: int
+) -> dict:
+    """final - best on the same documents (arrays aligned by document): the difference, its
+    paired standard error, the one-sided p-value, the bootstrap interval and the verdict."""
+    best_n, final_n = np.asarray(best_n, dtype=np.int64), np.asarray(final_n, dtype=np.int64)
+    if not np.array_equal(best_n, final_n):
+        raise ValueError("the two checkpoints were measured on different documents or tokens")
+    d = np.asarray(final_nll, dtype=np.float64) - np.asarray(best_nll, dtype=np.float64)
+    n = best_n.astype(np.float64)
+    m = len(d)
+    diff = float(d.sum() / n.sum())
+    se = float(math.sqrt(m / (m - 1) * np.sum((d - diff * n) ** 2)) / n.sum()) if m > 1 else 0.0
+    if se > 0:  # Student's t with m - 1 degrees of freedom: the SE is itself estimated
+        from scipy.stats import t as student
+
+        p = float(student.sf(diff / se, m - 1))
+    else:
+        p = 0.0 if diff > 0 else 1.0
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, m, size=(resamples, m))
+    boot = d[picks].sum(axis=1) / n[picks].sum(axis=1)
+    low, high = np.quantile(boot, [level, 1 - level])
+    return {
+        "final_minus_best": diff,
+        "final_minus_best_se": se,
+        "final_minus_best_p": float(p),
+        "final_minus_best_low": float(low),
+        "final_minus_best_high": float(high),
+        "saturated": bool(diff > 0 and p < level),
+    }
+
+
+def saturation_tests(
+    documents: pd.DataFrame, choices: dict, level: float, resamples: int, seed: int
+) -> dict:
+    """{model: paired_difference(...)} for each model's (best step, final step) in
+    ``choices``, on the report half of ``documents`` (the per-document losses table)."""
+    report = documents[documents.half == "report"]
+    out = {}
+    for i, (model, (best, final)) in enumerate(sorted(choices.items())):
+        rows = report[report.model == model]
+        b = rows[rows.step == best].sort_values("document")
+        f = rows[rows.step == final].sort_values("document")
+        if b.empty or f.empty or not np.array_equal(b.document.values, f.document.values):
+            raise ValueError(
+                f"{model}: no per-document losses of steps {best} and {final} on the same "
+                "documents (results/tables/document_losses.parquet); re-run the measurements"
+            )
+        out[model] = paired_difference(
+            b.nll.values, b.n_predicted.values, f.nll.values, f.n_predicted.values,
+            level, resamples, seed + i,
+        )  # fmt: skip
+    return out
