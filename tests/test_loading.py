@@ -172,3 +172,83 @@ def test_buffers_old_checkpoints_carry_still_load(checkpoint):
         ),
     )
     torch.testing.assert_close(logits(load_model(checkpoint)), logits(tiny_model()), rtol=0, atol=0)
+
+
+# --- .bin weights: torch's weights-only unpickler, never the plain one ----------------------
+
+
+class Payload:
+    """What a malicious pickle carries: unpickling it by the plain unpickler runs a
+    command."""
+
+    def __init__(self, sentinel):
+        self.sentinel = str(sentinel)
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+def bin_checkpoint(path, state_dict, shards=1):
+    """A checkpoint folder with config.json and ``.bin`` weights, sharded with an index as
+    transformers writes them (pytorch_model-0000k-of-0000n.bin + pytorch_model.bin.index.json)."""
+    import json
+
+    tiny_model().config.save_pretrained(path)
+    names = list(state_dict)
+    if shards == 1:
+        torch.save(state_dict, path / "pytorch_model.bin")
+        return path
+    weight_map = {}
+    for k in range(shards):
+        part = names[k::shards]
+        file = f"pytorch_model-{k + 1:05d}-of-{shards:05d}.bin"
+        torch.save({n: state_dict[n] for n in part}, path / file)
+        weight_map.update(dict.fromkeys(part, file))
+    index = {"metadata": {}, "weight_map": weight_map}
+    (path / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    return path
+
+
+def test_a_bin_file_that_would_run_code_is_refused_and_runs_nothing(tmp_path):
+    sentinel = tmp_path / "ran"
+    state = {**tiny_model().state_dict(), "payload": Payload(sentinel)}
+    folder = bin_checkpoint(tmp_path / "evil", state, shards=2)
+    evil = sorted(folder.glob("*.bin"))
+    with pytest.raises(UnreadableCheckpoint) as info:
+        load_model(folder, allow_pickle=True)
+    message = str(info.value)
+    assert "holds more than tensors, and torch's weights-only unpickler refused it" in message
+    assert "posix.system" in message and "nothing in it was run" in message
+    assert any(message.startswith(str(f)) for f in evil)
+    assert not sentinel.exists()
+    # The plain unpickler, which the workflow never uses, runs it: the payload is real.
+    import json
+
+    index = json.loads((folder / "pytorch_model.bin.index.json").read_text())
+    torch.load(folder / index["weight_map"]["payload"], weights_only=False)
+    assert sentinel.exists()
+
+
+def test_sharded_bin_weights_measure_like_their_safetensors_twin(tmp_path, checkpoint):
+    from saturation.corpus import corpus_table
+    from saturation.io import write_parquet
+    from saturation.measuring import checkpoint_tables
+
+    twin = bin_checkpoint(tmp_path / "bin", tiny_model().state_dict(), shards=3)
+    assert len(list(twin.glob("pytorch_model-*.bin"))) == 3
+    torch.testing.assert_close(
+        logits(load_model(twin, allow_pickle=True)), logits(tiny_model()), rtol=0, atol=0
+    )
+    eval_path = tmp_path / "eval.parquet"
+    docs = [torch.arange(8).numpy().astype("int32"), (torch.arange(8) % 5).numpy().astype("int32")]
+    write_parquet(corpus_table([0, 1], "eval", docs), eval_path)
+    tables = {
+        name: checkpoint_tables(
+            "m", 0, 0, str(folder), str(eval_path), 8, 2, "float32", "cpu", allow_pickle=True
+        )
+        for name, folder in (("safetensors", checkpoint), ("bin", twin))
+    }
+    for kind in (0, 1, 3):  # metrics, spectrum, per-document losses
+        assert tables["bin"][kind].equals(tables["safetensors"][kind])

@@ -333,8 +333,9 @@ def check_usable(row: dict, allow_pickle: bool) -> None:
         )
     if row["weights_format"] == "bin" and not allow_pickle:
         raise CheckpointError(
-            f"{where} serves only PyTorch .bin weights, which are pickles and can run code "
-            "when loaded; refusing them. Set checkpoints.allow_pickle: true to load them anyway."
+            f"{where} serves only PyTorch .bin weights, which are pickles; refusing them. Set "
+            "checkpoints.allow_pickle: true to read them with torch's weights-only unpickler, "
+            "which loads tensors and refuses anything else."
         )
     if row["weights_format"] == "none":
         raise CheckpointError(f"{where} holds no weights files")
@@ -358,7 +359,7 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
 
     check_usable(row, allow_pickle)
     where = describe(row)
-    patterns = allow_patterns(allow_pickle)
+    patterns = allow_patterns(allow_pickle, row["weights_format"])
     fetch = {
         "repo_id": row["repo_id"],
         "revision": row["commit"],  # the weights the manifest names, even if the branch moves

@@ -1,9 +1,12 @@
-"""Checkpoint acquisition and safe loading.
+"""Safe loading of model checkpoints.
 
 Hub revisions are read through the Hugging Face cache with an allow-list of file patterns
-(``saturation.hub``); the mini-suite writes the same Hugging Face layout. Loading reads safetensors only
-(PyTorch ``.bin`` files are pickles, which can run code when unpickled) unless the config
-opts in, never runs remote code, and checks every weights file before torch sees it.
+(``saturation.hub``); the mini-suite writes the same Hugging Face layout. Loading reads
+safetensors; PyTorch ``.bin`` files (pickles, which can run code when unpickled by the plain
+unpickler) only where the config opts in (``checkpoints.allow_pickle``), and then only
+through torch's weights-only unpickler, which builds tensors and plain containers and
+refuses any other object. It never runs remote code, and checks every weights file before
+the model sees it.
 """
 
 from __future__ import annotations
@@ -39,9 +42,16 @@ class UnreadableCheckpoint(CheckpointError):
     the aggregation then stops or leaves it out (``metrics.unreadable``)."""
 
 
-def allow_patterns(allow_pickle: bool) -> list[str]:
-    patterns = CONFIG_PATTERNS + SAFETENSORS_PATTERNS + TOKENIZER_PATTERNS
-    return patterns + PICKLE_PATTERNS if allow_pickle else patterns
+def allow_patterns(allow_pickle: bool, weights_format: str | None = None) -> list[str]:
+    """The files to fetch of a revision: config, tokenizer and weights. Where the revision's
+    weights format is known (the manifest's), only that format's weights: a repo serving
+    both safetensors and ``.bin`` files is not downloaded twice."""
+    weights = SAFETENSORS_PATTERNS + (PICKLE_PATTERNS if allow_pickle else [])
+    if weights_format == "safetensors":
+        weights = SAFETENSORS_PATTERNS
+    elif weights_format == "bin" and allow_pickle:
+        weights = PICKLE_PATTERNS
+    return CONFIG_PATTERNS + weights + TOKENIZER_PATTERNS
 
 
 def weights_files(
@@ -61,10 +71,12 @@ def weights_files(
     if pickles and not allow_pickle:
         raise CheckpointError(
             f"checkpoint {where} has only PyTorch .bin weights ({pickles[0].name}), which are "
-            "pickles and can run code when loaded; refusing them. Set "
-            "checkpoints.allow_pickle: true to load them anyway."
+            "pickles; refusing them. Set checkpoints.allow_pickle: true to read them with "
+            "torch's weights-only unpickler, which loads tensors and refuses anything else."
         )
     if pickles:
+        for f in pickles:
+            check_pickle(f)
         return pickles
     hint = (
         ""
@@ -111,6 +123,29 @@ def check_safetensors(path: str | Path) -> None:
         )
 
 
+def check_pickle(path: str | Path) -> None:
+    """Read a ``.bin`` file with torch's weights-only unpickler, without its tensors' bytes
+    (to the meta device), so that a file holding anything but tensors and plain containers
+    is refused, naming it, before the model is built; nothing in it is run."""
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    try:
+        torch.load(path, map_location="meta", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = str(exc).strip().split("\n")
+        why = next((line for line in refused if "GLOBAL" in line or "global" in line), refused[-1])
+        raise UnreadableCheckpoint(
+            f"{path} holds more than tensors, and torch's weights-only unpickler refused it "
+            f"({why.strip()}); nothing in it was run. Use the checkpoint's safetensors "
+            "weights, or convert it where you trust it"
+        ) from None
+    except (RuntimeError, EOFError, OSError) as exc:
+        raise UnreadableCheckpoint(f"truncated or corrupt PyTorch weights file {path}: {exc}") from None
+
+
 def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu"):
     """A causal LM from a checked checkpoint directory (hub snapshot or mini-suite).
 
@@ -128,6 +163,7 @@ def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, de
             str(directory),
             trust_remote_code=False,
             use_safetensors=files[0].suffix == ".safetensors",
+            weights_only=True,  # .bin files: torch's weights-only unpickler, never the plain one
             dtype=dtype,
             output_loading_info=True,
             ignore_mismatched_sizes=True,  # reported below, with the shapes, then refused
