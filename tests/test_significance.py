@@ -104,3 +104,28 @@ def test_saturation_tests_pair_each_models_best_and_final_on_the_report_half():
     assert out["m"]["saturated"]
     with pytest.raises(ValueError, match="m: no per-document losses of steps 10 and 30"):
         saturation_tests(documents, {"m": (10, 30)}, level=0.01, resamples=100, seed=0)
+
+
+def test_runs_of_one_size_are_summed_up_across_seeds():
+    rows = []
+    for model, n, best, diff, sat in [
+        ("pythia-14m", 14, 60000, 0.05, True),
+        ("pythia-14m-seed1", 14, 143000, 0.0, False),
+        ("pythia-14m-seed2", 14, 90000, 0.02, True),
+        ("pythia-160m", 160, 143000, 0.0, False),
+    ]:
+        for role, step in (("best", best), ("final", 143000)):
+            rows.append({"parameters": "total", "selected": True, "model": model,
+                         "n_params": n, "role": role, "step": step,
+                         "final_minus_best": diff, "saturated": sat})  # fmt: skip
+            rows.append({**rows[-1], "parameters": "non_embedding", "selected": False})
+    from saturation.significance import by_size
+
+    out = by_size(pd.DataFrame(rows)).set_index("size")
+    assert out.loc["pythia-14m", "runs"] == 3 and out.loc["pythia-14m", "seeds"] == [0, 1, 2]
+    assert out.loc["pythia-14m", "share_saturated"] == pytest.approx(2 / 3)
+    assert out.loc["pythia-14m", "final_minus_best_max"] == 0.05
+    assert out.loc["pythia-14m", "best_step_min"] == 60000
+    assert out.loc["pythia-14m", "best_step_median"] == 90000
+    assert out.loc["pythia-160m", "runs"] == 1 and out.loc["pythia-160m", "saturated"] == 0
+    assert list(out.index) == ["pythia-14m", "pythia-160m"]

@@ -125,3 +125,14 @@ def test_measuring_jobs_are_cut_across_models_from_the_front():
     assert list(measure_jobs(config))[:2] == ["pythia-70m/step0", "pythia-70m/step1"]
     pattern = re.compile(CHECKPOINT_JOB)
     assert all(pattern.fullmatch(name) for name in [*jobs, *grown])
+
+
+def test_polypythia_config_plans_offline(tmp_path):
+    """Five sizes, each with the original run and nine seeds: 50 models x 154 revisions."""
+    from test_workflow import plan_offline
+
+    out = plan_offline(tmp_path, "config/polypythia.yaml")
+    assert re.search(r"revision_manifest\s+50\n", out)
+    assert re.search(r"measure_checkpoint\s+7700\n", out)
+    assert "results/metrics/pythia-410m-seed9/step143000/metrics.parquet" in out
+    assert "results/tables/saturation_by_size.parquet" in out

@@ -195,6 +195,7 @@ TABLES = {
 
 def all_targets():
     targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
+    targets.append("results/tables/saturation_by_size.parquet")
     targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))
     if SOURCE == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)

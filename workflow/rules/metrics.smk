@@ -69,6 +69,7 @@ rule scaling_fit:
         saturation="results/tables/saturation.parquet",
         fit="results/tables/scaling_fit.parquet",
         points="results/tables/scaling_points.parquet",
+        by_size="results/tables/saturation_by_size.parquet",
     log:
         "logs/tables/scaling_fit.log",
     localrule: True

@@ -143,7 +143,9 @@ def check_pickle(path: str | Path) -> None:
             "weights, or convert it where you trust it"
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
-        raise UnreadableCheckpoint(f"truncated or corrupt PyTorch weights file {path}: {exc}") from None
+        raise UnreadableCheckpoint(
+            f"truncated or corrupt PyTorch weights file {path}: {exc}"
+        ) from None
 
 
 def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu"):

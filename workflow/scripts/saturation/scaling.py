@@ -105,6 +105,23 @@ SATURATION_SCHEMA = pa.schema(
         ("saturated", pa.bool_()),
     ]
 )
+# Runs of one size and different seeds side by side (saturation.significance.by_size).
+BY_SIZE_SCHEMA = pa.schema(
+    [
+        ("size", pa.string()),
+        ("n_params", pa.int64()),
+        ("runs", pa.int64()),
+        ("seeds", pa.list_(pa.int64())),
+        ("saturated", pa.int64()),
+        ("share_saturated", pa.float64()),
+        ("final_minus_best_mean", pa.float64()),
+        ("final_minus_best_min", pa.float64()),
+        ("final_minus_best_max", pa.float64()),
+        ("best_step_min", pa.int64()),
+        ("best_step_median", pa.float64()),
+        ("best_step_max", pa.int64()),
+    ]
+)
 FIT_SCHEMA = pa.schema(
     [
         ("parameters", pa.string()),
@@ -240,6 +257,7 @@ def saturation_analysis(
     level: float = 0.01,
     resamples: int = 2000,
     seed: int = 0,
+    out_by_size: str | None = None,
 ) -> dict:
     """The law fitted with N counted both ways (total, the count Chinchilla's fixed E, B,
     beta come from; and non-embedding), and every model's best and final checkpoint against
@@ -346,6 +364,13 @@ def saturation_analysis(
     write_parquet(
         pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation
     )
+    if out_by_size is not None:
+        from saturation.significance import by_size
+
+        write_parquet(
+            pa.Table.from_pandas(by_size(sat), schema=BY_SIZE_SCHEMA, preserve_index=False),
+            out_by_size,
+        )
     write_parquet(pa.Table.from_pylist(fit_rows, schema=FIT_SCHEMA), out_fit)
     write_parquet(
         pa.Table.from_pandas(pd.concat(pts), schema=POINTS_SCHEMA, preserve_index=False),
@@ -381,4 +406,5 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         level=scaling["saturation_level"],
         resamples=scaling["bootstrap_resamples"],
         seed=seed,
+        out_by_size=outputs["by_size"],
     )

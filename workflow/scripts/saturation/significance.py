@@ -76,3 +76,40 @@ def saturation_tests(
             level, resamples, seed + i,
         )  # fmt: skip
     return out
+
+
+SIZE_SEED = r"^(?P<size>.+?)(?:-seed(?P<seed>\d+))?$"  # pythia-160m-seed3: 160m's seed 3
+
+
+def by_size(saturation: pd.DataFrame) -> pd.DataFrame:
+    """Runs of one size with different seeds (a model named ``{size}-seed{k}``; the unnamed
+    run is seed 0) side by side: per size, the runs, the share that saturate, the spread of
+    final - best and of the best step. From ``saturation.parquet``'s rows of the selected
+    parameter count."""
+    rows = saturation[saturation.selected].copy()
+    parts = rows.model.str.extract(SIZE_SEED)
+    rows["size"] = parts["size"]
+    rows["seed"] = parts["seed"].fillna("0").astype(int)
+    final = rows[rows.role == "final"].set_index("model")
+    best = rows[rows.role == "best"].set_index("model").step
+    out = []
+    for size, g in final.groupby("size", sort=False):
+        steps = best.loc[g.index]
+        diff = g.final_minus_best.astype(float)
+        out.append(
+            {
+                "size": size,
+                "n_params": int(g.n_params.iloc[0]),
+                "runs": len(g),
+                "seeds": sorted(int(s) for s in g.seed),
+                "saturated": int(g.saturated.fillna(False).astype(bool).sum()),
+                "share_saturated": float(g.saturated.fillna(False).astype(bool).mean()),
+                "final_minus_best_mean": float(diff.mean()),
+                "final_minus_best_min": float(diff.min()),
+                "final_minus_best_max": float(diff.max()),
+                "best_step_min": int(steps.min()),
+                "best_step_median": float(steps.median()),
+                "best_step_max": int(steps.max()),
+            }
+        )
+    return pd.DataFrame(out).sort_values(["n_params", "size"]).reset_index(drop=True)
