@@ -20,9 +20,12 @@ from saturation.tables import (
 log = logging.getLogger(__name__)
 
 
-def concat(paths: list[str], schema: pa.Schema) -> pa.Table:
-    tables = [pq.read_table(p, schema=schema) for p in paths]
-    return pa.concat_tables(tables).sort_by([("model", "ascending"), ("step", "ascending")])
+def read_tables(paths: list[str], schema: pa.Schema) -> list[pa.Table]:
+    return [pq.read_table(p, schema=schema) for p in paths]
+
+
+def concat(tables: list[pa.Table], keys=("model", "step")) -> pa.Table:
+    return pa.concat_tables(tables).sort_by([(k, "ascending") for k in keys])
 
 
 def aggregate(
@@ -49,8 +52,9 @@ def aggregate(
     only a checkpoint that changed), or are left out with a warning (``skip``).
     """
     trusted_steps = trusted_steps or {}
-    check_unreadable(checkpoint_paths, unreadable)
-    ckpts = concat(checkpoint_paths, CHECKPOINTS_SCHEMA).to_pandas()
+    jobs = read_tables(checkpoint_paths, CHECKPOINTS_SCHEMA)
+    check_unreadable(jobs, checkpoint_paths, unreadable)
+    ckpts = concat(jobs).to_pandas()
     # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
     # they have no fingerprint of their own), else the measured weights' fingerprint.
     ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
@@ -83,7 +87,7 @@ def aggregate(
                 "%s: steps %s %s, left out of the analysis", model, h.step.tolist(), why[status]
             )
     dup = set(zip(ckpts["model"][flagged], ckpts["step"][flagged], strict=True))
-    metrics = concat(metrics_paths, METRICS_SCHEMA)
+    metrics = concat(read_tables(metrics_paths, METRICS_SCHEMA))
     flags = [
         (m, s) in dup
         for m, s in zip(
@@ -92,12 +96,10 @@ def aggregate(
     ]
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
     write_parquet(metrics, out_metrics)
-    write_parquet(concat(spectrum_paths, SPECTRA_SCHEMA), out_spectra)
+    write_parquet(concat(read_tables(spectrum_paths, SPECTRA_SCHEMA)), out_spectra)
     if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
-        documents = pa.concat_tables(
-            [pq.read_table(p, schema=DOCUMENTS_SCHEMA) for p in documents_paths]
-        ).sort_by([("model", "ascending"), ("step", "ascending"), ("document", "ascending")])
-        write_parquet(documents, out_documents)
+        documents = read_tables(documents_paths, DOCUMENTS_SCHEMA)
+        write_parquet(concat(documents, ("model", "step", "document")), out_documents)
 
 
 class UnreadableCheckpoints(RuntimeError):
@@ -110,12 +112,12 @@ def unreadable_lines(ckpts: pd.DataFrame) -> list[str]:
     return [f"{r.model} step {int(r.step)}: {r.reason}" for r in bad.itertuples()]
 
 
-def check_unreadable(checkpoint_paths, policy: str) -> None:
+def check_unreadable(tables: list[pa.Table], paths: list[str], policy: str) -> None:
     """Stop (``fail``) or warn (``skip``) on the checkpoints the measuring jobs recorded as
-    unreadable, each named with its reason and the table of its job."""
+    unreadable, each named with its reason and the table of its job (``paths``)."""
     lines, jobs = [], []
-    for path in checkpoint_paths:
-        found = unreadable_lines(pq.read_table(path, schema=CHECKPOINTS_SCHEMA).to_pandas())
+    for table, path in zip(tables, paths, strict=True):
+        found = unreadable_lines(table.to_pandas())
         lines += found
         jobs += [str(path)] * bool(found)
     if not lines:

@@ -359,7 +359,9 @@ def saturation_analysis(
                 t["final_minus_best_p"],
                 ": saturates" if t["saturated"] else "",
             )
-    for col in [f.name for f in SATURATION_SCHEMA][-6:]:
+    from saturation.significance import TEST_COLUMNS
+
+    for col in TEST_COLUMNS:
         sat[col] = [tests.get(m, {}).get(col) for m in sat.model]
     write_parquet(
         pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation

@@ -17,16 +17,28 @@ level rejects.
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import pandas as pd
 
+# What paired_difference returns: the saturation table's columns of the test.
+TEST_COLUMNS = (
+    "final_minus_best",
+    "final_minus_best_se",
+    "final_minus_best_p",
+    "final_minus_best_low",
+    "final_minus_best_high",
+    "saturated",
+)
+
 
 def paired_difference(
-    best_nll, best_n, final_nll, final_n, level: float, resamples: int, seed: int
+    best_nll, best_n, final_nll, final_n, level: float, resamples: int, seed
 ) -> dict:
     """final - best on the same documents (arrays aligned by document): the difference, its
-    paired standard error, the one-sided p-value, the bootstrap interval and the verdict."""
+    paired standard error, the one-sided p-value, the bootstrap interval and the verdict
+    (TEST_COLUMNS). ``seed``: the bootstrap's, an int or a sequence of ints."""
     best_n, final_n = np.asarray(best_n, dtype=np.int64), np.asarray(final_n, dtype=np.int64)
     if not np.array_equal(best_n, final_n):
         raise ValueError("the two checkpoints were measured on different documents or tokens")
@@ -59,10 +71,12 @@ def saturation_tests(
     documents: pd.DataFrame, choices: dict, level: float, resamples: int, seed: int
 ) -> dict:
     """{model: paired_difference(...)} for each model's (best step, final step) in
-    ``choices``, on the report half of ``documents`` (the per-document losses table)."""
+    ``choices``, on the report half of ``documents`` (the per-document losses table). Each
+    model's bootstrap is seeded by ``seed`` and its name, so adding a model to the run
+    leaves the others' intervals as they were."""
     report = documents[documents.half == "report"]
     out = {}
-    for i, (model, (best, final)) in enumerate(sorted(choices.items())):
+    for model, (best, final) in sorted(choices.items()):
         rows = report[report.model == model]
         b = rows[rows.step == best].sort_values("document")
         f = rows[rows.step == final].sort_values("document")
@@ -73,7 +87,7 @@ def saturation_tests(
             )
         out[model] = paired_difference(
             b.nll.values, b.n_predicted.values, f.nll.values, f.n_predicted.values,
-            level, resamples, seed + i,
+            level, resamples, [seed, zlib.crc32(model.encode())],
         )  # fmt: skip
     return out
 
