@@ -205,3 +205,26 @@ def test_errors_are_clear():
         next_token_matrix([np.array([1, 2, 30], dtype=np.int32)], 2, 10)
     with pytest.raises(ValueError, match="no context occurs 100 times"):
         next_token_matrix(random_docs(), 3, 7, min_context_count=100)
+
+
+def test_a_job_too_large_for_its_memory_stops_before_the_work(tmp_path):
+    """The paper's largest corpus (20M tokens, V = 50,304, top 3,000) needs about 9 GB for
+    the eigensolver's blocks; a job given 4 GB stops at once, naming the key, and writes
+    nothing."""
+    from saturation.corpus import corpus_table
+    from saturation.io import write_parquet
+    from saturation.ngrams import ngram_spectrum, spectrum_job_memory_mb
+
+    parts = spectrum_job_memory_mb(20_000_000, 50304, 3000, 4096)
+    blocks = 5 * 50304 * 3750 * 8 / 2**20  # four m x b float64 blocks and one transient
+    assert blocks < parts["the eigensolver's blocks (ngrams.top_k)"] < blocks + 2500
+    path = tmp_path / "tokens.parquet"
+    docs = random_docs(n_docs=40, vocab=7)
+    write_parquet(corpus_table(list(range(len(docs))), "train", docs), path)
+    out = tmp_path / "spectrum.parquet"
+    args = dict(corpus="c", tokenizer="t", n=3, min_context_count=1, gram_max_dim=4096)
+    with pytest.raises(MemoryError, match=r"'ngrams.mem_mb': 1 MB cannot hold .* corpus c"):
+        ngram_spectrum(str(path), vocab_size=5000, top_k=3000, out_path=str(out), mem_mb=1, **args)
+    assert not out.exists()
+    ngram_spectrum(str(path), vocab_size=7, top_k=7, out_path=str(out), mem_mb=100, **args)
+    assert out.exists()

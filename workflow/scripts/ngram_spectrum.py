@@ -14,5 +14,6 @@ ngram_spectrum(
     tokenizer=snakemake.params.tokenizer,
     vocab_size=read_json(snakemake.input.meta)["vocab_size"],
     out_path=snakemake.output[0],
+    mem_mb=snakemake.resources.mem_mb,
     **snakemake.params.spectrum,
 )

@@ -173,6 +173,41 @@ def spectrum_memory_mb(m: int, k: int) -> float:
     return (5 * m * b + 3 * (2 * b) ** 2) * 8 / 2**20
 
 
+BUILD_BYTES_PER_TOKEN = 100  # the windows, their packed keys and sorts (bench_paper_jobs.py)
+W_BYTES_PER_TOKEN = 40  # W in CSR and the rows of M the solver keeps, at most one entry a window
+
+
+def spectrum_job_memory_mb(n_tokens: int, vocab_size: int, top_k: int, gram_max_dim: int):
+    """An n-gram job's peak memory by part, in MB: building W, then W with the eigensolver
+    (``spectrum_memory_mb``; the dense Gram where min(C, V) <= gram_max_dim). C is at most
+    the number of windows, so min(C, V) <= min(n_tokens, V)."""
+    m = min(n_tokens, vocab_size)
+    solver = m * m * 8 * 2 / 2**20 if m <= gram_max_dim else spectrum_memory_mb(m, top_k)
+    return {
+        "building W (ngrams n_tokens)": n_tokens * BUILD_BYTES_PER_TOKEN / 2**20,
+        "the eigensolver's blocks (ngrams.top_k)": n_tokens * W_BYTES_PER_TOKEN / 2**20 + solver,
+    }
+
+
+def check_memory(corpus, n_tokens, vocab_size, top_k, gram_max_dim, mem_mb) -> None:
+    """Stop before the work when the job's memory cannot hold it, naming the key to change."""
+    parts = spectrum_job_memory_mb(n_tokens, vocab_size, top_k, gram_max_dim)
+    largest = max(parts, key=parts.get)
+    log.info(
+        "memory: about %.0f MB at peak (%s) of the job's %d MB",
+        parts[largest],
+        largest,
+        mem_mb,
+    )
+    if parts[largest] > mem_mb:
+        raise MemoryError(
+            f"config key 'ngrams.mem_mb': {mem_mb} MB cannot hold the n-gram spectrum of "
+            f"corpus {corpus} ({n_tokens} tokens, V = {vocab_size}, top_k {top_k}): about "
+            f"{parts[largest]:.0f} MB for {largest}; raise ngrams.mem_mb, or lower "
+            "ngrams.top_k or the corpus's n_tokens"
+        )
+
+
 def block_krylov_eigvalsh(
     m: sp.csr_matrix,
     diag: np.ndarray,
@@ -353,12 +388,17 @@ def ngram_spectrum(
     out_path: str,
     tol: float = 1e-5,
     max_iter: int = 200,
+    mem_mb: float | None = None,
 ) -> dict:
+    """One corpus's W and its spectrum, written to ``out_path``; with ``mem_mb`` (the job's
+    memory), first checks that the job fits it (``check_memory``)."""
     from saturation.corpus import read_tokens
 
     t0 = time.perf_counter()
     docs = read_tokens(corpus_path)
     n_tokens = sum(len(d) for d in docs)
+    if mem_mb is not None:
+        check_memory(corpus, n_tokens, vocab_size, top_k, gram_max_dim, mem_mb)
     w, _ = next_token_matrix(docs, n, vocab_size, min_context_count)
     t_build = time.perf_counter() - t0
     log.info(
