@@ -1,8 +1,8 @@
 """The paper run's jobs at the size config/pythia.yaml gives them: wall time and peak memory
 against the resources each job asks for.
 
-    python bench/bench_paper_jobs.py [--jobs ngram_spectrum,rank_head,aggregate_metrics,scaling_fit]
-                                     [--sizes paper|small] [--config config/pythia.yaml]
+    python bench/bench_paper_jobs.py [--jobs aggregate_metrics,...] [--sizes small,paper]
+                                     [--config config/pythia.yaml] [--keep-figures DIR]
 
 Each job runs the workflow's own code in a fresh process (its peak RSS is that process's),
 on synthetic inputs of the real shapes, since the real ones cannot be had offline:
@@ -13,15 +13,20 @@ on synthetic inputs of the real shapes, since the real ones cannot be had offlin
   top_k and tol (the Parquet corpus written as the sampling job writes it);
 - rank_head: one shard of the feature cache at pythia-2.8b's width (d = 2,560,
   ``rank_heads.shard_tokens`` tokens in ``cache_dtype``), streamed as the job streams it,
-  and steps of the full-rank control head (the largest: V x d with AdamW state) and of the
-  highest rank, through ``train_heads``; the time per step times ``rank_heads.steps`` is
-  the CPU floor of the job's runtime;
-- aggregate_metrics and scaling_fit: per-revision tables of the real shapes (the config's
+  and steps of the full-rank control head (the largest: V x d with its AdamW state)
+  through ``train_heads``; the time of a step times ``rank_heads.steps``, plus the
+  evaluation, is the job's time on this CPU;
+- measure_checkpoint: a pythia-2.8b-shaped checkpoint of random fp16 weights in
+  safetensors, measured by ``checkpoint_tables`` in ``metrics.dtype`` on this CPU (the
+  host memory a measuring job needs to load it), beside a bare forward of the same tokens;
+- aggregate_metrics, scaling_fit and figures: per-revision tables of the real shapes (the config's
   models x 154 revisions, each model's layer count and head width, the evaluation
   documents), read and joined by ``aggregation.aggregate``, then the saturation analysis
-  and the fit (``scaling.saturation_analysis``, with the bootstrap) on the result.
+  and the fit (``scaling.saturation_analysis``, with the bootstrap) on the result, then
+  Figs 1a to 5 drawn from them (``figures.render``; ``--keep-figures DIR`` keeps the PNGs).
 
-Prints one line per job and size and, at the end, the table: job, size, wall time, peak
+Synthetic inputs are written by a process of their own before each job, so a job's peak
+RSS is its own. Prints one line per job and size and, at the end, the table: job, size, wall time, peak
 RSS, the declared mem_mb and runtime, and the ratios. ``--sizes small`` runs each job at a
 smaller size too, for the growth law.
 """
@@ -29,6 +34,7 @@ smaller size too, for the growth law.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import re
 import resource
@@ -58,8 +64,19 @@ STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
 VOCAB = 50304
 
 
+def reset_peak_rss() -> None:
+    """Start counting the peak RSS afresh (Linux: VmHWM), so that a job's peak is its own
+    and not the imports'."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    try:
+        status = Path("/proc/self/status").read_text().splitlines()
+        return next(int(x.split()[1]) for x in status if x.startswith("VmHWM")) / 1024
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def matmul_gflops(threads: int = 2) -> float:
@@ -71,23 +88,26 @@ def matmul_gflops(threads: int = 2) -> float:
 # ---- the jobs, each run in a child process ------------------------------------------------
 
 
-def job_ngram_spectrum(config: dict, size: dict, tmp: Path) -> dict:
-    import torch
+def prepare_ngram_spectrum(config: dict, size: dict, work: Path) -> None:
     from bench_ngrams import textlike
 
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
+
+    docs = textlike(size["tokens"], size["vocab"])
+    write_parquet(corpus_table(list(range(len(docs))), "train", docs), work / "tokens.parquet")
+
+
+def job_ngram_spectrum(config: dict, size: dict, work: Path) -> dict:
+    import torch
+
     from saturation.ngrams import ngram_spectrum
 
     ng = config["ngrams"]
     torch.set_num_threads(ng["threads"])
-    docs = textlike(size["tokens"], size["vocab"])
-    path = tmp / "tokens.parquet"
-    write_parquet(corpus_table(list(range(len(docs))), "train", docs), path)
-    del docs
     t0 = time.perf_counter()
     info = ngram_spectrum(
-        str(path),
+        str(work / "tokens.parquet"),
         corpus="bench",
         tokenizer="synthetic",
         vocab_size=size["vocab"],
@@ -95,59 +115,76 @@ def job_ngram_spectrum(config: dict, size: dict, tmp: Path) -> dict:
         min_context_count=ng["min_context_count"],
         top_k=ng["top_k"],
         gram_max_dim=ng["gram_max_dim"],
-        out_path=str(tmp / "spectrum.parquet"),
+        out_path=str(work / "spectrum.parquet"),
         tol=ng["tol"],
         max_iter=ng["max_iter"],
+        mem_mb=ng["mem_mb"],
     )
     return {"seconds": time.perf_counter() - t0, "C": info["C"], "nnz": info["nnz"]}
 
 
-def job_rank_head(config: dict, size: dict, tmp: Path) -> dict:
+def prepare_rank_head(config: dict, size: dict, work: Path) -> None:
     import torch
     from safetensors.torch import save_file
+
+    rh = config["rank_heads"]
+    d, vocab, tokens = size["d"], size["vocab"], rh["shard_tokens"]
+    g = torch.Generator().manual_seed(0)
+    cache = work / "cache"
+    cache.mkdir()
+    features = torch.empty(tokens, d, dtype=getattr(torch, rh["cache_dtype"]))
+    for s in range(0, tokens, 65536):  # written in pieces: the preparation stays small
+        features[s : s + 65536] = torch.randn(min(65536, tokens - s), d, generator=g)
+    targets = torch.randint(0, vocab, (tokens,), generator=g, dtype=torch.int32)
+    save_file({"features": features, "targets": targets}, str(cache / "train_00000.safetensors"))
+    n_eval = config["corpus"]["eval_tokens"]
+    save_file(
+        {
+            "features": torch.randn(n_eval, d, generator=g),
+            "targets": torch.randint(0, vocab, (n_eval,), generator=g),
+        },
+        str(work / "eval.safetensors"),
+    )
+
+
+def job_rank_head(config: dict, size: dict, work: Path) -> dict:
+    """The full-rank control head (the largest: V x d with its AdamW state), trained for 1
+    and for 1 + ``steps`` steps: the difference is the time of a step, the rest the
+    evaluation."""
+    import torch
+    from safetensors.torch import load_file
 
     from saturation.heads import FeatureShards, HeadTraining, train_heads
 
     rh = config["rank_heads"]
     torch.set_num_threads(rh["threads"])
-    d, vocab, tokens = size["d"], size["vocab"], size["shard_tokens"]
-    g = torch.Generator().manual_seed(0)
-    dtype = getattr(torch, rh["cache_dtype"])
-    save_file(
-        {
-            "features": torch.randn(tokens, d, generator=g).to(dtype),
-            "targets": torch.randint(0, vocab, (tokens,), generator=g, dtype=torch.int32),
-        },
-        str(tmp / "train_00000.safetensors"),
-    )
-    before = peak_rss_mb()
-    train = FeatureShards(tmp)
-    n_eval = config["corpus"]["eval_tokens"]
-    evaluation = (torch.randn(n_eval, d, generator=g), torch.randint(0, vocab, (n_eval,)))
-    setup = HeadTraining(
-        steps=size["steps"],
-        batch_tokens=rh["batch_tokens"],
-        lr_base=rh["lr_base"],
-        lr_reference_params=rh["lr_reference_params"],
-        lr_exponent=rh["lr_exponent"],
-        warmup_steps=1,
-        min_lr_ratio=rh["min_lr_ratio"],
-        weight_decay=rh["weight_decay"],
-        chunk_tokens=rh["chunk_tokens"],
-        seed=0,
-    )
-    out = {"rss_before_training_mb": before}
-    for label, rank in (
-        ("full-rank control", None),
-        (f"rank {max(rh['ranks'])}", max(rh["ranks"])),
-    ):
+    train = FeatureShards(work / "cache")
+    ev = load_file(str(work / "eval.safetensors"))
+    times = {}
+    for steps in (1, 1 + size["steps"]):
+        setup = HeadTraining(
+            steps=steps,
+            batch_tokens=rh["batch_tokens"],
+            lr_base=rh["lr_base"],
+            lr_reference_params=rh["lr_reference_params"],
+            lr_exponent=rh["lr_exponent"],
+            warmup_steps=1,
+            min_lr_ratio=rh["min_lr_ratio"],
+            weight_decay=rh["weight_decay"],
+            chunk_tokens=rh["chunk_tokens"],
+            seed=0,
+        )
         t0 = time.perf_counter()
-        train_heads([rank], vocab, train, evaluation, setup)
-        out[f"{label}: s/step"] = (time.perf_counter() - t0) / size["steps"]
-    per_step = max(v for k, v in out.items() if k.endswith("s/step"))
-    out["seconds"] = per_step * rh["steps"]  # the job's whole run at this rate
-    out["extrapolated"] = f"{rh['steps']} steps at {per_step:.2f} s/step"
-    return out
+        train_heads([None], size["vocab"], train, (ev["features"], ev["targets"]), setup)
+        times[steps] = time.perf_counter() - t0
+    per_step = (times[1 + size["steps"]] - times[1]) / size["steps"]
+    evaluation = times[1] - per_step
+    return {
+        "seconds": per_step * rh["steps"] + evaluation,  # the job's whole run at this rate
+        "extrapolated": f"{rh['steps']} steps at {per_step:.1f} s, evaluation {evaluation:.0f} s",
+        "step_flop": 6 * rh["batch_tokens"] * size["vocab"] * size["d"],
+        "step_seconds": per_step,
+    }
 
 
 def revision_tables(model: str, step: int, d: int, layers: int, n_docs: int, rng):
@@ -229,62 +266,195 @@ def synthetic_jobs(tmp: Path, models: list[str], steps: list[int], n_docs: int) 
     return paths
 
 
-def aggregated(config: dict, size: dict, tmp: Path) -> dict:
+def prepare_aggregate_metrics(config: dict, size: dict, work: Path) -> None:
+    models = list(PYTHIA)[: size["models"]]
+    paths = synthetic_jobs(work, models, STEPS[:: size["every"]], size["documents"])
+    (work / "paths.json").write_text(json.dumps(paths))
+
+
+def job_aggregate_metrics(config: dict, size: dict, work: Path) -> dict:
     from saturation.aggregation import aggregate
 
-    models = list(PYTHIA)[: size["models"]]
-    paths = synthetic_jobs(tmp, models, STEPS[:: size["every"]], size["documents"])
-    tables = {k: str(tmp / f"{k}.parquet") for k in ("metrics", "spectra", "ckpts", "docs")}
-    # (scaling_fit reads metrics.parquet and docs.parquet from this folder)
+    paths = json.loads((work / "paths.json").read_text())
     t0 = time.perf_counter()
     aggregate(
         paths["metrics"],
         paths["spectrum"],
         paths["checkpoint"],
-        tables["metrics"],
-        tables["spectra"],
-        tables["ckpts"],
+        str(work / "metrics.parquet"),
+        str(work / "spectra.parquet"),
+        str(work / "checkpoints.parquet"),
         documents_paths=paths["documents"],
-        out_documents=tables["docs"],
+        out_documents=str(work / "documents.parquet"),
     )
-    return {"seconds": time.perf_counter() - t0, "tables": tables, "models": models}
+    return {"seconds": time.perf_counter() - t0, "revisions": len(paths["metrics"])}
 
 
-def job_aggregate_metrics(config: dict, size: dict, tmp: Path) -> dict:
-    out = aggregated(config, size, tmp)
-    return {
-        "seconds": out["seconds"],
-        "revisions": len(out["models"]) * len(STEPS[:: size["every"]]),
-    }
+def prepare_scaling_fit(config: dict, size: dict, work: Path) -> None:
+    prepare_aggregate_metrics(config, size, work)
+    job_aggregate_metrics(config, size, work)
 
 
-def job_scaling_fit(config: dict, size: dict, tmp: Path) -> dict:
+def job_scaling_fit(config: dict, size: dict, work: Path) -> dict:
     from saturation.scaling import saturation_analysis
 
-    # The aggregated tables come from a process of their own, as from the rule before.
-    r = run_child("aggregate_metrics", size, config["_path"], tmp)
-    out = {"tables": {k: str(tmp / f"{k}.parquet") for k in ("metrics", "docs")}}
-    out["models"] = list(PYTHIA)[: size["models"]]
+    models = list(PYTHIA)[: size["models"]]
     sc = config["scaling"]
     t0 = time.perf_counter()
     saturation_analysis(
-        out["tables"]["metrics"],
-        fit_models=[m for m in sc["models"] if m in out["models"]] or out["models"],
+        str(work / "metrics.parquet"),
+        fit_models=[m for m in sc["models"] if m in models] or models,
         parameters=sc["parameters"],
         min_step=sc["min_step"],
         max_step=sc.get("max_step"),
         fixed=sc["fixed"],
         initial=sc["initial"],
-        out_saturation=str(tmp / "saturation.parquet"),
-        out_fit=str(tmp / "fit.parquet"),
-        out_points=str(tmp / "points.parquet"),
-        documents_path=out["tables"]["docs"],
+        out_saturation=str(work / "saturation.parquet"),
+        out_fit=str(work / "fit.parquet"),
+        out_points=str(work / "points.parquet"),
+        documents_path=str(work / "documents.parquet"),
         level=sc["saturation_level"],
         resamples=sc["bootstrap_resamples"],
         seed=0,
-        out_by_size=str(tmp / "by_size.parquet"),
+        out_by_size=str(work / "by_size.parquet"),
     )
-    return {"seconds": time.perf_counter() - t0, "aggregation_seconds": r["seconds"]}
+    return {"seconds": time.perf_counter() - t0}
+
+
+PYTHIA_2_8B = dict(
+    hidden_size=2560,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    intermediate_size=10240,
+    vocab_size=VOCAB,
+    rotary_pct=0.25,
+    max_position_embeddings=2048,
+    use_parallel_residual=True,
+    tie_word_embeddings=False,
+)
+
+
+def prepare_measure_checkpoint(config: dict, size: dict, work: Path) -> None:
+    """A pythia-2.8b-shaped checkpoint of random fp16 weights, saved as the hub serves it
+    (safetensors), and an evaluation sample of ``size['tokens']`` tokens."""
+    import torch
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    from saturation.corpus import corpus_table
+    from saturation.io import write_parquet
+
+    torch.manual_seed(0)
+    shape = dict(PYTHIA_2_8B, hidden_size=size["d"], num_hidden_layers=size["layers"])
+    shape["intermediate_size"] = 4 * size["d"]
+    shape["num_attention_heads"] = size["d"] // 80
+    cfg = GPTNeoXConfig(**shape, torch_dtype="float16")
+    with torch.device("meta"):
+        model = GPTNeoXForCausalLM(cfg)
+    model = model.to_empty(device="cpu").to(torch.float16)
+    for p in model.parameters():  # small random weights, not the slow default initialisers
+        with torch.no_grad():
+            p.normal_(0, 0.02)
+    for name, buf in model.named_buffers():
+        if "inv_freq" in name:  # recomputed, as transformers' own init does
+            dim = buf.numel() * 2
+            base = cfg.rope_theta if hasattr(cfg, "rope_theta") else 10000
+            buf.copy_(1.0 / (base ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim)))
+    model.save_pretrained(work / "checkpoint", safe_serialization=True)
+    del model
+    rng = np.random.default_rng(0)
+    seq = config["metrics"]["sequence_length"]
+    docs = [rng.integers(0, VOCAB, seq).astype(np.int32) for _ in range(size["tokens"] // seq)]
+    write_parquet(corpus_table(list(range(len(docs))), "eval", docs), work / "eval.parquet")
+
+
+def job_measure_checkpoint(config: dict, size: dict, work: Path) -> dict:
+    """One revision measured by the workflow's ``checkpoint_tables`` on this CPU, then a
+    bare forward of the same model over the same tokens, for the ratio."""
+    import torch
+
+    from saturation.corpus import read_tokens
+    from saturation.loading import load_model
+    from saturation.measuring import checkpoint_tables
+
+    me = config["metrics"]
+    t0 = time.perf_counter()
+    checkpoint_tables(
+        "pythia-2.8b",
+        143000,
+        0,
+        str(work / "checkpoint"),
+        str(work / "eval.parquet"),
+        me["sequence_length"],
+        me["batch_size"],
+        me["dtype"],
+        "cpu",
+        allow_pickle=False,
+        threads=2,
+    )
+    seconds = time.perf_counter() - t0
+    rss = peak_rss_mb()
+    model = load_model(work / "checkpoint", dtype=getattr(torch, me["dtype"]))
+    ids = torch.from_numpy(np.stack(read_tokens(work / "eval.parquet")).astype(np.int64))
+    t1 = time.perf_counter()
+    with torch.inference_mode():
+        for s in range(0, len(ids), me["batch_size"]):
+            model(ids[s : s + me["batch_size"]])
+    bare = time.perf_counter() - t1
+    return {
+        "seconds": seconds,
+        "measure_peak_rss_mb": rss,
+        "bare_forward_seconds": bare,
+        "extrapolated": f"{len(ids) * ids.shape[1]} tokens on this CPU, load included; a bare "
+        f"forward of them {bare:.0f} s",
+    }
+
+
+FIGURES_FROM_METRICS = [
+    "fig1a_loss",
+    "fig1b_scaling",
+    "fig2_anisotropy_layers",
+    "fig3_anisotropy_training",
+    "fig4_head_spectrum",
+    "fig5_singular_entropy",
+]
+
+
+def prepare_figures(config: dict, size: dict, work: Path) -> None:
+    prepare_scaling_fit(config, size, work)
+    job_scaling_fit(config, size, work)
+
+
+def job_figures(config: dict, size: dict, work: Path) -> dict:
+    """The figures drawn from the measurements (Figs 1a to 5), each as its rule draws it;
+    the peak RSS and time of the largest figure job."""
+    from saturation.figures import render
+
+    inputs = {
+        "metrics": work / "metrics.parquet",
+        "saturation": work / "saturation.parquet",
+        "fit": work / "fit.parquet",
+        "checkpoints": work / "checkpoints.parquet",
+        "head_spectra": work / "spectra.parquet",
+    }
+    inputs = {k: str(v) for k, v in inputs.items()}
+    out, worst = {}, (0.0, 0.0)
+    (work / "figures").mkdir()
+    for fig in FIGURES_FROM_METRICS:
+        reset_peak_rss()
+        t0 = time.perf_counter()
+        png = work / "figures" / f"{fig}.png"
+        render(fig, inputs, config["figures"], str(png), str(png.with_suffix(".pdf")))
+        seconds, rss = time.perf_counter() - t0, peak_rss_mb()
+        out[f"{fig} s"] = seconds
+        out[f"{fig} MB"] = rss
+        worst = max(worst, (seconds, rss))
+        if size.get("keep"):
+            Path(size["keep"]).mkdir(parents=True, exist_ok=True)
+            (Path(size["keep"]) / png.name).write_bytes(png.read_bytes())
+    slowest = max(FIGURES_FROM_METRICS, key=lambda f: out[f"{f} s"])
+    out["seconds"] = out[f"{slowest} s"]
+    out["extrapolated"] = f"the slowest figure, {slowest}"
+    return out
 
 
 JOBS = {
@@ -301,8 +471,16 @@ JOBS = {
         "rank_head",
         job_rank_head,
         {
-            "paper": {"d": 2560, "vocab": VOCAB, "shard_tokens": None, "steps": 4},
-            "small": {"d": 1024, "vocab": VOCAB, "shard_tokens": None, "steps": 4},
+            "paper": {"d": 2560, "vocab": VOCAB, "steps": 4},
+            "small": {"d": 1024, "vocab": VOCAB, "steps": 4},
+        },
+    ),
+    "measure_checkpoint": (
+        "measure_checkpoint",
+        job_measure_checkpoint,
+        {
+            "paper": {"d": 2560, "layers": 32, "tokens": 4096},
+            "small": {"d": 1280, "layers": 16, "tokens": 4096},
         },
     ),
     "aggregate_metrics": (
@@ -321,6 +499,14 @@ JOBS = {
             "small": {"models": 8, "every": 4, "documents": 400},
         },
     ),
+    "figures": (
+        "fig4_head_spectrum",
+        job_figures,
+        {
+            "paper": {"models": 8, "every": 1, "documents": 400},
+            "small": {"models": 8, "every": 4, "documents": 400},
+        },
+    ),
 }
 
 
@@ -328,7 +514,12 @@ def describe(job: str, size: dict, config: dict) -> str:
     if job == "ngram_spectrum":
         return f"{size['tokens'] / 1e6:.0f}M tokens, V = {size['vocab']}, top {config['ngrams']['top_k']}"
     if job == "rank_head":
-        return f"d = {size['d']}, V = {size['vocab']}, shard {size['shard_tokens']} tokens"
+        shard = config["rank_heads"]["shard_tokens"]
+        return f"d = {size['d']}, V = {size['vocab']}, full-rank head, shard {shard} tokens"
+    if job == "measure_checkpoint":
+        return (
+            f"d = {size['d']}, {size['layers']} layers, fp16 safetensors, {size['tokens']} tokens"
+        )
     return f"{size['models']} models x {len(STEPS[:: size['every']])} revisions, {size['documents']} documents"
 
 
@@ -341,6 +532,8 @@ def declared(rule: str, config: dict) -> tuple[float, float]:
     for path in sorted((ROOT / "workflow" / "rules").glob("*.smk")):
         text = path.read_text()
         match = re.search(rf"^rule {rule}:\n(.*?)(?=^rule |\Z)", text, re.S | re.M)
+        if match is None and rule.startswith("fig") and path.name == "figures.smk":
+            match = re.search(r"^    rule:\n(.*)", text, re.S | re.M)  # the figure rules' loop
         if match:
             block = match.group(1)
             values = []
@@ -369,11 +562,12 @@ def load_config(path: Path) -> dict:
     return config
 
 
-def child(job: str, size: dict, config_path: Path, work: Path) -> None:
+def child(job: str, size: dict, config_path: Path, work: Path, prepare: bool) -> None:
     config = load_config(config_path)
-    config["_path"] = config_path
-    if job == "rank_head" and size["shard_tokens"] is None:
-        size["shard_tokens"] = config["rank_heads"]["shard_tokens"]
+    if prepare:
+        globals()[f"prepare_{job}"](config, size, work)
+        return
+    reset_peak_rss()
     out = JOBS[job][1](config, size, work)
     out = {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
     out["peak_rss_mb"] = peak_rss_mb()
@@ -381,30 +575,37 @@ def child(job: str, size: dict, config_path: Path, work: Path) -> None:
     print(json.dumps(out))
 
 
-def run_child(job: str, size: dict, config_path: Path, work: Path) -> dict:
-    """One job in a fresh process, in the folder ``work``; its result line."""
+def run_child(job: str, size: dict, config_path: Path, work: Path, prepare=False) -> dict:
+    """One job in a fresh process, in the folder ``work``: its inputs written (``prepare``),
+    or the job run and its result line returned."""
     out = subprocess.run(
         [sys.executable, __file__, "--config", str(config_path), "--work", str(work)]
-        + ["--child", job, json.dumps(size)],
+        + ["--child", job, json.dumps(size)]
+        + (["--prepare"] if prepare else []),
         capture_output=True,
         text=True,
     )
     if out.returncode:
         print(out.stderr[-3000:])
         raise SystemExit(f"{job} ({size}) failed")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return None if prepare else json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", default=",".join(JOBS))
+    parser.add_argument(
+        "--jobs",
+        default="aggregate_metrics,scaling_fit,figures,measure_checkpoint,rank_head,ngram_spectrum",
+    )
     parser.add_argument("--sizes", default="paper", help="paper, small, or small,paper")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "pythia.yaml")
+    parser.add_argument("--keep-figures", type=Path, help="keep the figures job's PNGs here")
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--prepare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--child", nargs=2, metavar=("JOB", "SIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], json.loads(args.child[1]), args.config, args.work)
+        child(args.child[0], json.loads(args.child[1]), args.config, args.work, args.prepare)
         return
     config = load_config(args.config)
     print(f"float32 matmul on 2 threads: {matmul_gflops():.0f} GFLOP/s")
@@ -415,6 +616,10 @@ def main() -> None:
         for label in args.sizes.split(","):
             t0 = time.perf_counter()
             with tempfile.TemporaryDirectory() as work:
+                if job == "figures" and args.keep_figures:
+                    sizes[label]["keep"] = str(args.keep_figures.resolve() / label)
+                run_child(job, sizes[label], args.config, Path(work), prepare=True)
+                t0 = time.perf_counter()
                 r = run_child(job, sizes[label], args.config, Path(work))
             r.update(
                 job=job, label=label, wall=time.perf_counter() - t0, mem_mb=mem_mb, runtime=runtime
@@ -428,9 +633,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         minutes = r["seconds"] / 60
+        took = f"{r['seconds']:.1f} s" if r["seconds"] < 120 else f"{minutes:.0f} min"
         note = f" ({r['extrapolated']})" if "extrapolated" in r else ""
         print(
-            f"| {r['job']} | {r['size']} | {minutes:.1f} min{note} | {r['peak_rss_mb']:.0f} MB | "
+            f"| {r['job']} | {r['size']} | {took}{note} | {r['peak_rss_mb']:.0f} MB | "
             f"{r['mem_mb']:.0f} | {r['peak_rss_mb'] / r['mem_mb']:.2f} | {r['runtime']:.0f} min | "
             f"{minutes / r['runtime']:.2f} |"
         )
