@@ -453,6 +453,7 @@ def job_figures(config: dict, size: dict, work: Path) -> dict:
             (Path(size["keep"]) / png.name).write_bytes(png.read_bytes())
     slowest = max(FIGURES_FROM_METRICS, key=lambda f: out[f"{f} s"])
     out["seconds"] = out[f"{slowest} s"]
+    out["peak_rss_mb"] = max(out[f"{f} MB"] for f in FIGURES_FROM_METRICS)
     out["extrapolated"] = f"the slowest figure, {slowest}"
     return out
 
@@ -570,7 +571,7 @@ def child(job: str, size: dict, config_path: Path, work: Path, prepare: bool) ->
     reset_peak_rss()
     out = JOBS[job][1](config, size, work)
     out = {k: v for k, v in out.items() if isinstance(v, (int, float, str))}
-    out["peak_rss_mb"] = peak_rss_mb()
+    out["peak_rss_mb"] = max(out.get("peak_rss_mb", 0), peak_rss_mb())
     out["size"] = describe(job, size, config)
     print(json.dumps(out))
 

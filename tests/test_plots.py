@@ -180,3 +180,27 @@ def test_fig2_has_a_panel_per_family_its_models_by_size(drawn):
         assert lum == sorted(lum, reverse=True)
     hues = {tuple(np.round(ax.get_lines()[0].get_color(), 3)) for ax in panels}
     assert len(hues) == 3
+
+
+def test_fig4_step_labels_do_not_overlap_at_pythias_154_revisions(drawn):
+    """Pythia's schedule on a third of the page width: the step ticks' labels (0, 41k, 92k,
+    143k) must not run into each other, as full numbers did."""
+    steps = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
+    rng = np.random.default_rng(0)
+    rows = [
+        {"model": m, "step": s, "index": i, "singular_value": v}
+        for m in ("a", "b", "c")
+        for s in steps
+        for i, v in enumerate(np.sort(rng.random(16))[::-1])
+    ]
+    style = plots.Style({}, {"a": 1e6, "b": 2e6, "c": 3e6})
+    plots.fig4_head_spectrum(pd.DataFrame(rows), style, "x.png", "x.pdf")
+    fig = drawn[0]
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in fig.axes[:3]:
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, [t.get_text() for t in labels]
+        assert labels[-1].get_text() == "143k"

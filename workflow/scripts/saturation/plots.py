@@ -380,6 +380,11 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     style.save(fig, png, pdf)
 
 
+def compact_step(step: int) -> str:
+    """A step for a narrow axis: 512, 42k, 143k."""
+    return str(step) if step < 1000 else f"{step / 1000:g}k"
+
+
 def fig4_head_spectrum(head_spectra, style, png, pdf):
     models = style.models()
     ncols = min(3, len(models))
@@ -411,7 +416,7 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
             extent=(-0.5, len(steps) - 0.5, 1, 0),
         )
         ticks = np.unique(np.linspace(0, len(steps) - 1, 4).round().astype(int))
-        ax.set_xticks(ticks, [str(steps[t]) for t in ticks])
+        ax.set_xticks(ticks, [compact_step(steps[t]) for t in ticks])
         ax.set_title(label(style, model), fontsize="medium")
         ax.set_xlabel("step")
         ax.set_ylabel("rank / d")
