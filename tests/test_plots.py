@@ -201,6 +201,6 @@ def test_fig4_step_labels_do_not_overlap_at_pythias_154_revisions(drawn):
     for ax in fig.axes[:3]:
         labels = [t for t in ax.get_xticklabels() if t.get_text()]
         boxes = [t.get_window_extent(renderer) for t in labels]
-        for left, right in zip(boxes, boxes[1:]):
+        for left, right in zip(boxes, boxes[1:], strict=False):
             assert left.x1 < right.x0, [t.get_text() for t in labels]
         assert labels[-1].get_text() == "143k"
