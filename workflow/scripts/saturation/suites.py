@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from saturation.branches import BranchError, listed_branches, pattern_revisions
 from saturation.schedule import checkpoint_steps, select_steps
 
 STEP_FOLDER = re.compile(r"^step(\d+)$")
@@ -126,7 +127,8 @@ def hub_models(config: dict) -> dict[str, dict]:
     """{name: {"repo": id, "revisions": {step: name}, "tokens": {step: tokens seen},
     "tokenizer": repo id or folder}} of checkpoints.hub.models. An entry is a repo id (the section's revision_template,
     tokens_per_step and schedule), or an object that overrides any of them: its own
-    ``revision_template`` and ``steps``, or an explicit ``revisions`` list of
+    ``revision_template`` and ``steps``, a ``revision_pattern`` matched against the repo's
+    listed branches (``saturation.branches``), or an explicit ``revisions`` list of
     ``{step, revision, tokens?}`` (e.g. ``[{step: 0, revision: main}]`` for a final
     checkpoint only)."""
     hub = config["checkpoints"]["hub"]
@@ -141,7 +143,36 @@ def hub_models(config: dict) -> dict[str, dict]:
             raise SuiteError(f"config key '{key}': two entries share the model name {name!r}")
         per_step = entry.get("tokens_per_step", hub.get("tokens_per_step"))
         revisions, tokens = {}, {}
-        if entry.get("revisions"):
+        both = [k for k in ("revisions", "revision_template") if entry.get(k)]
+        if entry.get("revision_pattern") and both:
+            raise SuiteError(f"config key '{key}': give revision_pattern or {both[0]}, not both")
+        if entry.get("revision_pattern"):
+            retry = {
+                "attempts": hub["retries"] + 1,
+                "base": hub["backoff_seconds"],
+                "cap": hub["max_backoff_seconds"],
+            }
+            try:
+                branches = listed_branches(entry["repo"], hub["branch_lists"], retry)
+                revisions, tokens = pattern_revisions(
+                    entry["repo"],
+                    entry["revision_pattern"],
+                    branches,
+                    per_step,
+                    f"{key}.revision_pattern",
+                )
+            except BranchError as exc:
+                raise SuiteError(str(exc)) from None
+            if entry.get("steps"):  # a subset of the discovered steps
+                wanted = set(entry["steps"])
+                absent = sorted(wanted - set(revisions))
+                if absent:
+                    raise SuiteError(
+                        f"config key '{key}.steps': steps {absent} are not among the branches "
+                        f"of {entry['repo']} that match its revision_pattern"
+                    )
+                revisions = {s: r for s, r in revisions.items() if s in wanted}
+        elif entry.get("revisions"):
             for r in entry["revisions"]:
                 step = int(r["step"])
                 if step in revisions:
