@@ -252,3 +252,21 @@ def test_sharded_bin_weights_measure_like_their_safetensors_twin(tmp_path, check
     }
     for kind in (0, 1, 3):  # metrics, spectrum, per-document losses
         assert tables["bin"][kind].equals(tables["safetensors"][kind])
+
+
+def test_a_checkpoint_too_large_for_the_jobs_memory_is_refused_before_loading(checkpoint):
+    """The estimate is the file's bytes plus every parameter in the load dtype (the planted
+    count from the saved state dict); a job given less stops naming metrics.mem_mb."""
+    from safetensors.torch import load_file
+
+    from saturation.loading import load_memory_mb
+
+    weights = checkpoint / "model.safetensors"
+    params = sum(t.numel() for t in load_file(weights).values())
+    size = weights.stat().st_size
+    for dtype, element in ((torch.float32, 4), (torch.bfloat16, 2)):
+        assert load_memory_mb([weights], dtype) == (size + params * element) / 2**20
+    need = load_memory_mb([weights], torch.float32)
+    with pytest.raises(MemoryError, match=r"'metrics.mem_mb': 0.001 MB cannot hold checkpoint"):
+        load_model(checkpoint, dtype=torch.float32, mem_mb=0.001)
+    assert load_model(checkpoint, dtype=torch.float32, mem_mb=need * 1.01) is not None

@@ -13,6 +13,7 @@ measure_revisions(
     out_checkpoint=snakemake.output.checkpoint,
     out_documents=snakemake.output.documents,
     threads=snakemake.threads,
+    mem_mb=snakemake.resources.mem_mb,
     progress_file=progress,
     **snakemake.params.measure,
 )

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import struct
 from pathlib import Path
 
@@ -148,7 +149,45 @@ def check_pickle(path: str | Path) -> None:
         ) from None
 
 
-def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu"):
+def load_memory_mb(files: list[Path], dtype) -> float:
+    """The host memory loading these weights into ``dtype`` takes at its peak, in MB: the
+    files' bytes (read or memory-mapped) and every parameter in ``dtype`` (measured: a
+    pythia-2.8b-shaped fp16 checkpoint loaded in float32 peaked at 16.3 GB against this
+    estimate's 16.6 GB). A .bin file's parameters are counted as if it held 16-bit values
+    (its header does not say), so an fp32 .bin is over-estimated, never under."""
+    import torch
+
+    total_bytes, params = 0, 0
+    for f in files:
+        size = f.stat().st_size
+        total_bytes += size
+        if f.suffix == ".safetensors":
+            with f.open("rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+            params += sum(
+                math.prod(info["shape"]) for k, info in header.items() if k != "__metadata__"
+            )
+        else:
+            params += size // 2
+    element = torch.empty((), dtype=dtype).element_size() if dtype is not None else 4
+    return (total_bytes + params * element) / 2**20
+
+
+def check_load_memory(directory, files: list[Path], dtype, mem_mb: float) -> None:
+    """Stop before loading a checkpoint the job's memory cannot hold, naming the key."""
+    need = load_memory_mb(files, dtype)
+    if need > mem_mb:
+        raise MemoryError(
+            f"config key 'metrics.mem_mb': {mem_mb} MB cannot hold checkpoint {directory} "
+            f"loaded in {str(dtype).removeprefix('torch.')}: about {need:.0f} MB (its weights "
+            "files and the parameters); raise metrics.mem_mb"
+        )
+
+
+def load_model(
+    directory: str | Path, allow_pickle: bool = False, dtype=None, device="cpu", mem_mb=None
+):
     """A causal LM from a checked checkpoint directory (hub snapshot or mini-suite).
 
     Refused unless every weight of the checkpoint loads into the model its config names and
@@ -156,10 +195,13 @@ def load_model(directory: str | Path, allow_pickle: bool = False, dtype=None, de
     transformers would otherwise initialise what it cannot load at random and go on. The
     loader's own report is used, after transformers has dropped the buffers it knows old
     checkpoints carry (causal masks, rotary ``inv_freq``) and the tied copies of a head.
+    With ``mem_mb`` (the job's memory), a checkpoint that cannot fit is refused first.
     """
     from transformers import AutoModelForCausalLM
 
     files = weights_files(directory, allow_pickle)
+    if mem_mb is not None:
+        check_load_memory(directory, files, dtype, mem_mb)
     try:
         model, info = AutoModelForCausalLM.from_pretrained(
             str(directory),

@@ -54,8 +54,10 @@ def checkpoint_tables(
     commit: str | None = None,
     weights_sha256: str | None = None,
     tokenizer: str | None = None,
+    mem_mb: float | None = None,
 ) -> Tables:
-    """One checkpoint's metric rows, head spectrum and checkpoint record."""
+    """One checkpoint's metric rows, head spectrum and checkpoint record; with ``mem_mb``
+    (the job's memory), a checkpoint too large for it is refused before it is loaded."""
     import torch
 
     from saturation.corpus import read_bytes, read_tokens
@@ -72,7 +74,9 @@ def checkpoint_tables(
 
     torch.set_num_threads(threads)
     device = resolve_device(device, "metrics.device")
-    model = load_model(checkpoint_dir, allow_pickle, dtype=getattr(torch, dtype), device=device)
+    model = load_model(
+        checkpoint_dir, allow_pickle, dtype=getattr(torch, dtype), device=device, mem_mb=mem_mb
+    )
     log.info("%s step %d on %s in %s", model_name, step, device, dtype)
     head = model.get_output_embeddings().weight
     docs = read_tokens(eval_path)
