@@ -16,6 +16,9 @@ on synthetic inputs of the real shapes, since the real ones cannot be had offlin
   and steps of the full-rank control head (the largest: V x d with its AdamW state)
   through ``train_heads``; the time of a step times ``rank_heads.steps``, plus the
   evaluation, is the job's time on this CPU;
+- sample_corpus: ``corpus.train_tokens`` (20M) tokens sampled by ``sample_split`` from
+  text-like .jsonl shards (Zipf words) with a byte-level BPE of 50,304 tokens trained here,
+  its text kept beside the tokens as the workflow keeps it;
 - measure_checkpoint: a pythia-2.8b-shaped checkpoint of random fp16 weights in
   safetensors, measured by ``checkpoint_tables`` in ``metrics.dtype`` on this CPU (the
   host memory a measuring job needs to load it), beside a bare forward of the same tokens;
@@ -47,7 +50,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench"), str(ROOT / "tests")]
 
 # Pythia's widths and depths (config/pythia.yaml's models), and the hub's 154 revisions.
 PYTHIA = {
@@ -458,6 +461,68 @@ def job_figures(config: dict, size: dict, work: Path) -> dict:
     return out
 
 
+def synthetic_words(n_words: int, vocab: int = 30000, seed: int = 0) -> np.ndarray:
+    """Word ids with Zipf(1.05) frequencies, as in text."""
+    rng = np.random.default_rng(seed)
+    p = np.arange(1, vocab + 1) ** -1.05
+    return rng.choice(vocab, size=n_words, p=p / p.sum())
+
+
+def word_strings(vocab: int = 30000, seed: int = 0) -> list[str]:
+    rng = np.random.default_rng(seed + 1)
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
+    lengths = rng.integers(2, 10, vocab)
+    return ["".join(rng.choice(letters, n)) for n in lengths]
+
+
+def prepare_sample_corpus(config: dict, size: dict, work: Path) -> None:
+    """Text-like documents in .jsonl shards, enough for ``size['tokens']`` tokens, and a
+    byte-level BPE tokenizer of Pythia's vocabulary size trained on part of them."""
+    from hub.repos import tokenizer_files
+
+    words = word_strings()
+    ids = synthetic_words(size["words"])
+    docs = [
+        " ".join(words[i] for i in chunk) for chunk in np.array_split(ids, size["words"] // 400)
+    ]
+    shards = work / "shards"
+    shards.mkdir()
+    for i, part in enumerate(np.array_split(np.arange(len(docs)), 8)):
+        with (shards / f"{i:02d}.jsonl").open("w") as fh:
+            for j in part:
+                fh.write(json.dumps({"text": docs[j]}) + "\n")
+    tok = work / "tokenizer"
+    tok.mkdir()
+    for name, data in tokenizer_files(docs[:2000], vocab_size=size["vocab"]).items():
+        (tok / name).write_bytes(data)
+
+
+def job_sample_corpus(config: dict, size: dict, work: Path) -> dict:
+    """The training sample of ``corpus.train_tokens`` tokens through ``sample_split`` (a local
+    source here: the whole text is held, more than the hub source's stream holds)."""
+    from saturation.corpus import sample_split
+
+    corpus = config["corpus"]
+    params = {
+        "source": "local",
+        "split": "train",
+        "n_tokens": size["tokens"],
+        "seed": config["seed"],
+        "tokenizer": str(work / "tokenizer"),
+        "eval_fraction": 0.0,  # as with the config's eval_split: every document is training's
+        "max_document_tokens": corpus["max_document_tokens"],
+        "document_separator": corpus["document_separator"],
+        "local": {
+            "paths": sorted(str(p) for p in (work / "shards").glob("*.jsonl")),
+            "text_field": "text",
+        },
+    }
+    t0 = time.perf_counter()
+    sample_split(params, {}, str(work / "train.parquet"), str(work / "train.json"))
+    meta = json.loads((work / "train.json").read_text())
+    return {"seconds": time.perf_counter() - t0, "tokens": meta["n_tokens"]}
+
+
 JOBS = {
     # job: (rule, function, {size label: size})
     "ngram_spectrum": (
@@ -482,6 +547,14 @@ JOBS = {
         {
             "paper": {"d": 2560, "layers": 32, "tokens": 4096},
             "small": {"d": 1280, "layers": 16, "tokens": 4096},
+        },
+    ),
+    "sample_corpus": (
+        "sample_corpus",
+        job_sample_corpus,
+        {
+            "paper": {"tokens": 20_000_000, "words": 24_000_000, "vocab": VOCAB},
+            "small": {"tokens": 5_000_000, "words": 6_000_000, "vocab": VOCAB},
         },
     ),
     "aggregate_metrics": (
@@ -517,6 +590,8 @@ def describe(job: str, size: dict, config: dict) -> str:
     if job == "rank_head":
         shard = config["rank_heads"]["shard_tokens"]
         return f"d = {size['d']}, V = {size['vocab']}, full-rank head, shard {shard} tokens"
+    if job == "sample_corpus":
+        return f"{size['tokens'] / 1e6:.0f}M tokens of .jsonl text, a {size['vocab']}-token BPE"
     if job == "measure_checkpoint":
         return (
             f"d = {size['d']}, {size['layers']} layers, fp16 safetensors, {size['tokens']} tokens"
@@ -596,7 +671,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--jobs",
-        default="aggregate_metrics,scaling_fit,figures,measure_checkpoint,rank_head,ngram_spectrum",
+        default="aggregate_metrics,scaling_fit,figures,sample_corpus,measure_checkpoint,rank_head,ngram_spectrum",
     )
     parser.add_argument("--sizes", default="paper", help="paper, small, or small,paper")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "pythia.yaml")
