@@ -166,11 +166,11 @@ def block_size(k: int) -> int:
 
 def spectrum_memory_mb(m: int, k: int) -> float:
     """The block Krylov solver's dense memory for the top k of an m x m Gram, in MB: four
-    m x b float64 blocks (X, G X, the residual block and its image), one more while a block
-    is orthonormalised, and the 2b x 2b projected problem three times (T, its symmetric
-    copy, its eigenvectors), b = ``block_size(k)``."""
+    m x b float64 blocks (X, G X, the residual block and its image), two more while a block
+    is orthonormalised (QR's working copy and its Q), and the 2b x 2b projected problem
+    three times (T, its symmetric copy, its eigenvectors), b = ``block_size(k)``."""
     b = min(block_size(k), m)
-    return (5 * m * b + 3 * (2 * b) ** 2) * 8 / 2**20
+    return (6 * m * b + 3 * (2 * b) ** 2) * 8 / 2**20
 
 
 BUILD_BYTES_PER_TOKEN = 100  # the windows, their packed keys and sorts (bench_paper_jobs.py)
@@ -235,7 +235,8 @@ def block_krylov_eigvalsh(
     to come is estimated as delta_t * max(1, rho / (1 - rho)) (geometric convergence, never
     less than the last step); the solver stops when that is at most ``tol``.
 
-    Memory (``spectrum_memory_mb``): four n x b float64 blocks and the 2b x 2b projection;
+    Memory (``spectrum_memory_mb``): four n x b float64 blocks (six during a QR) and the 2b x 2b
+    projection;
     the blocks are updated in place, ``rows`` rows at a time, and sparse products go through
     scipy ``chunk`` columns at a time. Dense level-3 work runs in torch's BLAS, float64.
     """
