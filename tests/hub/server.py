@@ -322,8 +322,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 for b in repo.branches.values()
                 if not b.name.startswith("refs/")
             ]
-            self.reply_json({"branches": branches, "tags": [], "converts": []})
-            return self.record("refs", 200)
+            self.record("refs", 200)  # before the reply: a test that counts may read at once
+            return self.reply_json({"branches": branches, "tags": [], "converts": []})
         if parts[0] == "tree":
             rev_and_dir = parts[1] if len(parts) > 1 else "main"
             revision, _, folder = rev_and_dir.partition("/")
