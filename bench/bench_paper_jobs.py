@@ -52,19 +52,33 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench"), str(ROOT / "tests")]
 
-# Pythia's widths and depths (config/pythia.yaml's models), and the hub's 154 revisions.
-PYTHIA = {
-    "pythia-14m": (128, 6),
-    "pythia-31m": (256, 6),
-    "pythia-70m": (512, 6),
-    "pythia-160m": (768, 12),
-    "pythia-410m": (1024, 24),
-    "pythia-1b": (2048, 16),
-    "pythia-1.4b": (2048, 24),
-    "pythia-2.8b": (2560, 32),
+from saturation.config import PYTHIA_VOCAB as VOCAB  # noqa: E402
+from saturation.config import PYTHIA_WIDTHS  # noqa: E402
+from saturation.suites import model_steps  # noqa: E402
+
+# Pythia's depths (their widths are the workflow's PYTHIA_WIDTHS).
+PYTHIA_LAYERS = {
+    "14m": 6,
+    "31m": 6,
+    "70m": 6,
+    "160m": 12,
+    "410m": 24,
+    "1b": 16,
+    "1.4b": 24,
+    "2.8b": 32,
 }
-STEPS = [0] + [2**i for i in range(10)] + list(range(1000, 143001, 1000))
-VOCAB = 50304
+
+
+def run_revisions(config: dict, size: dict) -> dict[str, list[int]]:
+    """The config's models and their revisions (``size['every']``-th of them), the first
+    ``size['models']`` models."""
+    models = list(model_steps(config).items())[: size["models"]]
+    return {m: steps[:: size["every"]] for m, steps in models}
+
+
+def pythia_shape(model: str) -> tuple[int, int]:
+    size = model.removeprefix("pythia-")
+    return PYTHIA_WIDTHS[size], PYTHIA_LAYERS[size]
 
 
 def reset_peak_rss() -> None:
@@ -252,13 +266,13 @@ def revision_tables(model: str, step: int, d: int, layers: int, n_docs: int, rng
     )
 
 
-def synthetic_jobs(tmp: Path, models: list[str], steps: list[int], n_docs: int) -> dict:
+def synthetic_jobs(tmp: Path, revisions: dict[str, list[int]], n_docs: int) -> dict:
     from saturation.measuring import write_tables
 
     rng = np.random.default_rng(0)
     paths = {k: [] for k in ("metrics", "spectrum", "checkpoint", "documents")}
-    for model in models:
-        d, layers = PYTHIA[model]
+    for model, steps in revisions.items():
+        d, layers = pythia_shape(model)
         for step in steps:
             job = tmp / "metrics" / f"{model}-step{step}"
             job.mkdir(parents=True)
@@ -270,8 +284,7 @@ def synthetic_jobs(tmp: Path, models: list[str], steps: list[int], n_docs: int) 
 
 
 def prepare_aggregate_metrics(config: dict, size: dict, work: Path) -> None:
-    models = list(PYTHIA)[: size["models"]]
-    paths = synthetic_jobs(work, models, STEPS[:: size["every"]], size["documents"])
+    paths = synthetic_jobs(work, run_revisions(config, size), size["documents"])
     (work / "paths.json").write_text(json.dumps(paths))
 
 
@@ -301,7 +314,7 @@ def prepare_scaling_fit(config: dict, size: dict, work: Path) -> None:
 def job_scaling_fit(config: dict, size: dict, work: Path) -> dict:
     from saturation.scaling import saturation_analysis
 
-    models = list(PYTHIA)[: size["models"]]
+    models = list(run_revisions(config, size))
     sc = config["scaling"]
     t0 = time.perf_counter()
     saturation_analysis(
@@ -596,7 +609,9 @@ def describe(job: str, size: dict, config: dict) -> str:
         return (
             f"d = {size['d']}, {size['layers']} layers, fp16 safetensors, {size['tokens']} tokens"
         )
-    return f"{size['models']} models x {len(STEPS[:: size['every']])} revisions, {size['documents']} documents"
+    revisions = run_revisions(config, size)
+    n = sum(len(v) for v in revisions.values())
+    return f"{len(revisions)} models, {n} revisions, {size['documents']} documents"
 
 
 # ---- the declared resources ---------------------------------------------------------------

@@ -9,6 +9,7 @@ from saturation.suites import (
     CHECKPOINT_JOB,
     checkpoint_jobs,
     hub_models,
+    hub_retry,
     local_models,
     job_batches,
     loaded_files,
@@ -93,11 +94,7 @@ HUB_ACCESS = (
     {
         "evict": HUB["evict"],
         "staging": "results/checkpoints/staging",  # evict: job-private folders, deleted
-        "retry": {
-            "attempts": HUB["retries"] + 1,
-            "base": HUB["backoff_seconds"],
-            "cap": HUB["max_backoff_seconds"],
-        },
+        "retry": hub_retry(HUB),
     }
     if SOURCE == "hub"
     else None

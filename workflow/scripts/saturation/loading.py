@@ -87,13 +87,9 @@ def weights_files(
     raise UnreadableCheckpoint(f"checkpoint {where} holds no *.safetensors weights{hint}")
 
 
-def check_safetensors(path: str | Path) -> None:
-    """Check a safetensors file's header and that its size matches the tensors it declares.
-
-    Catches truncated downloads and corrupt headers with a message naming the file, before
-    torch meets them.
-    """
-    path = Path(path)
+def safetensors_header(path: Path) -> tuple[int, dict]:
+    """A safetensors file's header length and header (each tensor's dtype, shape and byte
+    offsets), read without its tensors; a corrupt one is refused naming the file."""
     size = path.stat().st_size
     try:
         with path.open("rb") as fh:
@@ -103,9 +99,20 @@ def check_safetensors(path: str | Path) -> None:
             (n,) = struct.unpack("<Q", raw)
             if n > size - 8:
                 raise ValueError(f"header of {n} bytes does not fit in a file of {size} bytes")
-            header = json.loads(fh.read(n))
+            return n, json.loads(fh.read(n))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnreadableCheckpoint(f"corrupt safetensors file {path}: {exc}") from None
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check a safetensors file's header and that its size matches the tensors it declares.
+
+    Catches truncated downloads and corrupt headers with a message naming the file, before
+    torch meets them.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    n, header = safetensors_header(path)
     end = 0
     for name, info in header.items():
         if name == "__metadata__":
@@ -162,9 +169,7 @@ def load_memory_mb(files: list[Path], dtype) -> float:
         size = f.stat().st_size
         total_bytes += size
         if f.suffix == ".safetensors":
-            with f.open("rb") as fh:
-                (n,) = struct.unpack("<Q", fh.read(8))
-                header = json.loads(fh.read(n))
+            header = safetensors_header(f)[1]
             params += sum(
                 math.prod(info["shape"]) for k, info in header.items() if k != "__metadata__"
             )

@@ -278,7 +278,7 @@ def block_krylov_eigvalsh(
     last = None
     t0 = time.perf_counter()
     for it in range(1, max_iter + 1):
-        torch.sub(gx, x * theta, out=r)
+        r.copy_(x).mul_(-theta).add_(gx)  # R = G X - X Theta, with no block of temporaries
         orthonormalise_against(x, r, rng, rows)
         apply(r, gr)
         cross = x.T @ gr

@@ -123,6 +123,15 @@ def revision_name(template: str, step: int, tokens: int) -> str:
     return template.format(step=step, tokens=tokens, tokens_b=round(tokens / 1e9))
 
 
+def hub_retry(hub: dict) -> dict:
+    """``saturation.hub.with_backoff``'s settings from the checkpoints.hub section."""
+    return {
+        "attempts": hub["retries"] + 1,
+        "base": hub["backoff_seconds"],
+        "cap": hub["max_backoff_seconds"],
+    }
+
+
 def hub_models(config: dict) -> dict[str, dict]:
     """{name: {"repo": id, "revisions": {step: name}, "tokens": {step: tokens seen},
     "tokenizer": repo id or folder}} of checkpoints.hub.models. An entry is a repo id (the section's revision_template,
@@ -147,13 +156,8 @@ def hub_models(config: dict) -> dict[str, dict]:
         if entry.get("revision_pattern") and both:
             raise SuiteError(f"config key '{key}': give revision_pattern or {both[0]}, not both")
         if entry.get("revision_pattern"):
-            retry = {
-                "attempts": hub["retries"] + 1,
-                "base": hub["backoff_seconds"],
-                "cap": hub["max_backoff_seconds"],
-            }
             try:
-                branches = listed_branches(entry["repo"], hub["branch_lists"], retry)
+                branches = listed_branches(entry["repo"], hub["branch_lists"], hub_retry(hub))
                 revisions, tokens = pattern_revisions(
                     entry["repo"],
                     entry["revision_pattern"],
