@@ -4,6 +4,7 @@ Hugging Face cache, eviction, the fault cases, and The Pile's layout streamed.""
 
 import json
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -94,6 +95,30 @@ def test_rate_limit_honours_retry_after_then_succeeds(hub, caplog):
     assert waited >= 2.0  # two Retry-After: 1 s, although the backoff base is 0.05 s
     assert [r["status"] for r in server.log if r["route"] == "fault"] == [429, 429]
     assert caplog.text.count("retry") == 2 and "429" in caplog.text
+
+
+def test_a_sustained_rate_limit_is_waited_out_once_per_window(hub):
+    """Under a fixed window of 4 API calls per 2 s the manifest completes, and each 429 is
+    waited out once: the next call comes when the window resets (the client's own retries,
+    on tree listings, and ours, on the refs, do not both wait)."""
+    server, facts = hub
+    server.limit("api", calls=4, seconds=2)
+    start = time.monotonic()
+    rows = manifest("pythia-14m", facts)
+    wall = time.monotonic() - start
+    assert [rows[s]["status"] for s in facts["steps"]].count("ok") >= 1
+    api = [r for r in server.log if r["bucket"] == "api"]
+    served = [r for r in api if r["status"] != 429]
+    limited = [r for r in api if r["status"] == 429]
+    calls = 1 + len(facts["steps"]) + 1  # the refs, a tree per revision, the reference's tree
+    assert len(served) == calls
+    windows = math.ceil(calls / 4)
+    assert len(limited) >= 1 and len(limited) <= windows  # one process: one 429 per window
+    assert wall >= (windows - 1) * 2 * 0.9
+    for r in limited:
+        after = next(x for x in api if x["time"] > r["time"])
+        gap = after["time"] - r["time"]
+        assert r["reset"] - 0.1 <= gap <= r["reset"] + 2.5, (r, gap)
 
 
 def test_server_errors_and_cut_bodies_are_retried(hub):
@@ -188,7 +213,13 @@ def test_retry_delay_classifies_errors():
         response = httpx.Response(status, headers=headers or {}, request=request)
         return cls("boom", response=response)
 
-    assert retry_delay(http_error(429, {"Retry-After": "30"}), 0, 1.0, 300) == 30
+    assert 31 <= retry_delay(http_error(429, {"Retry-After": "30"}), 0, 1.0, 300) <= 32
+    # The hub's RateLimit header, where the window's budget is spent, over Retry-After; the
+    # backoff (here 1 * 2^8, capped at 300) is not added to a known reset.
+    spent = {"RateLimit": '"api";r=0;t=55', "Retry-After": "70"}
+    assert 56 <= retry_delay(http_error(429, spent), 8, 1.0, 300) <= 57
+    assert 71 <= retry_delay(http_error(429, {**spent, "RateLimit": '"api";r=3;t=55'}), 0, 1, 9) <= 72
+    assert retry_delay(http_error(429), 0, 1.0, 300) <= 1.0  # neither header: the backoff
     assert 0.75 * 4 <= retry_delay(http_error(503), 2, 1.0, 300) <= 4  # 1 * 2^2, jittered
     assert retry_delay(http_error(503), 20, 1.0, 10) <= 10  # capped
     assert retry_delay(http_error(401), 0, 1.0, 300) is None
@@ -259,3 +290,52 @@ def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
     }
     with pytest.raises(CorpusError, match="no split 'validation'"):
         sample_split(bad, {}, tmp_path / "x.parquet", tmp_path / "x.json")
+
+
+def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, caplog):
+    """The train split of The Pile's layout, sampled once unbroken and once with the hub
+    failing mid-way: its API refusing with 429 (which datasets' file system reports as a
+    missing file) and a file's body cut short. The stream starts again past what it gave,
+    and the sample is the same token for token."""
+    from saturation.corpus import read_tokens, sample_split
+
+    server, _ = hub
+    params = {
+        "source": "huggingface",
+        "split": "train",
+        "n_tokens": 3000,
+        "seed": 5,
+        "tokenizer": "EleutherAI/pythia-160m",
+        "eval_fraction": 0.0,
+        "max_document_tokens": None,
+        "huggingface": {
+            "path": "monology/pile-uncopyrighted",
+            "name": None,
+            "split": "train",
+            "eval_split": "validation",
+            "data_files": {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst"},
+            "text_field": "text",
+            "shuffle_buffer": 16,
+        },
+    }
+    retry = {"attempts": 6, "base": 0.05, "cap": 0.2}
+    sample_split(params, {}, tmp_path / "a.parquet", tmp_path / "a.json", retry=retry)
+    from huggingface_hub import HfFileSystem
+
+    HfFileSystem.clear_instance_cache()  # as a new job starts: no repo known to exist
+    server.clear()
+    server.inject("429", r"GET /api/datasets/monology/pile-uncopyrighted/revision/", times=3)
+    server.inject("cut", r"GET /datasets/monology/pile-uncopyrighted/resolve/.*/train/", times=1)
+    with caplog.at_level(logging.WARNING, logger="saturation.corpus"):
+        sample_split(params, {}, tmp_path / "b.parquet", tmp_path / "b.json", retry=retry)
+    assert "starting the stream again" in caplog.text
+    faults = [r for r in server.log if r["route"] == "fault" or r.get("cut")]
+    assert len(faults) == 4, faults  # every injected fault was met
+    a, b = read_tokens(tmp_path / "a.parquet"), read_tokens(tmp_path / "b.parquet")
+    assert len(a) == len(b) and all((x == y).all() for x, y in zip(a, b, strict=True))
+    # Without retries the same faults end the job.
+    HfFileSystem.clear_instance_cache()
+    server.clear()
+    server.inject("429", r"GET /api/datasets/monology/pile-uncopyrighted/revision/", times=3)
+    with pytest.raises(Exception):  # noqa: B017,PT011 - whatever datasets raises
+        sample_split(params, {}, tmp_path / "c.parquet", tmp_path / "c.json")

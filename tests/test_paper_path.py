@@ -377,6 +377,62 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     assert 4 in set(heads.r)
 
 
+def windows_of(log: list[dict], bucket: str, seconds: float) -> list[int]:
+    """Calls served in each fixed window of ``bucket`` (a window opens at the first call
+    served after the last one closed), recomputed from the server's log."""
+    counts, start = [], None
+    for r in sorted((r for r in log if r["bucket"] == bucket), key=lambda r: r["time"]):
+        if r["status"] == 429:
+            continue
+        if start is None or r["time"] >= start + seconds:
+            start = r["time"]
+            counts.append(0)
+        counts[-1] += 1
+    return counts
+
+
+def test_prefetch_under_the_hubs_rate_limits(loopback_hub, tmp_path):
+    """The manifests, the corpus and the prefetch under rate limits scaled to the test
+    (the hub's two buckets, API and resolve, in fixed windows), with four jobs at once that
+    share the budget: no job fails, the calls served stay within every window, and a 429
+    is answered by waiting for the window, not by calling again at once."""
+    server, facts = loopback_hub
+    workdir = paper_workdir(tmp_path)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    server.clear()
+    api, resolve = server.limit("api", 20, 5), server.limit("resolve", 40, 5)
+    start = time.monotonic()
+    try:
+        result = run_snakemake(workdir, "prefetch", "--cores", "4", *ARGS, env=env, timeout=900)
+    finally:
+        log = list(server.log)
+        server.clear()
+    wall = time.monotonic() - start
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    for window in (api, resolve):
+        served = windows_of(log, window.bucket, window.seconds)
+        limited = [r for r in log if r["bucket"] == window.bucket and r["status"] == 429]
+        print(
+            f"{window.bucket}: {sum(served)} calls served in {len(served)} windows "
+            f"(at most {max(served)} in one, limit {window.calls}), {len(limited)} answered 429"
+        )
+        assert max(served) <= window.calls
+        # Every caller that meets a spent window waits for its end instead of calling again
+        # at once: at most one 429 per caller and window. Callers: four jobs, each with up
+        # to snapshot_download's 8 download threads.
+        assert len(limited) <= 4 * 8 * len(served)
+    assert any(r["status"] == 429 for r in log), "the limits were never reached"
+    fetched = {(r["repo"], r["commit"]) for r in log if r.get("repo") in MODEL_REPOS}
+    per_revision = collections.Counter(
+        f"{r['method']} {r['file']}" for r in log if r.get("repo") in MODEL_REPOS
+    )
+    print(f"prefetch under rate limits: {wall:.0f} s; {len(fetched)} revisions fetched")
+    print("resolve calls of the revisions:", dict(per_revision))
+    for model, commits in facts["commits"].items():
+        for step in commits:
+            assert (workdir / f"results/prefetch/{model}/step{step}.json").is_file()
+
+
 def test_prefetch_fills_the_cache_for_an_offline_run(loopback_hub, tmp_path):
     """`snakemake prefetch` on a machine with the network, then jobs with HF_HUB_OFFLINE=1:
     every revision to be measured is in the cache, duplicates and missing ones are not."""

@@ -19,17 +19,23 @@ sha1 of the branch name and its files), so two branches that serve the same weig
 different commits and the same LFS sha256, as on the hub.
 
 Faults are injected per test with :meth:`LoopbackHub.inject`: 429 with ``Retry-After``, a
-status such as 500, or a body cut short. Every request is recorded (:attr:`LoopbackHub.log`).
-Binds to 127.0.0.1 only.
+status such as 500, or a body cut short. Rate limits are set with :meth:`LoopbackHub.limit`:
+fixed windows of N calls per T seconds in the hub's two buckets, ``api`` (``/api/`` routes)
+and ``resolve`` (file downloads and their HEAD requests); every answer in a limited bucket
+carries the hub's ``RateLimit`` and ``RateLimit-Policy`` headers, and a call past the
+window's budget is answered 429 with ``Retry-After``, as the hub does. Every request is
+recorded (:attr:`LoopbackHub.log`), with its bucket and time. Binds to 127.0.0.1 only.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -106,6 +112,34 @@ class Fault:
     retry_after: int = 1
 
 
+@dataclass
+class Window:
+    """A fixed-window rate limit: ``calls`` per ``seconds``, windows starting at the first
+    call. Calls answered 429 are not counted against the window."""
+
+    bucket: str
+    calls: int
+    seconds: float
+    start: float = 0.0
+    used: int = 0
+
+    def take(self, now: float) -> tuple[bool, int, int]:
+        """(allowed, remaining, seconds until the window resets)."""
+        if self.used == 0 or now >= self.start + self.seconds:
+            self.start, self.used = now, 0
+        reset = max(1, math.ceil(self.start + self.seconds - now))
+        if self.used >= self.calls:
+            return False, 0, reset
+        self.used += 1
+        return True, self.calls - self.used, reset
+
+    def headers(self, remaining: int, reset: int) -> dict[str, str]:
+        return {
+            "RateLimit": f'"{self.bucket}";r={remaining};t={reset}',
+            "RateLimit-Policy": f'"fixed window";"{self.bucket}";q={self.calls};w={self.seconds:g}',
+        }
+
+
 class LoopbackHub:
     """Repositories under ``root/{models,datasets}/{org}/{name}/{branch}/``, served on
     127.0.0.1. A branch folder named ``refs--pr--1`` is the branch ``refs/pr/1``."""
@@ -115,6 +149,7 @@ class LoopbackHub:
         self.repos: dict[tuple[str, str], Repo] = {}
         self.log: list[dict] = []
         self.faults: list[Fault] = []
+        self.windows: dict[str, Window] = {}
         self._lock = threading.Lock()
         self.rescan()
 
@@ -153,10 +188,32 @@ class LoopbackHub:
             self.faults.append(fault)
         return fault
 
+    def limit(self, bucket: str, calls: int, seconds: float) -> Window:
+        """Rate-limit the ``api`` or ``resolve`` bucket to ``calls`` per ``seconds``."""
+        if bucket not in ("api", "resolve"):
+            raise ValueError(f"unknown bucket {bucket!r}: api or resolve")
+        with self._lock:
+            self.windows[bucket] = Window(bucket, calls, seconds)
+            return self.windows[bucket]
+
     def clear(self) -> None:
+        """No faults, no rate limits, an empty log."""
         with self._lock:
             self.faults.clear()
+            self.windows.clear()
             self.log.clear()
+
+    def take_call(self, bucket: str | None) -> tuple[bool, dict[str, str]]:
+        """Count one call in ``bucket``'s window: (allowed, the RateLimit headers to send)."""
+        with self._lock:
+            window = self.windows.get(bucket)
+            if window is None:
+                return True, {}
+            allowed, remaining, reset = window.take(time.monotonic())
+            headers = window.headers(remaining, reset)
+            if not allowed:
+                headers["Retry-After"] = str(reset)
+            return allowed, headers
 
     def take_fault(self, method: str, path: str) -> Fault | None:
         with self._lock:
@@ -201,6 +258,15 @@ class LoopbackHub:
         self.httpd.server_close()
 
 
+def bucket_of(path: str) -> str | None:
+    """The hub's rate-limit bucket of a request path: ``api`` or ``resolve``."""
+    if path.startswith("/api/"):
+        return "api"
+    if RESOLVE.match(path):
+        return "resolve"
+    return None
+
+
 API = re.compile(r"^/api/(models|datasets)/(?P<repo>[^/]+/[^/]+)(?P<rest>/.*)?$")
 RESOLVE = re.compile(r"^/(?:(?P<ds>datasets)/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rest>.+)$")
 
@@ -213,6 +279,8 @@ class HubError(Exception):
 class HubHandler(BaseHTTPRequestHandler):
     hub: LoopbackHub
     protocol_version = "HTTP/1.1"
+    bucket: str | None = None
+    rate_headers: dict[str, str] = {}  # noqa: RUF012 - set per request in dispatch
 
     def log_message(self, *args):  # quiet: requests go to hub.log
         pass
@@ -228,6 +296,8 @@ class HubHandler(BaseHTTPRequestHandler):
                     "route": route,
                     "status": status,
                     "bytes": sent,
+                    "bucket": self.bucket,
+                    "time": time.monotonic(),
                     **extra,
                 }
             )
@@ -237,7 +307,7 @@ class HubHandler(BaseHTTPRequestHandler):
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
+        for k, v in {**self.rate_headers, **(headers or {})}.items():
             self.send_header(k, v)
         self.end_headers()
         if self.command != "HEAD":
@@ -266,6 +336,13 @@ class HubHandler(BaseHTTPRequestHandler):
         body = b""
         if self.command == "POST":
             body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        self.bucket = bucket_of(raw_path)
+        self.rate_headers = {}
+        allowed, self.rate_headers = self.hub.take_call(self.bucket)
+        if not allowed:
+            self.reply_json({"error": "429 Too Many Requests: rate limit reached"}, 429)
+            self.record("ratelimit", 429, reset=int(self.rate_headers["Retry-After"]))
+            return
         fault = self.hub.take_fault(self.command, unquote(raw_path))
         if fault is not None and fault.kind != "cut":
             if fault.kind == "429":
@@ -444,7 +521,7 @@ class HubHandler(BaseHTTPRequestHandler):
             headers["Content-Range"] = f"bytes {start}-{end}/{entry.size}"
         length = end - start + 1
         self.send_response(status)
-        for k, v in headers.items():
+        for k, v in {**self.rate_headers, **headers}.items():
             self.send_header(k, v)
         self.send_header("Content-Length", str(length))
         self.end_headers()

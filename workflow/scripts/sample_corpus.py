@@ -2,6 +2,7 @@
 
 from saturation import logs
 from saturation.corpus import sample_split
+from saturation.suites import hub_retry
 
 logs.to_file(snakemake.log[0])
 sample_split(
@@ -9,4 +10,6 @@ sample_split(
     snakemake.input,
     snakemake.output.tokens,
     snakemake.output.meta,
+    # The hub's retry settings are not a parameter of the sample: editing them re-runs nothing.
+    retry=hub_retry(snakemake.config["checkpoints"]["hub"]),
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -265,31 +266,110 @@ def huggingface_texts(
     seed: int,
     shuffle_buffer: int,
     data_files: dict | None = None,
+    retry: dict | None = None,
 ) -> Iterator[str]:
     """A hub dataset, streamed and shuffled with a seeded buffer (no full download).
 
     Compressed files (The Pile's ``.jsonl.zst``) are decompressed as they stream; ``.zst``
-    needs the ``zstandard`` package.
+    needs the ``zstandard`` package. Where the hub fails mid-way (``retry``: a rate limit,
+    a dropped connection), the stream starts again and skips the records already given: the
+    seeded shuffle gives them in the same order, so the sample is the one an unbroken stream
+    gives.
     """
     from datasets import load_dataset
 
-    try:
-        dataset = load_dataset(path, name, split=split, streaming=True, data_files=data_files)
-    except ValueError as exc:
-        if "Bad split" in str(exc) or "Unknown split" in str(exc):
-            raise CorpusError(
-                f"dataset {path} has no split '{split}' ({exc}); set "
-                "corpus.huggingface.split / eval_split, or data_files to map its files to splits"
-            ) from exc
-        raise
-    dataset = dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
-    for record in dataset:
+    def records() -> Iterator[dict]:
+        try:
+            dataset = load_dataset(path, name, split=split, streaming=True, data_files=data_files)
+        except ValueError as exc:
+            if "Bad split" in str(exc) or "Unknown split" in str(exc):
+                raise CorpusError(
+                    f"dataset {path} has no split '{split}' ({exc}); set "
+                    "corpus.huggingface.split / eval_split, or data_files to map its files to "
+                    "splits"
+                ) from exc
+            raise
+        yield from dataset.shuffle(seed=seed, buffer_size=shuffle_buffer)
+
+    stream = records() if retry is None else restarted(records, f"dataset {path}", retry)
+    for record in stream:
         if text_field not in record:
             raise CorpusError(
                 f"dataset {path}: records have no field '{text_field}' "
                 f"(corpus.huggingface.text_field); fields are {sorted(record)}"
             )
         yield record[text_field]
+
+
+HUB_FILE = re.compile(r"hf://datasets/(?P<repo>[^@/]+/[^@/]+)@(?P<revision>[^/]+)/(?P<file>[^:]+)")
+
+
+def restarted(make: Callable[[], Iterator], what: str, retry: dict) -> Iterator:
+    """The items of ``make()``; where the hub fails mid-way, ``make()`` again, past the items
+    already given, after the wait ``saturation.hub.retry_delay`` gives (``retry``: its
+    attempts, base and cap).
+
+    datasets' file system reports a file it could not reach (a 429 from the hub's API) as
+    missing: a ``FileNotFoundError`` on an ``hf://`` path is retried when the hub, asked
+    through the retried API, lists that file; that request also waits out a spent window.
+    """
+    import time
+
+    from saturation.hub import retry_delay
+
+    given = 0
+    for attempt in range(retry["attempts"]):
+        try:
+            for index, item in enumerate(make()):
+                if index >= given:
+                    given += 1
+                    yield item
+            return
+        except Exception as exc:  # noqa: BLE001 - classified below
+            delay = retry_delay(exc, attempt, retry["base"], retry["cap"])
+            if delay is None and isinstance(exc, FileNotFoundError):
+                delay = listed_file_delay(str(exc), attempt, retry)
+            if delay is None or attempt == retry["attempts"] - 1:
+                raise
+            log.warning(
+                "%s: %s; starting the stream again past its %d records in %.1f s "
+                "(retry %d of %d)",
+                what,
+                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                given,
+                delay,
+                attempt + 1,
+                retry["attempts"] - 1,
+            )
+            time.sleep(delay)
+
+
+def listed_file_delay(message: str, attempt: int, retry: dict) -> float | None:
+    """The backoff before retrying a 'missing' ``hf://`` file the hub does list; None where
+    the message names no hub file or the hub does not have it."""
+    import random
+    from urllib.parse import unquote
+
+    from huggingface_hub import HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    from saturation.hub import with_backoff
+
+    m = HUB_FILE.search(message)
+    if m is None:
+        return None
+    repo, revision, file = m.group("repo"), unquote(m.group("revision")), m.group("file")
+    try:
+        found = with_backoff(
+            lambda: HfApi().get_paths_info(repo, [file], revision=revision, repo_type="dataset"),
+            f"dataset {repo}@{revision}: {file}",
+            **retry,
+        )
+    except Exception:  # noqa: BLE001 - the original error is the one to report
+        return None
+    if not any(isinstance(e, RepoFile) for e in found):
+        return None
+    return min(retry["cap"], retry["base"] * 2**attempt) * random.uniform(0.75, 1.0)
 
 
 def load_tokenizer(name_or_dir: str):
@@ -376,8 +456,10 @@ def write_corpus(
     )
 
 
-def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
-    """Sample the split ``params['split']`` of the configured source to Parquet + JSON."""
+def sample_split(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None) -> None:
+    """Sample the split ``params['split']`` of the configured source to Parquet + JSON.
+
+    ``retry``: how a hub dataset's stream is retried (``saturation.suites.hub_retry``)."""
     source, split, n_tokens, seed = (
         params["source"],
         params["split"],
@@ -414,6 +496,7 @@ def sample_split(params: dict, inputs, tokens_path, meta_path) -> None:
                 seed,
                 settings["shuffle_buffer"],
                 settings.get("data_files"),
+                retry=retry,
             )
             record["dataset_split"] = hub_split
         separator = document_separator(tokenizer, params.get("document_separator", "auto"))

@@ -63,8 +63,8 @@ MANIFEST_SCHEMA = pa.schema(
 def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> float | None:
     """Seconds to wait before retrying after ``exc``, or None if retrying cannot help.
 
-    Rate limits (429) wait what the hub's ``Retry-After`` asks (at least the backoff);
-    server errors, time-outs, dropped connections and bodies cut short back off
+    Rate limits (429) wait until the hub's window resets, as its ``RateLimit`` or
+    ``Retry-After`` header says, and one or two seconds more; server errors, time-outs, dropped connections and bodies cut short back off
     exponentially (base * 2^attempt, capped, with jitter). Missing repos, revisions and
     files, and gated repos, are final.
     """
@@ -101,9 +101,10 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
     if isinstance(exc, HfHubHTTPError) and status is not None:
         if status not in RETRY_STATUS:
             return None
-        after = response.headers.get("Retry-After")
-        if status == 429 and after and after.strip().isdigit():
-            return max(float(after), backoff)
+        if status == 429:
+            reset = rate_limit_reset(response.headers)
+            if reset is not None:  # the window's end, and a second against rounding
+                return reset + random.uniform(1.0, 2.0)
         return backoff
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return None  # the local disk, not the hub
@@ -112,6 +113,22 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
         # ("consistency check failed", an OSError).
         return backoff
     return None
+
+
+def rate_limit_reset(headers) -> float | None:
+    """Seconds until the hub's rate-limit window resets, from a 429's headers.
+
+    The hub sends ``RateLimit: "api";r=0;t=55`` (IETF draft headers, parsed by the client's
+    own ``parse_ratelimit_headers``) and ``Retry-After``; the window's own reset is used where
+    the budget is spent, else ``Retry-After``. None if neither says.
+    """
+    from huggingface_hub.utils import parse_ratelimit_headers
+
+    info = parse_ratelimit_headers(headers)
+    if info is not None and info.remaining == 0:
+        return float(info.reset_in_seconds)
+    after = (headers.get("Retry-After") or "").strip()
+    return float(after) if after.isdigit() else None
 
 
 def transport_errors() -> tuple[type, ...]:
