@@ -72,13 +72,22 @@ def test_revisions_are_read_through_the_cache_once(hub):
     assert server.downloads() == []  # in the cache: nothing fetched again
 
 
-def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path):
+def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monkeypatch):
+    import saturation.hub
+
+    # The job's Xet cache is set for this process; the test's process gets its own back.
+    monkeypatch.setattr(saturation.hub, "_XET_CACHE", [])
+    for name in ("HF_XET_CACHE", "HF_XET_CHUNK_CACHE_SIZE_BYTES"):
+        monkeypatch.setenv(name, "unset by the test")
     server, facts = hub
     row = manifest("pythia-31m", facts)[512]
     server.clear()
     with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=tmp_path) as folder:
         assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
-    assert list(tmp_path.iterdir()) == []
+    # What is left is the job's Xet cache (deleted when the job's process ends).
+    (xet,) = saturation.hub._XET_CACHE
+    assert [p for p in tmp_path.iterdir() if p != xet] == []
+    assert os.environ["HF_XET_CACHE"] == str(xet) and xet.parent == tmp_path
     assert any(r["file"] == "model.safetensors" for r in server.downloads())
     cache = Path(os.environ["HF_HOME"]) / "hub" / "models--EleutherAI--pythia-31m" / "snapshots"
     assert not (cache / row["commit"]).exists()  # the cache did not grow
@@ -218,7 +227,9 @@ def test_retry_delay_classifies_errors():
     # backoff (here 1 * 2^8, capped at 300) is not added to a known reset.
     spent = {"RateLimit": '"api";r=0;t=55', "Retry-After": "70"}
     assert 56 <= retry_delay(http_error(429, spent), 8, 1.0, 300) <= 57
-    assert 71 <= retry_delay(http_error(429, {**spent, "RateLimit": '"api";r=3;t=55'}), 0, 1, 9) <= 72
+    assert (
+        71 <= retry_delay(http_error(429, {**spent, "RateLimit": '"api";r=3;t=55'}), 0, 1, 9) <= 72
+    )
     assert retry_delay(http_error(429), 0, 1.0, 300) <= 1.0  # neither header: the backoff
     assert 0.75 * 4 <= retry_delay(http_error(503), 2, 1.0, 300) <= 4  # 1 * 2^2, jittered
     assert retry_delay(http_error(503), 20, 1.0, 10) <= 10  # capped
@@ -339,3 +350,87 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
     server.inject("429", r"GET /api/datasets/monology/pile-uncopyrighted/revision/", times=3)
     with pytest.raises(Exception):  # noqa: B017,PT011 - whatever datasets raises
         sample_split(params, {}, tmp_path / "c.parquet", tmp_path / "c.json")
+
+
+XET_JOB = """
+import json, os, sys
+from pathlib import Path
+from saturation.hub import build_manifest, hub_checkpoint
+from saturation.loading import CheckpointError
+
+retry = {"attempts": 2, "base": 0.05, "cap": 0.1}
+rows = build_manifest("pythia-14m", "EleutherAI/pythia-14m", {2000: "step2000"}, [], None, retry)
+row = rows.to_pylist()[0]
+out = {"sha256": row["weights_sha256"]}
+try:
+    with hub_checkpoint(row, False, evict=True, retry=retry, staging_root=sys.argv[1]) as folder:
+        out["files"] = sorted(p.name for p in Path(folder).iterdir())
+except CheckpointError as exc:
+    out["error"] = str(exc)
+xet = os.environ.get("HF_XET_CACHE")
+out["xet_cache"] = xet
+out["xet_files"] = sorted(str(p.relative_to(xet)) for p in Path(xet).rglob("*")) if xet else []
+print(json.dumps(out))
+"""
+
+
+def run_xet_job(tmp_path: Path, name: str, **env) -> dict:
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    staging = tmp_path / name / "staging"
+    hf_home = tmp_path / name / "hf"
+    result = subprocess.run(
+        [sys.executable, "-c", XET_JOB, str(staging)],
+        env={
+            **os.environ,
+            "HF_HOME": str(hf_home),
+            "PYTHONPATH": str(ROOT / "workflow" / "scripts"),
+            **env,
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    out["staging_after"] = sorted(p.name for p in staging.iterdir())
+    out["hf_home_xet"] = (hf_home / "xet").exists()
+    return out
+
+
+def test_a_xet_backed_hub_keeps_lfs_sha256_and_xet_stays_in_the_staging_folder(hub, tmp_path):
+    """The loopback answers as a Xet-backed hub does: tree entries carry ``xetHash`` beside
+    ``lfs``, and resolve answers ``X-Xet-Hash`` with a read-token link. The manifest's sha256
+    is still the LFS one. With hf_xet installed the unmodified client downloads the weights
+    through Xet (a read token, then Xet's content store; the loopback stores no chunks, so
+    that download fails and says what to set), and in evict mode Xet's cache lies in the
+    job's staging folder and goes with it; with HF_HUB_DISABLE_XET=1 it downloads over plain
+    HTTP."""
+    server, _ = hub
+    plain = manifest("pythia-14m", facts=hub[1])[2000]["weights_sha256"]
+    server.clear()
+    server.xet = True
+    tree = [r for r in server.log if r["route"] == "tree"]
+    xet = run_xet_job(tmp_path, "xet")
+    routes = [(r["method"], r["route"], r.get("file")) for r in server.log]
+    assert xet["sha256"] == plain  # lfs.oid, not xetHash
+    assert ("GET", "xet-token", None) in routes
+    assert any(route == "cas" for _, route, _ in routes)
+    assert ("GET", "resolve", "model.safetensors") not in routes  # not over plain HTTP
+    assert "HF_HUB_DISABLE_XET=1" in xet["error"]
+    # The Xet client's cache was the job's own, in the staging folder, and went with it.
+    assert Path(xet["xet_cache"]).parent == tmp_path / "xet" / "staging"
+    assert any(f.startswith("logs") for f in xet["xet_files"]), xet["xet_files"]
+    assert xet["staging_after"] == [] and not xet["hf_home_xet"]
+
+    server.log.clear()
+    http = run_xet_job(tmp_path, "http", HF_HUB_DISABLE_XET="1")
+    routes = [(r["method"], r["route"], r.get("file")) for r in server.log]
+    assert "error" not in http and "model.safetensors" in http["files"]
+    assert ("GET", "resolve", "model.safetensors") in routes
+    assert not any(route in ("xet-token", "cas") for _, route, _ in routes)
+    assert http["staging_after"] == [] and not http["hf_home_xet"]
+    assert tree == []

@@ -18,6 +18,13 @@ for LFS files; other files carry their git blob sha1. Each branch is a commit of
 sha1 of the branch name and its files), so two branches that serve the same weights have
 different commits and the same LFS sha256, as on the hub.
 
+With :attr:`LoopbackHub.xet` set, it answers as a Xet-backed hub does for the parts the
+client reads before choosing how to download: tree entries of LFS files carry ``xetHash``
+beside ``lfs``, ``resolve`` answers carry ``X-Xet-Hash`` and a ``Link: <…/xet-read-token/…>;
+rel="xet-auth"``, and ``GET /api/{models|datasets}/{repo}/xet-read-token/{rev}`` gives a
+token and a content-store address (``/cas``). The content store holds no chunks (404), so a
+download through Xet fails there, after the requests that show the client chose it.
+
 Faults are injected per test with :meth:`LoopbackHub.inject`: 429 with ``Retry-After``, a
 status such as 500, or a body cut short. Rate limits are set with :meth:`LoopbackHub.limit`:
 fixed windows of N calls per T seconds in the hub's two buckets, ``api`` (``/api/`` routes)
@@ -150,6 +157,7 @@ class LoopbackHub:
         self.log: list[dict] = []
         self.faults: list[Fault] = []
         self.windows: dict[str, Window] = {}
+        self.xet = False  # answer as a Xet-backed hub (see HubHandler.xet_headers)
         self._lock = threading.Lock()
         self.rescan()
 
@@ -197,11 +205,12 @@ class LoopbackHub:
             return self.windows[bucket]
 
     def clear(self) -> None:
-        """No faults, no rate limits, an empty log."""
+        """No faults, no rate limits, not Xet-backed, an empty log."""
         with self._lock:
             self.faults.clear()
             self.windows.clear()
             self.log.clear()
+            self.xet = False
 
     def take_call(self, bucket: str | None) -> tuple[bool, dict[str, str]]:
         """Count one call in ``bucket``'s window: (allowed, the RateLimit headers to send)."""
@@ -316,8 +325,8 @@ class HubHandler(BaseHTTPRequestHandler):
     def reply_error(self, exc: HubError, route: str) -> None:
         headers = {"X-Error-Code": exc.code} if exc.code else {}
         headers["X-Error-Message"] = exc.message
-        self.reply_json({"error": exc.message}, exc.status, headers)
         self.record(route, exc.status)
+        self.reply_json({"error": exc.message}, exc.status, headers)
 
     def do_HEAD(self):
         self.dispatch()
@@ -340,24 +349,26 @@ class HubHandler(BaseHTTPRequestHandler):
         self.rate_headers = {}
         allowed, self.rate_headers = self.hub.take_call(self.bucket)
         if not allowed:
-            self.reply_json({"error": "429 Too Many Requests: rate limit reached"}, 429)
             self.record("ratelimit", 429, reset=int(self.rate_headers["Retry-After"]))
-            return
+            return self.reply_json({"error": "429 Too Many Requests: rate limit reached"}, 429)
         fault = self.hub.take_fault(self.command, unquote(raw_path))
         if fault is not None and fault.kind != "cut":
+            self.record("fault", 429 if fault.kind == "429" else fault.status)
             if fault.kind == "429":
                 self.reply_json(
                     {"error": "rate limited"}, 429, {"Retry-After": str(fault.retry_after)}
                 )
             else:
                 self.reply_json({"error": "injected failure"}, fault.status)
-            self.record("fault", 429 if fault.kind == "429" else fault.status)
             return
         route = "other"
         try:
             if raw_path == "/api/agent-harnesses":
                 route = "agent-harnesses"
                 raise HubError(404, None, "not served here")
+            if raw_path.startswith("/cas/"):
+                route = "cas"  # Xet's content store: the loopback holds no chunks
+                raise HubError(404, None, "the loopback hub serves no Xet chunks")
             m = API.match(raw_path)
             if m:
                 kind = m.group(1)[:-1]
@@ -391,8 +402,20 @@ class HubHandler(BaseHTTPRequestHandler):
         parts = rest.split("/", 2)[1:] if rest else []
         if not parts or parts[0] == "revision":
             revision = unquote(parts[1]) if len(parts) > 1 else "main"
-            self.reply_json(self.info(repo, self.branch(repo, revision)))
-            return self.record("info", 200)
+            info = self.info(repo, self.branch(repo, revision))
+            self.record("info", 200)  # before the reply: a test that counts may read at once
+            return self.reply_json(info)
+        if parts[0] in ("xet-read-token", "xet-write-token"):
+            # A Xet access token and the content store's address, as headers.
+            self.record("xet-token", 200)
+            return self.reply_json(
+                {},
+                headers={
+                    "X-Xet-Cas-Url": f"{self.hub.endpoint}/cas",
+                    "X-Xet-Access-Token": "loopback",
+                    "X-Xet-Token-Expiration": str(int(time.time()) + 3600),
+                },
+            )
         if parts[0] == "refs":
             branches = [
                 {"name": b.name, "ref": f"refs/heads/{b.name}", "targetCommit": b.commit}
@@ -407,8 +430,8 @@ class HubHandler(BaseHTTPRequestHandler):
             branch = self.branch(repo, unquote(revision))
             recursive = query.get("recursive", ["false"])[0].lower() == "true"
             entries = self.tree(branch, unquote(folder).strip("/"), recursive)
-            self.reply_json(entries)
-            return self.record("tree", 200)
+            self.record("tree", 200)
+            return self.reply_json(entries)
         if parts[0] == "paths-info":
             branch = self.branch(repo, unquote(parts[1]))
             form = parse_qs(body.decode())
@@ -420,13 +443,13 @@ class HubHandler(BaseHTTPRequestHandler):
             for p in paths:
                 p = p.strip("/")
                 if p in branch.files:
-                    out.append(self.file_entry(branch.files[p]))
+                    out.append(self.file_entry(branch.files[p], self.hub.xet))
                 elif any(f.startswith(p + "/") for f in branch.files):
                     out.append(
                         {"type": "directory", "oid": dir_oid(branch, p), "size": 0, "path": p}
                     )
-            self.reply_json(out)
-            return self.record("paths-info", 200)
+            self.record("paths-info", 200)
+            return self.reply_json(out)
         raise HubError(404, None, f"no API route {rest}")
 
     def info(self, repo: Repo, branch: Branch) -> dict:
@@ -449,7 +472,7 @@ class HubHandler(BaseHTTPRequestHandler):
         }
 
     @staticmethod
-    def file_entry(e: Entry) -> dict:
+    def file_entry(e: Entry, xet: bool = False) -> dict:
         out = {
             "type": "file",
             "oid": e.oid if not e.lfs else git_lfs_pointer_oid(e),
@@ -458,6 +481,8 @@ class HubHandler(BaseHTTPRequestHandler):
         }
         if e.lfs:
             out["lfs"] = {"oid": e.oid, "size": e.size, "pointerSize": len(lfs_pointer(e))}
+            if xet:
+                out["xetHash"] = xet_hash(e)
         return out
 
     def tree(self, branch: Branch, folder: str, recursive: bool) -> list[dict]:
@@ -478,7 +503,7 @@ class HubHandler(BaseHTTPRequestHandler):
                         {"type": "directory", "oid": dir_oid(branch, d), "size": 0, "path": d}
                     )
             if recursive or len(parts) == 1:
-                out.append(self.file_entry(e))
+                out.append(self.file_entry(e, self.hub.xet))
         return out
 
     def resolve(self, kind: str, repo_id: str, rest: str, fault: Fault | None) -> None:
@@ -500,6 +525,12 @@ class HubHandler(BaseHTTPRequestHandler):
         if entry.lfs:
             headers["X-Linked-Etag"] = f'"{entry.oid}"'
             headers["X-Linked-Size"] = str(entry.size)
+            if self.hub.xet:
+                # The hub names a Xet-backed file's hash and where to get a read token.
+                api = "/api/" + ("datasets" if kind == "dataset" else "models")
+                token = f"{self.hub.endpoint}{api}/{repo_id}/xet-read-token/{branch.commit}"
+                headers["X-Xet-Hash"] = xet_hash(entry)
+                headers["Link"] = f'<{token}>; rel="xet-auth"'
         start, end, status = 0, entry.size - 1, 200
         rng = self.headers.get("Range")
         if rng:
@@ -545,6 +576,11 @@ class HubHandler(BaseHTTPRequestHandler):
                 )
                 return
         self.record("resolve", status, sent, repo=repo_id, commit=branch.commit, file=path)
+
+
+def xet_hash(e: Entry) -> str:
+    """A stand-in for the Xet hash of an LFS file (64 hex digits, as the hub's)."""
+    return hashlib.sha256(b"xet\0" + e.oid.encode()).hexdigest()
 
 
 def lfs_pointer(e: Entry) -> bytes:

@@ -332,8 +332,7 @@ def restarted(make: Callable[[], Iterator], what: str, retry: dict) -> Iterator:
             if delay is None or attempt == retry["attempts"] - 1:
                 raise
             log.warning(
-                "%s: %s; starting the stream again past its %d records in %.1f s "
-                "(retry %d of %d)",
+                "%s: %s; starting the stream again past its %d records in %.1f s (retry %d of %d)",
                 what,
                 str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
                 given,

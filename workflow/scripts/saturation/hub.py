@@ -14,14 +14,17 @@ the manifest recorded, so a revision already there is not fetched again, ``HF_HU
 works once the cache is filled (the ``prefetch`` target), and the weights measured are the
 weights the manifest names even if the branch moves. With ``checkpoints.hub.evict`` a
 revision not already in the cache is fetched into a job-private folder and deleted when the
-job ends, so the disk holds only the checkpoints of the jobs running at once.
+job ends, so the disk holds only the checkpoints of the jobs running at once; the Xet
+client's cache goes there too (``bound_xet_cache``).
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import logging
+import os
 import random
 import shutil
 import tempfile
@@ -390,10 +393,15 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
             except LocalEntryNotFoundError:
                 staging_root = Path(staging_root or tempfile.gettempdir())
                 staging_root.mkdir(parents=True, exist_ok=True)
+                bound_xet_cache(staging_root)
                 staged = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=staging_root))
-                folder = with_backoff(
-                    lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
-                )
+                try:
+                    folder = with_backoff(
+                        lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
+                    )
+                except BaseException:  # a failed download leaves nothing on the disk
+                    shutil.rmtree(staged, ignore_errors=True)
+                    raise
         else:
             folder = with_backoff(lambda: snapshot_download(**fetch), where, **retry)
     except RevisionNotFoundError as exc:
@@ -409,6 +417,11 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
         ) from exc
     except HfHubHTTPError as exc:
         raise CheckpointError(f"download of {where} failed: {exc}") from exc
+    except RuntimeError as exc:  # what hf_xet raises
+        raise CheckpointError(
+            f"download of {where} failed: {exc}. Where the hub's Xet storage is the cause, "
+            "HF_HUB_DISABLE_XET=1 downloads over plain HTTP"
+        ) from exc
     try:
         weights_files(folder, allow_pickle, where=where)
         yield Path(folder)
@@ -416,6 +429,31 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
             log.info("evicted %s", where)
+
+
+_XET_CACHE: list[Path] = []  # this process's Xet cache in evict mode, once set
+
+
+def bound_xet_cache(staging_root: Path) -> Path:
+    """Keep the Xet client's cache of this job inside the evict mode's staging folder.
+
+    Where the hub serves a file from Xet storage and ``hf_xet`` is installed, the client
+    downloads it through Xet, which keeps a chunk cache (xet-runtime's default is 10 GB, unless
+    the build disables it), its logs
+    and a staging folder in ``HF_XET_CACHE`` (``HF_HOME/xet``), outside any job's folder.
+    Before the job's first staged download, ``HF_XET_CACHE`` becomes a folder of the job's own
+    under ``staging_root``, deleted when the job ends, and the chunk cache is switched off
+    (``HF_XET_CHUNK_CACHE_SIZE_BYTES=0``: each revision is read once, so it could only cost
+    disk). The Xet client reads both when its session starts, at the job's first Xet download.
+    """
+    if _XET_CACHE:
+        return _XET_CACHE[0]
+    folder = Path(tempfile.mkdtemp(prefix="xet-", dir=staging_root))
+    os.environ["HF_XET_CACHE"] = str(folder)
+    os.environ["HF_XET_CHUNK_CACHE_SIZE_BYTES"] = "0"
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _XET_CACHE.append(folder)
+    return folder
 
 
 def prefetch(row: dict, allow_pickle: bool, retry: dict, out_path) -> None:
