@@ -279,3 +279,49 @@ def build_sweep(hub, models: list[str], steps: list[int], hidden: int = 16) -> N
             files = checkpoint_files(state, model.config, tok_files)
             hub.add_branch("model", f"EleutherAI/{name}", f"step{step}", files)
         hub.add_branch("model", f"EleutherAI/{name}", "main", files)
+
+
+LAMBADA_README = b"""---
+pretty_name: LAMBADA OpenAI
+language: [en, de, es, fr, it]
+configs:
+- config_name: default
+  data_files:
+  - split: test
+    path: default/test-*
+  default: true
+- config_name: en
+  data_files:
+  - split: test
+    path: en/test-*
+---
+# LAMBADA (OpenAI's), as a parquet repo for tests
+"""
+
+
+def add_lambada(hub, n_docs: int = 40) -> list[str]:
+    """``EleutherAI/lambada_openai`` as the hub serves it: a parquet repo whose README
+    declares its configs (``default``, ``en``, ...; here two), each a folder with a ``test``
+    split, records with one field, ``text`` (the passage, its last word the target). The
+    harness's ``lambada_openai`` task reads config ``default``, split ``test``. Returns the
+    passages."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    texts = documents(n_docs, seed=11)
+    buffer = io.BytesIO()
+    pq.write_table(pa.table({"text": texts}), buffer)
+    data = buffer.getvalue()
+    hub.add_branch(
+        "dataset",
+        "EleutherAI/lambada_openai",
+        "main",
+        {
+            "README.md": LAMBADA_README,
+            "default/test-00000-of-00001.parquet": data,
+            "en/test-00000-of-00001.parquet": data,
+        },
+    )
+    return texts

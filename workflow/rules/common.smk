@@ -61,6 +61,8 @@ SOURCE = CHECKPOINT_CONFIG["source"]
 MINISUITE = CHECKPOINT_CONFIG["minisuite"] if SOURCE == "minisuite" else {}
 HIDDEN_SIZE = {m["name"]: m["hidden_size"] for m in MINISUITE.get("models", [])}
 HUB = CHECKPOINT_CONFIG["hub"] if SOURCE == "hub" else {}
+# How hub requests are retried (the harness's tasks' data sets come from the hub too).
+HUB_RETRY = hub_retry(CHECKPOINT_CONFIG.get("hub"))
 HUB_MODELS = (
     hub_models(config) if SOURCE == "hub" else {}
 )  # {model: {repo, revisions, tokens}}
@@ -94,7 +96,7 @@ HUB_ACCESS = (
     {
         "evict": HUB["evict"],
         "staging": "results/checkpoints/staging",  # evict: job-private folders, deleted
-        "retry": hub_retry(HUB),
+        "retry": HUB_RETRY,
     }
     if SOURCE == "hub"
     else None
@@ -164,7 +166,8 @@ def checkpoint_files_input(wildcards):
 
 def prefetch_targets():
     """What a machine with the network fetches before an offline run: every revision into
-    the Hugging Face cache, the corpus samples and the hub n-gram corpora."""
+    the Hugging Face cache, the corpus samples, the hub n-gram corpora and the data sets of
+    the harness's tasks."""
     targets = []
     if SOURCE == "hub":
         targets += for_each_checkpoint("results/prefetch/{model}/step{step}.json")
@@ -175,6 +178,8 @@ def prefetch_targets():
         for name, entry in NGRAM_ENTRIES.items()
         if entry["source"] != "workflow"
     ]
+    if config["downstream"]["activate"] and not SYNTHETIC:
+        targets.append("results/prefetch/tasks.json")  # the harness's tasks' data sets
     return targets
 
 

@@ -33,6 +33,29 @@ if DOWNSTREAM["activate"]:
             script:
                 "../scripts/downstream_tasks.py"
 
+    else:  # the harness's own tasks, whose data sets come from the hub
+
+        rule prefetch_tasks:
+            # Where the network is: the tasks' data sets into the datasets cache, loaded as
+            # the harness loads them, so that evaluation jobs run offline.
+            output:
+                "results/prefetch/tasks.json",
+            log:
+                "logs/downstream/prefetch_tasks.log",
+            conda:
+                "../envs/torch.yaml"
+            threads: 1
+            resources:
+                mem_mb=4000,
+                runtime=60,
+            params:
+                code=code_of("prefetch_tasks.py"),
+                tasks=DOWNSTREAM["tasks"],
+                include_path=DOWNSTREAM["include_path"],
+                retry=HUB_RETRY,
+            script:
+                "../scripts/prefetch_tasks.py"
+
     checkpoint select_downstream:
         input:
             metrics=TABLES["metrics"],

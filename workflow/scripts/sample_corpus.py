@@ -11,5 +11,5 @@ sample_split(
     snakemake.output.tokens,
     snakemake.output.meta,
     # The hub's retry settings are not a parameter of the sample: editing them re-runs nothing.
-    retry=hub_retry(snakemake.config["checkpoints"]["hub"]),
+    retry=hub_retry(snakemake.config["checkpoints"].get("hub")),
 )

@@ -69,6 +69,79 @@ def check_tasks(manager, tasks: list[str]) -> None:
     )
 
 
+def load_tasks(manager, tasks: list[str], retry: dict | None = None) -> list[tuple[str, object]]:
+    """The harness's task objects of ``tasks`` (groups opened up), each with its data set
+    loaded: through the Hugging Face datasets cache, filled from the hub where the network
+    is. Offline (``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``), a data set not in the cache
+    stops with a message that says to prefetch."""
+    from lm_eval.tasks import get_task_dict
+
+    from saturation.hub import with_backoff
+
+    def load():
+        return get_task_dict(list(tasks), manager)
+
+    try:
+        loaded = with_backoff(load, "the harness's tasks", **retry) if retry else load()
+    except (ConnectionError, FileNotFoundError, OSError) as exc:
+        if not offline():
+            raise
+        raise DownstreamError(
+            f"config key 'downstream.tasks': the data sets of {', '.join(tasks)} are not all "
+            "in the Hugging Face datasets cache, and the hub cannot be reached (HF_HUB_OFFLINE "
+            f"or HF_DATASETS_OFFLINE is set): run `snakemake prefetch` where the network is "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from exc
+
+    def flat(d):
+        for key, value in d.items():
+            if isinstance(value, dict):
+                yield from flat(value)
+            else:
+                yield getattr(key, "group_name", key), value
+
+    return list(flat(loaded))
+
+
+def offline() -> bool:
+    import os
+
+    return any(
+        os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE")
+        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+    )
+
+
+def prefetch_tasks(tasks: list[str], include_path: str | None, retry: dict, out_path) -> None:
+    """Fill the datasets cache with the data of ``downstream.tasks``, as the harness itself
+    loads each task (its own ``dataset_path``/``dataset_name``, no list of ours), so that
+    evaluation jobs run offline. Writes what was loaded: each task's data set and its
+    splits' sizes."""
+    manager = task_manager(include_path, tasks)
+    check_tasks(manager, tasks)
+    records = []
+    for name, task in load_tasks(manager, tasks, retry):
+        config = getattr(task, "config", None)
+        dataset = getattr(task, "dataset", None)
+        splits = {str(k): len(v) for k, v in dataset.items()} if hasattr(dataset, "items") else {}
+        records.append(
+            {
+                "task": name,
+                "dataset_path": getattr(config, "dataset_path", None),
+                "dataset_name": getattr(config, "dataset_name", None),
+                "splits": splits,
+            }
+        )
+        log.info(
+            "%s: %s %s, splits %s",
+            name,
+            records[-1]["dataset_path"],
+            records[-1]["dataset_name"] or "",
+            splits,
+        )
+    write_json({"tasks": records}, out_path)
+
+
 def results_rows(results: dict, n_samples: dict) -> list[dict]:
     """Tidy rows from ``simple_evaluate(...)["results"]``: keys are ``metric,filter``."""
     rows = []
@@ -165,6 +238,8 @@ def run_evaluations(
 
     torch.set_num_threads(threads)
     manager = task_manager(kwargs.get("include_path"), kwargs["tasks"])  # indexed once
+    check_tasks(manager, kwargs["tasks"])
+    load_tasks(manager, kwargs["tasks"])  # their data at hand, before any model is loaded
     tables, raws = [], []
     for e in evaluations:
         model, step = e["model"], e["step"]

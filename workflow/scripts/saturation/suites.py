@@ -123,8 +123,20 @@ def revision_name(template: str, step: int, tokens: int) -> str:
     return template.format(step=step, tokens=tokens, tokens_b=round(tokens / 1e9))
 
 
-def hub_retry(hub: dict) -> dict:
-    """``saturation.hub.with_backoff``'s settings from the checkpoints.hub section."""
+SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+
+
+def hub_retry(hub: dict | None) -> dict:
+    """``saturation.hub.with_backoff``'s settings from the checkpoints.hub section; without
+    one (local checkpoints, whose corpus or harness tasks still come from the hub), the
+    schema's defaults."""
+    import yaml
+
+    keys = ("retries", "backoff_seconds", "max_backoff_seconds")
+    if hub is None or any(k not in hub for k in keys):
+        spec = yaml.safe_load(SCHEMA.read_text())["properties"]["checkpoints"]["properties"]
+        defaults = {k: spec["hub"]["properties"][k]["default"] for k in keys}
+        hub = {**defaults, **(hub or {})}
     return {
         "attempts": hub["retries"] + 1,
         "base": hub["backoff_seconds"],
