@@ -28,6 +28,7 @@ SHARED_RUN_GROUPS = {
     "test_hub": "paper-hub",
     "test_paper_path": "paper-hub",
     "test_harness_offline": "paper-hub",
+    "test_ranged": "paper-hub",
     "test_family_suite": "families",
 }
 

@@ -147,6 +147,87 @@ def checkpoint_tables(
     return metrics_table, spectrum, checkpoint, documents
 
 
+def spectrum_tables(
+    row: dict, model_name: str, step: int, tokens_seen: int, dtype: str, retry: dict
+) -> Tables:
+    """A hub revision's head spectrum without its weights: the head read by HTTP range
+    (``saturation.ranged``), its rows and checkpoint record as a full measurement writes
+    them, in ``metrics.dtype`` as the full load holds it. The forward pass's metrics and
+    columns (loss, anisotropy, ``n_predicted_tokens``, ``weights_fingerprint``) are absent."""
+    import hashlib
+
+    import torch
+
+    from saturation.metrics import (
+        find_blocks,
+        parameter_counts,
+        singular_values,
+        spectrum_metrics,
+        tensor_digest,
+    )
+    from saturation.ranged import ranged_head
+
+    head = ranged_head(row, retry)
+    weight = head.weight.to(getattr(torch, dtype))
+    log.info(
+        "%s step %d: head %s of %s read by range, %d bytes in %d requests",
+        model_name,
+        step,
+        head.tensor,
+        head.filename,
+        head.bytes_read,
+        head.requests,
+    )
+    sigma = singular_values(weight)
+    spec = spectrum_metrics(sigma)
+    model = head.model
+    base = {
+        "model": model_name,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        **parameter_counts(model),
+        "hidden_size": model.config.hidden_size,
+    }
+    rows = {k: [v] * len(spec) for k, v in base.items()}
+    rows["metric"], rows["layer"], rows["value"] = (
+        list(spec),
+        [None] * len(spec),
+        list(spec.values()),
+    )
+    digest = hashlib.sha256()
+    tensor_digest(digest, "head", weight)
+    record = {
+        **base,
+        "vocab_size": weight.shape[0],
+        "model_type": model.config.model_type,
+        "n_layers": len(find_blocks(model)),
+        "tied_head": head.tied,
+        "head_input_size": weight.shape[1],
+        "n_predicted_tokens": None,
+        "head_fingerprint": digest.hexdigest(),
+        "weights_fingerprint": None,
+        "commit": row["commit"],
+        "weights_sha256": row["weights_sha256"],
+        "status": "measured",
+        "reason": None,
+    }
+    spectrum = pa.table(
+        {
+            "model": [model_name] * len(sigma),
+            "step": [step] * len(sigma),
+            "index": np.arange(len(sigma)),
+            "singular_value": sigma,
+        },
+        schema=SPECTRA_SCHEMA,
+    )
+    return (
+        pa.table(rows, schema=METRICS_SCHEMA),
+        spectrum,
+        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
+        DOCUMENTS_SCHEMA.empty_table(),
+    )
+
+
 def sample_vocab(eval_path) -> int | None:
     """The vocabulary size of the tokenizer a sample was tokenized with (its JSON record),
     or None where the record is missing."""

@@ -1,0 +1,163 @@
+"""The head's spectrum read by HTTP range: against the loopback hub with the unmodified
+client, the values equal a full load's, and the bytes served per revision (counted at the
+server) are the header, the head and the config; sharded, tied-head, cut-range and
+mismatched-config revisions."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save
+
+from saturation.hub import build_manifest
+from saturation.loading import UnreadableCheckpoint, load_model
+from saturation.measuring import spectrum_tables
+from saturation.metrics import fingerprints, parameter_counts, singular_values, spectrum_metrics
+
+RETRY = {"attempts": 4, "base": 0.05, "cap": 0.2}
+
+
+def manifest_row(repo: str, revision: str) -> dict:
+    table = build_manifest("m", repo, {0: revision}, [], None, RETRY)
+    return table.to_pylist()[0]
+
+
+def served(server, repo: str, commit: str) -> dict[str, int]:
+    """Bytes sent per file of one revision, GET bodies only."""
+    out: dict[str, int] = {}
+    for r in server.downloads():
+        if r.get("repo") == repo and r.get("commit") == commit:
+            out[r["file"]] = out.get(r["file"], 0) + r["bytes"]
+    return out
+
+
+def full_measure(folder, dtype=torch.float32):
+    model = load_model(folder, dtype=dtype)
+    head = model.get_output_embeddings().weight
+    return model, singular_values(head)
+
+
+def test_the_ranged_head_equals_the_full_load_for_a_few_percent_of_the_bytes(
+    loopback_hub, tmp_path
+):
+    from huggingface_hub import snapshot_download
+
+    server, facts = loopback_hub
+    repo = "EleutherAI/pythia-31m"
+    row = manifest_row(repo, "step2000")
+    server.clear()
+    tables = spectrum_tables(row, "pythia-31m", 2000, 123, "float32", RETRY)
+    ranged = served(server, repo, row["commit"])
+    metrics, spectrum, checkpoint, documents = (t.to_pylist() for t in tables)
+    server.clear()
+    folder = snapshot_download(repo, revision=row["commit"], local_dir=tmp_path / "full")
+    full = served(server, repo, row["commit"])
+    model, sigma = full_measure(folder)
+    # Values: the spectrum to the last bit, the metrics, the fingerprint and the counts.
+    assert np.array_equal([r["singular_value"] for r in spectrum], sigma)
+    spec = spectrum_metrics(sigma)
+    assert {r["metric"]: r["value"] for r in metrics} == spec
+    record = checkpoint[0]
+    assert record["head_fingerprint"] == fingerprints(model)["head_fingerprint"]
+    counts = parameter_counts(model)
+    assert (record["n_params"], record["n_params_no_embedding"]) == (
+        counts["n_params"],
+        counts["n_params_no_embedding"],
+    )
+    assert record["vocab_size"] == model.config.vocab_size and record["tied_head"] is False
+    assert record["weights_fingerprint"] is None and documents == []
+    # Bytes: the config, the weights file's header and the head; nothing else.
+    header_len = int.from_bytes(
+        (tmp_path / "full" / "model.safetensors").read_bytes()[:8], "little"
+    )
+    head_bytes = model.get_output_embeddings().weight.numel() * 4  # float32 on this hub
+    assert set(ranged) == {"config.json", "model.safetensors"}
+    assert ranged["model.safetensors"] == 8 + header_len + head_bytes
+    weights = full["model.safetensors"]
+    print(
+        f"bytes served for {repo} step2000: ranged {sum(ranged.values())} "
+        f"(head {head_bytes}, header {8 + header_len}, config {ranged['config.json']}); "
+        f"full {sum(full.values())} (weights {weights})"
+    )
+    assert ranged["model.safetensors"] < weights / 2
+
+
+def shard(state: dict, n: int) -> dict[str, bytes]:
+    """A state dict as ``n`` safetensors shards and their index, as save_pretrained writes."""
+    names = sorted(state)
+    files, weight_map = {}, {}
+    for i in range(n):
+        part = names[i::n]
+        fname = f"model-{i + 1:05d}-of-{n:05d}.safetensors"
+        files[fname] = save({k: state[k].contiguous() for k in part})
+        weight_map.update({k: fname for k in part})
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    files["model.safetensors.index.json"] = json.dumps(index).encode()
+    return files
+
+
+def add_model(server, repo: str, branch: str, model, files: dict | None = None) -> dict:
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        saved = {p.name: p.read_bytes() for p in Path(d).iterdir() if p.is_file()}
+    if files is not None:
+        saved = {"config.json": saved["config.json"], **files}
+    server.add_branch("model", repo, branch, saved)
+    return manifest_row(repo, branch)
+
+
+def test_sharded_tied_and_cut_revisions(loopback_hub):
+    from hub import families
+
+    server, _ = loopback_hub
+    torch.manual_seed(0)
+    neox = families.gpt_neox(300).eval()
+    # Named as Pythia's files name them: the head is `embed_out` (transformers: `lm_head`).
+    state = {
+        k.replace("lm_head.", "embed_out."): v.to(torch.float16)
+        for k, v in neox.state_dict().items()
+    }
+    row = add_model(server, "tests/sharded", "main", neox, shard(state, 3))
+    server.clear()
+    # A cut range body is retried.
+    server.inject("cut", r"GET /tests/sharded/resolve/.*/model-0000", times=1)
+    tables = spectrum_tables(row, "sharded", 0, 0, "float32", RETRY)
+    assert any(r.get("cut") for r in server.log)
+    head = state["embed_out.weight"].float()
+    sigma = np.array([r["singular_value"] for r in tables[1].to_pylist()])
+    assert np.array_equal(sigma, singular_values(head))
+    files = served(server, "tests/sharded", row["commit"])
+    assert "model.safetensors.index.json" in files
+    # Only the shard holding the head sent more than its header.
+    holder = json.loads(
+        server.repos[("model", "tests/sharded")]
+        .branches["main"]
+        .files["model.safetensors.index.json"]
+        .file.read_text()
+    )["weight_map"]["embed_out.weight"]
+    assert files[holder] > head.numel() * 2
+
+    # A tied head (Llama): the input embedding is read.
+    llama = families.llama(300).eval()
+    row = add_model(server, "tests/tied", "main", llama)
+    record = spectrum_tables(row, "tied", 0, 0, "float32", RETRY)[2].to_pylist()[0]
+    assert record["tied_head"] is True
+    assert record["head_fingerprint"] == fingerprints(llama)["head_fingerprint"]
+
+
+def test_a_config_of_another_architecture_is_refused(loopback_hub):
+    """The weights of a GPT-NeoX under a Llama config: refused, naming the revision, as the
+    full load refuses them (never a spectrum of random weights)."""
+    from hub import families
+
+    server, _ = loopback_hub
+    neox = families.gpt_neox(300).eval()
+    llama = families.llama(300)
+    weights = save({k: v.contiguous() for k, v in neox.state_dict().items()})
+    row = add_model(server, "tests/mismatch", "main", llama, {"model.safetensors": weights})
+    with pytest.raises(UnreadableCheckpoint, match="do not match the model its config.json"):
+        spectrum_tables(row, "mismatch", 0, 0, "float32", RETRY)

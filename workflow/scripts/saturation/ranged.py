@@ -1,0 +1,273 @@
+"""One tensor of a hub revision read by HTTP range, without the rest of its weights.
+
+A safetensors file is an 8-byte little-endian header length, a JSON header (each tensor's
+dtype, shape and ``data_offsets``, relative to the end of the header), then the tensors'
+bytes; the hub answers range requests on ``resolve`` URLs. So the LM head of a revision is
+read as: the config (a small file, through the Hugging Face cache), each weights file's
+header (two ranges: its length, then the header), and the head's own bytes (one range), in
+the weights file the index names where the checkpoint is sharded. Every range goes through
+the client's HTTP backoff (429s wait for the rate-limit window) and ``saturation.hub``'s
+retries; a body shorter than the range asked for is retried.
+
+Before the head is trusted, the headers' tensor names and shapes are checked against the
+model the config describes (built on the meta device, no memory): a config of another
+architecture, or weights saved incompletely, is refused as the full load refuses them.
+
+Offline (``HF_HUB_OFFLINE=1``) the head is read from a full weights file already in the
+Hugging Face cache, or from the *head store* that ``prefetch`` fills in this mode: one small
+safetensors file per revision holding the tensors read by range.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from saturation.loading import CheckpointError, UnreadableCheckpoint
+
+log = logging.getLogger(__name__)
+
+# safetensors dtype names and their torch dtypes, by name (torch imported where used)
+DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+INDEX = "model.safetensors.index.json"
+# Buffers old checkpoints carry that no model parameter reads (transformers drops them too).
+IGNORED = re.compile(r"(inv_freq|masked_bias|attn\.bias|attention\.bias)$")
+
+
+@dataclass
+class RangeReader:
+    """Byte ranges of one revision's files, counted (``bytes_read``)."""
+
+    repo_id: str
+    commit: str
+    retry: dict
+    bytes_read: int = 0
+    requests: int = 0
+    where: str = ""
+
+    def read(self, filename: str, start: int, length: int) -> bytes:
+        """``length`` bytes of ``filename`` from ``start``."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+        from saturation.hub import with_backoff
+
+        url = hf_hub_url(self.repo_id, filename, revision=self.commit)
+        headers = {**build_hf_headers(), "Range": f"bytes={start}-{start + length - 1}"}
+
+        def get() -> bytes:
+            self.requests += 1
+            response = http_backoff("GET", url, headers=headers, follow_redirects=True)
+            hf_raise_for_status(response)
+            body = response.content
+            if response.status_code != 206 or len(body) != length:
+                raise OSError(  # retried, as a body cut short is
+                    f"range {start}-{start + length - 1} of {filename}: "
+                    f"{response.status_code} with {len(body)} of {length} bytes"
+                )
+            return body
+
+        body = with_backoff(get, f"{self.where or self.repo_id}: {filename}", **self.retry)
+        self.bytes_read += len(body)
+        return body
+
+
+@dataclass
+class Header:
+    """A safetensors file's tensors (name: dtype, shape, absolute byte range)."""
+
+    filename: str
+    tensors: dict[str, dict] = field(default_factory=dict)
+
+
+def read_header(reader: RangeReader, filename: str) -> Header:
+    (n,) = struct.unpack("<Q", reader.read(filename, 0, 8))
+    if n > 100_000_000:
+        raise UnreadableCheckpoint(
+            f"{reader.where}: {filename} declares a header of {n} bytes; not a safetensors file?"
+        )
+    try:
+        raw = json.loads(reader.read(filename, 8, n))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise UnreadableCheckpoint(
+            f"{reader.where}: corrupt safetensors header in {filename}"
+        ) from exc
+    tensors = {}
+    for name, info in raw.items():
+        if name == "__metadata__":
+            continue
+        begin, end = info["data_offsets"]
+        tensors[name] = {
+            "dtype": info["dtype"],
+            "shape": tuple(info["shape"]),
+            "start": 8 + n + begin,
+            "length": end - begin,
+        }
+    return Header(filename, tensors)
+
+
+def decode(raw: bytes, dtype: str, shape: tuple, where: str):
+    """A torch tensor from a tensor's raw little-endian bytes."""
+    import torch
+
+    if dtype not in DTYPES:
+        raise UnreadableCheckpoint(f"{where}: tensor dtype {dtype} is not a float type")
+    t = torch.frombuffer(bytearray(raw), dtype=getattr(torch, DTYPES[dtype]))
+    return t.reshape(shape)
+
+
+# --- which tensor is the head ----------------------------------------------------------------
+
+
+def meta_model(config_dir: Path):
+    """The model a checkpoint's config describes, on the meta device (no memory)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(config_dir), trust_remote_code=False)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+
+
+def parameter_names(model) -> dict[int, list[str]]:
+    """Every name of each parameter (a tied head has two)."""
+    names: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(name)
+    return names
+
+
+def model_keys(model, names) -> dict[str, str | None]:
+    """{checkpoint tensor name: the model's parameter name}, through transformers' own key
+    renamings for the model (GPT-NeoX files name the head ``embed_out``, the model
+    ``lm_head``; GPT-2's drop the base prefix). None where a converter merges the tensor
+    with others (no one-to-one name)."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    transforms = get_model_conversion_mapping(model)
+    renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
+    converters = [t for t in transforms if isinstance(t, WeightConverter)]
+    meta = model.state_dict()
+    out = {}
+    for name in names:
+        key, converted = rename_source_key(
+            name, renamings, converters, model.base_model_prefix, meta
+        )
+        out[name] = None if converted is not None else key
+    return out
+
+
+def check_tensors(model, tensors: dict[str, tuple], where: str) -> dict[str, str]:
+    """Refuse weights that do not match the model the config describes: a parameter the
+    files lack (the full load would leave it random), a tensor no parameter reads, or one
+    of another shape. ``tensors``: {name: shape} over every weights file. Returns {model
+    parameter name: checkpoint tensor name}."""
+    keys = model_keys(model, tensors)
+    found = {k: name for name, k in keys.items() if k is not None}
+    problems = []
+    for names in parameter_names(model).values():
+        present = [n for n in names if n in found]
+        if not present:
+            if not any(v is None for v in keys.values()):
+                problems.append(f"{names[0]} is not in the checkpoint")
+            continue
+        shape = tuple(model.get_parameter(names[0]).shape)
+        stored = tensors[found[present[0]]]
+        if stored != shape:
+            problems.append(
+                f"{found[present[0]]} is {stored} in the checkpoint, {shape} in the model"
+            )
+    params = {n for names in parameter_names(model).values() for n in names}
+    unused = sorted(
+        n for n, k in keys.items() if k is not None and k not in params and not IGNORED.search(n)
+    )
+    if unused:
+        problems.append(f"{len(unused)} tensors no parameter reads: {', '.join(unused[:3])}")
+    if problems:
+        config = model.config
+        raise UnreadableCheckpoint(
+            f"{where}: its weights do not match the model its config.json describes "
+            f"({type(model).__name__}, model_type {config.model_type}, hidden size "
+            f"{getattr(config, 'hidden_size', None)}): "
+            + "; ".join(problems[:4])
+            + " (a config.json of another model, or weights saved incompletely?)"
+        )
+    return found
+
+
+# --- the head of a revision ------------------------------------------------------------------
+
+
+@dataclass
+class RangedHead:
+    """A revision's head read by range: the tensor, the model it belongs to, what was read."""
+
+    weight: object  # torch tensor, V x d, in the file's dtype
+    model: object  # the meta-device model of its config
+    tensor: str  # its name in the checkpoint
+    filename: str
+    sha256: str  # of the tensor's raw bytes as stored
+    tied: bool
+    bytes_read: int
+    requests: int
+
+
+def ranged_head(row: dict, retry: dict) -> RangedHead:
+    """The LM head of a manifest revision (``saturation.hub`` row), read by HTTP range."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError
+
+    from saturation.hub import describe, with_backoff
+
+    where = describe(row)
+    if row["weights_format"] != "safetensors":
+        raise CheckpointError(
+            f"{where} serves {row['weights_format']} weights; the head is read by range only "
+            "from safetensors files (set metrics.parts to [forward, spectrum] to load it whole)"
+        )
+    repo, commit = row["repo_id"], row["commit"]
+
+    def small(name: str) -> Path:
+        return Path(
+            with_backoff(
+                lambda: hf_hub_download(repo, name, revision=commit), f"{where}: {name}", **retry
+            )
+        )
+
+    config_dir = small("config.json").parent
+    model = meta_model(config_dir)
+    reader = RangeReader(repo, commit, retry, where=where)
+    try:
+        index = json.loads(small(INDEX).read_text())
+        files = sorted(set(index["weight_map"].values()))
+    except EntryNotFoundError:
+        files = ["model.safetensors"]
+    headers = [read_header(reader, f) for f in files]
+    shapes = {n: t["shape"] for h in headers for n, t in h.tensors.items()}
+    found = check_tensors(model, shapes, where)
+    head = model.get_output_embeddings().weight
+    tied = head is model.get_input_embeddings().weight
+    names = parameter_names(model)[id(head)]
+    stored = next((found[n] for n in names if n in found), None)
+    for header in headers:
+        if stored in header.tensors:
+            t = header.tensors[stored]
+            raw = reader.read(header.filename, t["start"], t["length"])
+            weight = decode(raw, t["dtype"], t["shape"], where)
+            return RangedHead(
+                weight,
+                model,
+                stored,
+                header.filename,
+                hashlib.sha256(raw).hexdigest(),
+                tied,
+                reader.bytes_read,
+                reader.requests,
+            )
+    raise UnreadableCheckpoint(f"{where}: no weights file holds the head ({names[0]})")
