@@ -245,6 +245,99 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     )
 
 
+def add_head_duplicates(server) -> dict[int, str]:
+    """``tests/pythia-heads``: three branches of a tiny GPT-NeoX, the last two with one LM
+    head and different bodies (whose files differ: the manifest cannot see it)."""
+    import torch
+    from safetensors.torch import save
+
+    from hub import families
+
+    branches = {}
+    torch.manual_seed(7)
+    models = [families.gpt_neox(384).eval() for _ in range(3)]
+    states = [dict(m.state_dict()) for m in models]
+    states[2]["lm_head.weight"] = states[1]["lm_head.weight"]
+    for step, model, state in zip((0, 1000, 2000), models, states, strict=True):
+        files = {
+            "config.json": model.config.to_json_string().encode(),
+            "model.safetensors": save({k: v.contiguous() for k, v in state.items()}),
+        }
+        server.add_branch("model", "tests/pythia-heads", f"s{step}", files)
+        branches[step] = f"s{step}"
+    return branches
+
+
+def test_a_spectrum_only_run_reads_each_head_by_range(paper_run, loopback_hub, tmp_path):
+    """metrics.parts: [spectrum]: every revision's head read by HTTP range, the same spectra
+    as the full run's, only Figs 4 and 5; a head that two revisions serve (their files
+    differ) flagged and left out of both figures."""
+    server, facts = loopback_hub
+    branches = add_head_duplicates(server)
+    workdir = paper_workdir(tmp_path, **{"metrics.parts": ["spectrum"]})
+    config = read_config(workdir)
+    config["checkpoints"]["hub"]["models"].append(
+        {
+            "repo": "tests/pythia-heads",
+            "revisions": [{"step": s, "revision": b} for s, b in branches.items()],
+        }
+    )
+    write_config(workdir, config)
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    server.clear()
+    result = run_snakemake(workdir, "--cores", "2", *ARGS, env=env, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    log = list(server.log)
+    figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
+    assert figures == ["fig4_head_spectrum.png", "fig5_singular_entropy.png"]
+    # The same spectra as the full run's, to the bit.
+    full = pd.read_parquet(paper_run["workdir"] / "results/tables/spectra.parquet")
+    ranged = pd.read_parquet(workdir / "results/tables/spectra.parquet")
+    both = full.merge(ranged, on=["model", "step", "index"], suffixes=("_full", "_ranged"))
+    assert len(both) == len(full) > 0
+    assert (both.singular_value_full == both.singular_value_ranged).all()
+    # Bytes served per revision: the config and, of the weights file, its header and head.
+    per_revision = collections.defaultdict(lambda: collections.Counter())
+    for r in log:
+        if r["route"] == "resolve" and r["method"] == "GET" and r["status"] in (200, 206):
+            per_revision[(r["repo"], r["commit"])][r["file"]] += r["bytes"]
+    assert not any(repo.startswith("monology/") for repo, _ in per_revision)  # no corpus
+    ckpts = pd.read_parquet(workdir / "results/tables/checkpoints.parquet")
+    for row in ckpts[ckpts.status == "measured"].itertuples():
+        if not row.model.startswith("pythia-") or row.model == "pythia-heads":
+            continue
+        sent = per_revision[(f"EleutherAI/{row.model}", row.commit)]
+        # (a config.json equal to one already in the cache is not fetched again)
+        assert set(sent) <= {"config.json", "model.safetensors"}, sent
+        head = row.vocab_size * row.head_input_size * 4
+        assert head < sent["model.safetensors"] < head + 10_000
+        whole = revision_bytes(server, row.model, row.step)
+        print(
+            f"{row.model} step {row.step}: {sum(sent.values())} bytes served by range, "
+            f"{whole} for the whole revision"
+        )
+    heads = ckpts[ckpts.model == "pythia-heads"].set_index("step")
+    assert heads.duplicate_head_of_step.to_dict() == {0: pd.NA, 1000: 2000, 2000: 1000} or (
+        pd.isna(heads.duplicate_head_of_step[0])
+        and heads.duplicate_head_of_step[1000] == 2000
+        and heads.duplicate_head_of_step[2000] == 1000
+    )
+    metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")
+    assert set(metrics.metric) == {
+        "singular_entropy",
+        "spectral_entropy",
+        "effective_rank",
+        "stable_rank",
+        "spectral_norm",
+        "frobenius_norm",
+    }
+    flagged = metrics[metrics.duplicate_head]
+    assert set(zip(flagged.model, flagged.step, strict=True)) == {
+        ("pythia-heads", 1000),
+        ("pythia-heads", 2000),
+    }
+
+
 def revision_bytes(server, model: str, step: int) -> int:
     """Bytes of the files a job fetches for one revision (config, weights, tokenizer)."""
     branch = server.repos[("model", f"EleutherAI/{model}")].branches[f"step{step}"]

@@ -39,6 +39,8 @@ def code_of(script):
 CORPUS = config["corpus"]
 CHECKPOINT_CONFIG = config["checkpoints"]  # not Snakemake's `checkpoints`
 METRICS = config["metrics"]
+# Only the head's spectrum, read by range: no forward pass, and only the head's figures.
+SPECTRUM_ONLY = "forward" not in METRICS["parts"]
 NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
@@ -196,6 +198,11 @@ TABLES = {
 
 
 def all_targets():
+    if SPECTRUM_ONLY:  # metrics.parts: [spectrum]
+        tables = [TABLES[k] for k in ("metrics", "head_spectra", "checkpoints")]
+        return tables + expand(
+            "results/figures/{fig}.{ext}", fig=head_figures(), ext=("png", "pdf")
+        )
     targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
     targets.append("results/tables/saturation_by_size.parquet")
     targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))

@@ -1,7 +1,7 @@
 # The figures stage's Python (the figure registry (saturation/figures.py) and each figure's inputs), included by rules/figures.smk
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 # The figures and the tables each draws from: saturation/figures.py's registry.
-from saturation.figures import FIGURES
+from saturation.figures import FIGURES, head_figures
 
 
 def figure_inputs(needs):

@@ -25,7 +25,8 @@ rule measure_checkpoint:
     params:
         code=code_of("measure_checkpoint.py"),
         measure={
-            k: METRICS[k] for k in ("sequence_length", "batch_size", "dtype", "device")
+            k: METRICS[k]
+            for k in ("sequence_length", "batch_size", "dtype", "device", "parts")
         },
         checkpoints=measure_params,
         allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],

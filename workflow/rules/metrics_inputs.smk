@@ -34,13 +34,15 @@ def measure_inputs(wildcards):
     """What a measuring job reads: each checkpoint's folder or its model's revision manifest,
     and each model's eval sample."""
     read = measure_params(wildcards)
-    return {
+    inputs = {
         "checkpoints": list(dict.fromkeys(c["checkpoint"] for c in read)),
         "weights": [
             f for m, s in measure_job(wildcards) for f in checkpoint_files(m, s)
         ],
-        "eval": list(dict.fromkeys(c["eval"] for c in read)),
     }
+    if not SPECTRUM_ONLY:  # the head alone reads no text
+        inputs["eval"] = list(dict.fromkeys(c["eval"] for c in read))
+    return inputs
 
 
 def for_each_measure_job(pattern):

@@ -72,7 +72,28 @@ def aggregate(
     flagged = ckpts["duplicate_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
     ckpts.loc[flagged, "status"] = "duplicate"
     ckpts = ckpts.drop(columns="_weights")
-    dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64()))
+    # A head equal to another step's (files that differ can serve one head): no new point in
+    # the head's figures, which leave it out.
+    heads = ckpts[ckpts.status == "measured"].dropna(subset=["head_fingerprint"])
+    same_head = {}
+    for _, steps in heads.groupby(["model", "head_fingerprint"])["step"]:
+        for s in steps.index:
+            rest = [int(x) for x in steps if x != steps[s]]
+            if rest:
+                same_head[s] = min(rest)
+    ckpts["duplicate_head_of_step"] = pd.array(
+        [same_head.get(i) for i in ckpts.index], dtype="Int64"
+    )
+    head_flagged = ckpts["duplicate_head_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
+    for model, g in ckpts[head_flagged].groupby("model"):
+        log.warning(
+            "%s: steps %s serve the LM head of another step; left out of the head's figures",
+            model,
+            g.step.tolist(),
+        )
+    dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64())).append(
+        pa.field("duplicate_head_of_step", pa.int64())
+    )
     write_parquet(
         pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
     )
@@ -95,6 +116,11 @@ def aggregate(
         )
     ]
     metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
+    same = set(zip(ckpts["model"][head_flagged], ckpts["step"][head_flagged], strict=True))
+    keys = zip(metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True)
+    metrics = metrics.append_column(
+        pa.field("duplicate_head", pa.bool_()), pa.array([k in same for k in keys])
+    )
     write_parquet(metrics, out_metrics)
     write_parquet(concat(read_tables(spectrum_paths, SPECTRA_SCHEMA)), out_spectra)
     if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
@@ -153,6 +179,13 @@ def left_out_report(checkpoints_table: str) -> str | None:
         f"(metrics.unreadable: skip; {checkpoints_table}, status 'unreadable'):\n  "
         + "\n  ".join(lines)
     )
+
+
+def distinct_heads(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows of checkpoints whose LM head no other step serves (the head's figures)."""
+    if "duplicate_head" not in metrics:
+        return metrics
+    return metrics[~metrics.duplicate_head]
 
 
 def trusted_metrics(metrics: pd.DataFrame) -> pd.DataFrame:

@@ -213,6 +213,12 @@ def read_config_files(paths) -> None:
 def check_semantics(config: dict) -> None:
     """Rules across keys, checked after defaults are filled in."""
     corpus, ckpt = config["corpus"], config["checkpoints"]
+    parts = config["metrics"]["parts"]
+    if "forward" not in parts and ckpt["source"] != "hub":
+        raise ConfigError(
+            f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "
+            f"checkpoints.source: hub, not {ckpt['source']}"
+        )
     if corpus["source"] == "synthetic":
         syn = corpus["synthetic"]
         if syn["rank"] > syn["vocab_size"]:

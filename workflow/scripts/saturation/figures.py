@@ -17,8 +17,11 @@ class Figure:
     load: Callable[[dict, dict], dict]  # (inputs, shared) -> the drawing function's data
 
 
-def metrics_only(inputs, shared) -> dict:
-    return {"metrics": shared["metrics"]}
+def head_metrics(inputs, shared) -> dict:
+    """The metrics of checkpoints with a head of their own (head duplicates left out)."""
+    from saturation.aggregation import distinct_heads
+
+    return {"metrics": distinct_heads(shared["metrics"])}
 
 
 def with_floor(inputs, shared) -> dict:
@@ -63,11 +66,14 @@ def layers_by_family(inputs, shared) -> dict:
 
 
 def trusted_head_spectra(inputs, shared) -> dict:
-    """The head spectra of the checkpoints the analysis uses (duplicates left out)."""
+    """The head spectra of the checkpoints the analysis uses (duplicates of the weights or of
+    the head left out)."""
     import pandas as pd
 
+    from saturation.aggregation import distinct_heads
+
     spectra = pd.read_parquet(inputs["head_spectra"])
-    kept = shared["metrics"][["model", "step"]].drop_duplicates()
+    kept = distinct_heads(shared["metrics"])[["model", "step"]].drop_duplicates()
     return {"head_spectra": spectra.merge(kept, on=["model", "step"])}
 
 
@@ -112,13 +118,18 @@ FIGURES = {
     "fig2_anisotropy_layers": Figure(("metrics", "checkpoints"), ANISOTROPY, layers_by_family),
     "fig3_anisotropy_training": Figure(("metrics",), ANISOTROPY, with_floor),
     "fig4_head_spectrum": Figure(("metrics", "head_spectra"), SPECTRUM, trusted_head_spectra),
-    "fig5_singular_entropy": Figure(("metrics",), SPECTRUM, metrics_only),
+    "fig5_singular_entropy": Figure(("metrics",), SPECTRUM, head_metrics),
     "fig6_rank_heads": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_heads),
     "fig7_w_error": Figure(("metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors),
     "fig8_loss_vs_w_error": Figure(
         ("metrics", "rank_heads", "ngram_spectra"), NGRAMS, heads_and_w_errors
     ),
 }
+
+
+def head_figures() -> list[str]:
+    """The figures of the LM head alone (a run with metrics.parts: [spectrum])."""
+    return [name for name, f in FIGURES.items() if f.group == SPECTRUM]
 
 
 def render(

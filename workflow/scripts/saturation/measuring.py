@@ -297,6 +297,18 @@ def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> T
         )
 
 
+def head_tables(c: dict, hub: dict, dtype: str) -> Tables:
+    """The head's spectrum of one hub revision read by range (metrics.parts: [spectrum]);
+    missing and duplicate revisions recorded, not read."""
+    from saturation.hub import manifest_row
+
+    row = manifest_row(c["checkpoint"], c["step"])
+    if row["status"] in ("missing", "duplicate"):
+        log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
+        return unmeasured_tables(row, c["model"])
+    return spectrum_tables(row, c["model"], c["step"], c["tokens_seen"], dtype, hub["retry"])
+
+
 def measure_revisions(
     checkpoints: list[dict],
     hub: dict | None,
@@ -304,6 +316,7 @@ def measure_revisions(
     out_spectrum: str,
     out_checkpoint: str,
     out_documents: str | None = None,
+    parts=("forward", "spectrum"),
     **kwargs,
 ) -> None:
     """Measure checkpoints one after another in one process and write each table once, rows
@@ -319,6 +332,10 @@ def measure_revisions(
     measured = []
     for c in checkpoints:
         try:
+            if "forward" not in parts:
+                tables = head_tables(c, hub, kwargs["dtype"])
+                measured.append(tables)
+                continue
             tables = revision_tables(
                 c["checkpoint"],
                 hub,
