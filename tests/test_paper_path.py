@@ -249,9 +249,8 @@ def add_head_duplicates(server) -> dict[int, str]:
     """``tests/pythia-heads``: three branches of a tiny GPT-NeoX, the last two with one LM
     head and different bodies (whose files differ: the manifest cannot see it)."""
     import torch
-    from safetensors.torch import save
-
     from hub import families
+    from safetensors.torch import save
 
     branches = {}
     torch.manual_seed(7)
