@@ -337,6 +337,59 @@ def test_a_spectrum_only_run_reads_each_head_by_range(paper_run, loopback_hub, t
     }
 
 
+def test_a_spectrum_only_prefetch_keeps_the_heads_for_an_offline_run(
+    paper_run, loopback_hub, tmp_path
+):
+    """metrics.parts: [spectrum]: `snakemake prefetch` keeps each revision's head, read by
+    range, in the head store (no weights file in the Hugging Face cache); the run offline then
+    asks the hub nothing and gives the full run's spectra. Offline without it, a job says to
+    prefetch."""
+    server, facts = loopback_hub
+    workdir = paper_workdir(tmp_path, **{"metrics.parts": ["spectrum"]})
+    hf = tmp_path / "hf"
+    server.clear()
+    result = run_snakemake(
+        workdir, "prefetch", "--cores", "2", *ARGS, env={"HF_HOME": str(hf)}, timeout=900
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    store = workdir / "results/checkpoints/heads"
+    kept = sorted(store.rglob("*.safetensors"))
+    measured = sum(
+        1 for m in facts["commits"] for s in facts["commits"][m] if (m, s) not in EXPECTED_STATUS
+    )
+    assert len(kept) == measured
+    assert not list(hf.rglob("model.safetensors"))  # no weights file was fetched whole
+    stored = sum(p.stat().st_size for p in kept)
+    whole = sum(
+        revision_bytes(server, m, s)
+        for m in facts["commits"]
+        for s in facts["commits"][m]
+        if (m, s) not in EXPECTED_STATUS
+    )
+    print(f"head store: {len(kept)} heads, {stored} bytes; the revisions whole: {whole} bytes")
+    server.clear()
+    offline = {"HF_HOME": str(hf), "HF_HUB_OFFLINE": "1"}
+    result = run_snakemake(workdir, "--cores", "2", *ARGS, env=offline, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert server.log == []
+    full = pd.read_parquet(paper_run["workdir"] / "results/tables/spectra.parquet")
+    ranged = pd.read_parquet(workdir / "results/tables/spectra.parquet")
+    pd.testing.assert_frame_equal(
+        full.sort_values(["model", "step", "index"]).reset_index(drop=True),
+        ranged.sort_values(["model", "step", "index"]).reset_index(drop=True),
+    )
+    # Offline with neither the head store nor the weights: the job says what to run.
+    import shutil
+
+    shutil.rmtree(store)
+    shutil.rmtree(workdir / "results/metrics")
+    target = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
+    result = run_snakemake(workdir, target, "--cores", "2", *ARGS, env=offline, timeout=900)
+    assert result.returncode != 0
+    logs = "".join(p.read_text() for p in (workdir / "logs/metrics").glob("*.log"))
+    assert "run the prefetch target where the network is first" in logs
+
+
 def revision_bytes(server, model: str, step: int) -> int:
     """Bytes of the files a job fetches for one revision (config, weights, tokenizer)."""
     branch = server.repos[("model", f"EleutherAI/{model}")].branches[f"step{step}"]

@@ -76,5 +76,6 @@ elif SOURCE == "hub":
             code=code_of("prefetch_checkpoint.py"),
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             retry=HUB_ACCESS["retry"],
+            heads=HUB_ACCESS["heads"] if SPECTRUM_ONLY else None,  # the head alone
         script:
             "../scripts/prefetch_checkpoint.py"

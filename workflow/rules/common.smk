@@ -98,6 +98,7 @@ HUB_ACCESS = (
     {
         "evict": HUB["evict"],
         "staging": "results/checkpoints/staging",  # evict: job-private folders, deleted
+        "heads": "results/checkpoints/heads",  # metrics.parts [spectrum]: heads prefetched
         "retry": HUB_RETRY,
     }
     if SOURCE == "hub"
@@ -169,10 +170,12 @@ def checkpoint_files_input(wildcards):
 def prefetch_targets():
     """What a machine with the network fetches before an offline run: every revision into
     the Hugging Face cache, the corpus samples, the hub n-gram corpora and the data sets of
-    the harness's tasks."""
+    the harness's tasks; with metrics.parts [spectrum], each revision's head alone."""
     targets = []
     if SOURCE == "hub":
         targets += for_each_checkpoint("results/prefetch/{model}/step{step}.json")
+    if SPECTRUM_ONLY:  # each revision's head, into the head store; nothing else is read
+        return targets
     targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
     targets += sorted({model_sample(m, s) for m in MODELS for s in ("train", "eval")})
     targets += [

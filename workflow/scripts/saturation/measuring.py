@@ -148,11 +148,18 @@ def checkpoint_tables(
 
 
 def spectrum_tables(
-    row: dict, model_name: str, step: int, tokens_seen: int, dtype: str, retry: dict
+    row: dict,
+    model_name: str,
+    step: int,
+    tokens_seen: int,
+    dtype: str,
+    retry: dict,
+    store: str | None = None,
 ) -> Tables:
     """A hub revision's head spectrum without its weights: the head read by HTTP range
     (``saturation.ranged``), its rows and checkpoint record as a full measurement writes
-    them, in ``metrics.dtype`` as the full load holds it. The forward pass's metrics and
+    them, in ``metrics.dtype`` as the full load holds it (``store``: the head store that
+    ``prefetch`` fills in this mode, read first). The forward pass's metrics and
     columns (loss, anisotropy, ``n_predicted_tokens``, ``weights_fingerprint``) are absent."""
     import hashlib
 
@@ -167,7 +174,7 @@ def spectrum_tables(
     )
     from saturation.ranged import ranged_head
 
-    head = ranged_head(row, retry)
+    head = ranged_head(row, retry, store)
     weight = head.weight.to(getattr(torch, dtype))
     log.info(
         "%s step %d: head %s of %s read by range, %d bytes in %d requests",
@@ -306,7 +313,9 @@ def head_tables(c: dict, hub: dict, dtype: str) -> Tables:
     if row["status"] in ("missing", "duplicate"):
         log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
         return unmeasured_tables(row, c["model"])
-    return spectrum_tables(row, c["model"], c["step"], c["tokens_seen"], dtype, hub["retry"])
+    return spectrum_tables(
+        row, c["model"], c["step"], c["tokens_seen"], dtype, hub["retry"], hub.get("heads")
+    )
 
 
 def measure_revisions(

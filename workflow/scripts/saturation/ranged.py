@@ -216,12 +216,37 @@ class RangedHead:
     tied: bool
     bytes_read: int
     requests: int
+    shapes: dict[str, tuple]  # every tensor of the revision's weights files
 
 
-def ranged_head(row: dict, retry: dict) -> RangedHead:
-    """The LM head of a manifest revision (``saturation.hub`` row), read by HTTP range."""
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError
+@dataclass
+class LocalReader:
+    """Byte ranges of weights files already on the disk (the Hugging Face cache)."""
+
+    paths: dict[str, Path]
+    bytes_read: int = 0
+    requests: int = 0
+    where: str = ""
+
+    def read(self, filename: str, start: int, length: int) -> bytes:
+        with open(self.paths[filename], "rb") as fh:
+            fh.seek(start)
+            body = fh.read(length)
+        self.bytes_read += len(body)
+        return body
+
+
+def store_path(store: str | Path, row: dict) -> Path:
+    """The head store's file of a revision: ``{store}/{repo}/{commit}.safetensors``."""
+    return Path(store) / row["repo_id"] / f"{row['commit']}.safetensors"
+
+
+def ranged_head(row: dict, retry: dict, store: str | Path | None = None) -> RangedHead:
+    """The LM head of a manifest revision (``saturation.hub`` row): from the head store where
+    ``prefetch`` put it, else from weights files already in the Hugging Face cache, else by
+    HTTP range from the hub (offline: an error that says to prefetch)."""
+    from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
     from saturation.hub import describe, with_backoff
 
@@ -232,42 +257,128 @@ def ranged_head(row: dict, retry: dict) -> RangedHead:
             "from safetensors files (set metrics.parts to [forward, spectrum] to load it whole)"
         )
     repo, commit = row["repo_id"], row["commit"]
+    offline = constants.HF_HUB_OFFLINE
+    prefetch = "run the prefetch target where the network is first"
 
     def small(name: str) -> Path:
-        return Path(
-            with_backoff(
-                lambda: hf_hub_download(repo, name, revision=commit), f"{where}: {name}", **retry
+        try:
+            return Path(
+                with_backoff(
+                    lambda: hf_hub_download(repo, name, revision=commit),
+                    f"{where}: {name}",
+                    **retry,
+                )
             )
-        )
+        except LocalEntryNotFoundError as exc:
+            if not offline:
+                raise
+            raise CheckpointError(
+                f"{where}: {name} is not in the Hugging Face cache and HF_HUB_OFFLINE is set: "
+                + prefetch
+            ) from exc
 
-    config_dir = small("config.json").parent
-    model = meta_model(config_dir)
-    reader = RangeReader(repo, commit, retry, where=where)
+    model = meta_model(small("config.json").parent)
+    if store is not None and store_path(store, row).is_file():
+        return stored_head(store_path(store, row), model, where)
     try:
-        index = json.loads(small(INDEX).read_text())
-        files = sorted(set(index["weight_map"].values()))
+        files = sorted(set(json.loads(small(INDEX).read_text())["weight_map"].values()))
     except EntryNotFoundError:
         files = ["model.safetensors"]
+    except CheckpointError:  # offline, and no index cached: the single-file layout
+        files = ["model.safetensors"]
+    cached = {f: try_to_load_from_cache(repo, f, revision=commit) for f in files}
+    if all(isinstance(p, str) for p in cached.values()):
+        reader = LocalReader({f: Path(p) for f, p in cached.items()}, where=where)
+    elif offline:
+        raise CheckpointError(
+            f"{where}: its head is neither in the head store nor, with its weights, in the "
+            f"Hugging Face cache, and HF_HUB_OFFLINE is set: {prefetch}"
+        )
+    else:
+        reader = RangeReader(repo, commit, retry, where=where)
     headers = [read_header(reader, f) for f in files]
     shapes = {n: t["shape"] for h in headers for n, t in h.tensors.items()}
     found = check_tensors(model, shapes, where)
-    head = model.get_output_embeddings().weight
-    tied = head is model.get_input_embeddings().weight
-    names = parameter_names(model)[id(head)]
-    stored = next((found[n] for n in names if n in found), None)
+    stored = head_name(model, found)
     for header in headers:
         if stored in header.tensors:
             t = header.tensors[stored]
             raw = reader.read(header.filename, t["start"], t["length"])
-            weight = decode(raw, t["dtype"], t["shape"], where)
             return RangedHead(
-                weight,
+                decode(raw, t["dtype"], t["shape"], where),
                 model,
                 stored,
                 header.filename,
                 hashlib.sha256(raw).hexdigest(),
-                tied,
+                is_tied(model),
                 reader.bytes_read,
                 reader.requests,
+                shapes,
             )
-    raise UnreadableCheckpoint(f"{where}: no weights file holds the head ({names[0]})")
+    raise UnreadableCheckpoint(f"{where}: no weights file holds the head")
+
+
+def head_name(model, found: dict[str, str]) -> str | None:
+    """The checkpoint's name of the model's output embedding (a tied head: the input's)."""
+    names = parameter_names(model)[id(model.get_output_embeddings().weight)]
+    return next((found[n] for n in names if n in found), None)
+
+
+def is_tied(model) -> bool:
+    return model.get_output_embeddings().weight is model.get_input_embeddings().weight
+
+
+def save_head(head: RangedHead, path: Path) -> None:
+    """Keep a head read by range in the head store: the tensor as stored, and what the
+    check against the config needs (every tensor's shape), its source file and sha256."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "source_file": head.filename,
+        "sha256": head.sha256,
+        "shapes": json.dumps({k: list(v) for k, v in head.shapes.items()}),
+    }
+    partial = path.with_suffix(".partial")
+    save_file({head.tensor: head.weight.contiguous()}, str(partial), metadata=meta)
+    partial.replace(path)
+
+
+def stored_head(path: Path, model, where: str) -> RangedHead:
+    """A head from the head store, checked as a ranged read is: the shapes against the
+    config's model, the tensor's bytes against the sha256 recorded when it was read."""
+    import torch
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as fh:
+        meta = fh.metadata()
+        (name,) = list(fh.keys())
+        weight = fh.get_tensor(name)
+    shapes = {k: tuple(v) for k, v in json.loads(meta["shapes"]).items()}
+    found = check_tensors(model, shapes, where)
+    if head_name(model, found) != name:
+        raise UnreadableCheckpoint(f"{where}: the head store's {path} holds {name}, not the head")
+    raw = weight.contiguous().flatten().view(torch.uint8).numpy().tobytes()
+    if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
+        raise UnreadableCheckpoint(f"{where}: {path} does not hold the bytes read (sha256)")
+    return RangedHead(
+        weight, model, name, meta["source_file"], meta["sha256"], is_tied(model), 0, 0, shapes
+    )
+
+
+def prefetch_head(row: dict, retry: dict, store: str | Path, out_path) -> None:
+    """Where the network is: a revision's head read by range into the head store, so that
+    the spectrum-only measurement runs offline (``metrics.parts: [spectrum]``'s prefetch)."""
+    from saturation.hub import describe
+    from saturation.io import write_json
+
+    record = {k: row[k] for k in ("repo_id", "revision", "step", "commit", "status")}
+    if row["status"] in ("missing", "duplicate"):
+        log.warning("%s is %s; not fetched", describe(row), row["status"])
+    else:
+        path = store_path(store, row)
+        head = ranged_head(row, retry, store)
+        if not path.is_file():
+            save_head(head, path)
+        record.update(head_store=str(path), tensor=head.tensor, bytes=head.bytes_read)
+    write_json(record, out_path)
