@@ -161,3 +161,77 @@ def test_a_config_of_another_architecture_is_refused(loopback_hub):
     row = add_model(server, "tests/mismatch", "main", llama, {"model.safetensors": weights})
     with pytest.raises(UnreadableCheckpoint, match="do not match the model its config.json"):
         spectrum_tables(row, "mismatch", 0, 0, "float32", RETRY)
+
+
+def torch_bin(state: dict) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def test_sharded_bin_heads_are_read_through_the_zip_directory(loopback_hub, tmp_path):
+    """Pythia 12B's layout: ``pytorch_model-0000N-of-00003.bin`` shards and their index. The
+    head is read through each shard's zip directory and pickle, by an unpickler that builds
+    nothing; the values equal a full load's (torch's weights-only unpickler) for a few
+    percent of the bytes; a pickle that carries a payload is refused and runs nothing."""
+    from hub import families
+
+    server, _ = loopback_hub
+    torch.manual_seed(1)
+    neox = families.gpt_neox(300).eval()
+    state = {
+        k.replace("lm_head.", "embed_out."): v.to(torch.float16).clone()
+        for k, v in neox.state_dict().items()
+    }
+    names = sorted(state)
+    files, weight_map = {}, {}
+    for i in range(3):
+        fname = f"pytorch_model-{i + 1:05d}-of-00003.bin"
+        files[fname] = torch_bin({k: state[k] for k in names[i::3]})
+        weight_map.update({k: fname for k in names[i::3]})
+    index = {"metadata": {"total_size": 0}, "weight_map": weight_map}
+    files["pytorch_model.bin.index.json"] = json.dumps(index).encode()
+    row = add_model(server, "tests/bin-shards", "main", neox, files)
+    assert row["weights_format"] == "bin"
+    with pytest.raises(Exception, match="checkpoints.allow_pickle: true"):
+        spectrum_tables(row, "bins", 0, 0, "float32", RETRY)
+    server.clear()
+    tables = spectrum_tables(row, "bins", 0, 0, "float32", RETRY, allow_pickle=True)
+    sent = served(server, "tests/bin-shards", row["commit"])
+    sigma = np.array([r["singular_value"] for r in tables[1].to_pylist()])
+    assert np.array_equal(sigma, singular_values(state["embed_out.weight"].float()))
+    # Against the full load of the same files (torch's weights-only unpickler).
+    from huggingface_hub import snapshot_download
+
+    folder = snapshot_download("tests/bin-shards", revision=row["commit"], local_dir=tmp_path / "f")
+    model = load_model(folder, allow_pickle=True, dtype=torch.float32)
+    assert tables[2].to_pylist()[0]["head_fingerprint"] == fingerprints(model)["head_fingerprint"]
+    weights = sum(len(v) for k, v in files.items() if k.endswith(".bin"))
+    head = state["embed_out.weight"].numel() * 2
+    print(f"sharded .bin: {sum(sent.values())} bytes served by range of {weights}; head {head}")
+    # Of each shard: its last KB (the zip's end records), its directory and pickle; of the
+    # head's, the head.
+    assert sum(v for k, v in sent.items() if k.endswith(".bin")) < head + 3 * 1024 + weights / 4
+
+    # A pickle with a payload: refused by name, and its payload never runs.
+    sentinel = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(sentinel), "w"))
+
+    import io
+    import pickle
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("archive/data.pkl", pickle.dumps({"lm_head.weight": Payload()}))
+        z.writestr("archive/version", "3\n")
+    bad = buffer.getvalue()
+    row = add_model(server, "tests/bin-payload", "main", neox, {"pytorch_model.bin": bad})
+    with pytest.raises(UnreadableCheckpoint, match=r"names io\.open.*refused"):
+        spectrum_tables(row, "payload", 0, 0, "float32", RETRY, allow_pickle=True)
+    assert not sentinel.exists()

@@ -8,7 +8,13 @@ from saturation.ranged import prefetch_head
 logs.to_file(snakemake.log[0])
 row = manifest_row(snakemake.input.manifest, int(snakemake.wildcards.step))
 if snakemake.params.heads:
-    prefetch_head(row, snakemake.params.retry, snakemake.params.heads, snakemake.output[0])
+    prefetch_head(
+        row,
+        snakemake.params.retry,
+        snakemake.params.heads,
+        snakemake.output[0],
+        allow_pickle=snakemake.params.allow_pickle,
+    )
 else:
     prefetch(
         row,

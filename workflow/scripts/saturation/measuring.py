@@ -155,6 +155,7 @@ def spectrum_tables(
     dtype: str,
     retry: dict,
     store: str | None = None,
+    allow_pickle: bool = False,
 ) -> Tables:
     """A hub revision's head spectrum without its weights: the head read by HTTP range
     (``saturation.ranged``), its rows and checkpoint record as a full measurement writes
@@ -174,7 +175,7 @@ def spectrum_tables(
     )
     from saturation.ranged import ranged_head
 
-    head = ranged_head(row, retry, store)
+    head = ranged_head(row, retry, store, allow_pickle)
     weight = head.weight.to(getattr(torch, dtype))
     log.info(
         "%s step %d: head %s of %s read by range, %d bytes in %d requests",
@@ -304,7 +305,7 @@ def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> T
         )
 
 
-def head_tables(c: dict, hub: dict, dtype: str) -> Tables:
+def head_tables(c: dict, hub: dict, dtype: str, allow_pickle: bool) -> Tables:
     """The head's spectrum of one hub revision read by range (metrics.parts: [spectrum]);
     missing and duplicate revisions recorded, not read."""
     from saturation.hub import manifest_row
@@ -314,7 +315,14 @@ def head_tables(c: dict, hub: dict, dtype: str) -> Tables:
         log.warning("%s step %d: %s, not measured", row["repo_id"], row["step"], row["status"])
         return unmeasured_tables(row, c["model"])
     return spectrum_tables(
-        row, c["model"], c["step"], c["tokens_seen"], dtype, hub["retry"], hub.get("heads")
+        row,
+        c["model"],
+        c["step"],
+        c["tokens_seen"],
+        dtype,
+        hub["retry"],
+        hub.get("heads"),
+        allow_pickle,
     )
 
 
@@ -342,7 +350,7 @@ def measure_revisions(
     for c in checkpoints:
         try:
             if "forward" not in parts:
-                tables = head_tables(c, hub, kwargs["dtype"])
+                tables = head_tables(c, hub, kwargs["dtype"], kwargs["allow_pickle"])
                 measured.append(tables)
                 continue
             tables = revision_tables(

@@ -28,6 +28,8 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from saturation.loading import CheckpointError, UnreadableCheckpoint
 
 log = logging.getLogger(__name__)
@@ -76,6 +78,33 @@ class RangeReader:
         self.bytes_read += len(body)
         return body
 
+    def tail(self, filename: str, length: int) -> tuple[bytes, int]:
+        """The last ``length`` bytes of ``filename`` (all of it if shorter), and its size."""
+        from huggingface_hub import hf_hub_url
+        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+
+        from saturation.hub import with_backoff
+
+        url = hf_hub_url(self.repo_id, filename, revision=self.commit)
+        headers = {**build_hf_headers(), "Range": f"bytes=-{length}"}
+
+        def get() -> tuple[bytes, int]:
+            self.requests += 1
+            response = http_backoff("GET", url, headers=headers, follow_redirects=True)
+            hf_raise_for_status(response)
+            m = re.match(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", ""))
+            body = response.content
+            if response.status_code != 206 or m is None:
+                raise OSError(f"the last {length} bytes of {filename}: {response.status_code}")
+            start, end, size = map(int, m.groups())
+            if len(body) != end - start + 1:
+                raise OSError(f"the end of {filename}: {len(body)} of {end - start + 1} bytes")
+            return body, size
+
+        body, size = with_backoff(get, f"{self.where or self.repo_id}: {filename}", **self.retry)
+        self.bytes_read += len(body)
+        return body, size
+
 
 @dataclass
 class Header:
@@ -119,6 +148,199 @@ def decode(raw: bytes, dtype: str, shape: tuple, where: str):
         raise UnreadableCheckpoint(f"{where}: tensor dtype {dtype} is not a float type")
     t = torch.frombuffer(bytearray(raw), dtype=getattr(torch, DTYPES[dtype]))
     return t.reshape(shape)
+
+
+# --- PyTorch .bin files: a zip of pickled storages -------------------------------------------
+
+EOCD, EOCD64_LOCATOR, EOCD64, CENTRAL, LOCAL = (
+    b"PK\x05\x06",
+    b"PK\x06\x07",
+    b"PK\x06\x06",
+    b"PK\x01\x02",
+    b"PK\x03\x04",
+)
+STORAGES = {  # torch's typed storage classes, as its pickles name them
+    "HalfStorage": "F16",
+    "BFloat16Storage": "BF16",
+    "FloatStorage": "F32",
+    "DoubleStorage": "F64",
+}
+ELEMENT = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+
+
+def zip_entries(reader, filename: str) -> dict[str, tuple[int, int, int]]:
+    """{entry name: (local header offset, stored size, method)} of a zip file, from its
+    end-of-central-directory record (zip64 where the file is over 4 GB) and its central
+    directory: two or three ranges, whatever the file's size."""
+    # The end record is the file's last 22 bytes where there is no comment (torch writes
+    # none), with zip64's locator and record before it: 1 KB holds them, else the most a
+    # comment can add.
+    tail, size = reader.tail(filename, 1024)
+    if tail.rfind(EOCD) < 0 and size > len(tail):
+        tail, _ = reader.tail(filename, 22 + 65535)
+    at = tail.rfind(EOCD)
+    if at < 0:
+        raise UnreadableCheckpoint(f"{reader.where}: {filename} is not a zip file")
+    n, cd_size, cd_offset = struct.unpack("<6xHII", tail[at + 4 : at + 20])
+    if 0xFFFFFFFF in (cd_size, cd_offset) or n == 0xFFFF:
+        loc = tail.rfind(EOCD64_LOCATOR, 0, at)
+        (eocd64,) = struct.unpack("<Q", tail[loc + 8 : loc + 16])
+        record = reader.read(filename, eocd64, 56)
+        if record[:4] != EOCD64:
+            raise UnreadableCheckpoint(f"{reader.where}: {filename}: bad zip64 record")
+        n, cd_size, cd_offset = struct.unpack("<28xQQQ", record[4:56])
+    directory = reader.read(filename, cd_offset, cd_size)
+    entries, p = {}, 0
+    for _ in range(n):
+        if directory[p : p + 4] != CENTRAL:
+            raise UnreadableCheckpoint(f"{reader.where}: {filename}: corrupt zip directory")
+        method, csize, _usize, nlen, elen, clen = struct.unpack(
+            "<H8xIIHHH", directory[p + 10 : p + 34]
+        )
+        (offset,) = struct.unpack("<I", directory[p + 42 : p + 46])
+        name = directory[p + 46 : p + 46 + nlen].decode()
+        extra = directory[p + 46 + nlen : p + 46 + nlen + elen]
+        csize, offset = zip64_fields(extra, _usize, csize, offset)
+        entries[name] = (offset, csize, method)
+        p += 46 + nlen + elen + clen
+    return entries
+
+
+def zip64_fields(extra: bytes, usize: int, csize: int, offset: int) -> tuple[int, int]:
+    """The stored size and local header offset, from the zip64 extra field where the
+    central directory gives 0xFFFFFFFF."""
+    q = 0
+    while q + 4 <= len(extra):
+        tag, length = struct.unpack("<HH", extra[q : q + 4])
+        if tag == 0x0001:
+            values = iter(struct.unpack(f"<{length // 8}Q", extra[q + 4 : q + 4 + length]))
+            if usize == 0xFFFFFFFF:
+                next(values)
+            if csize == 0xFFFFFFFF:
+                csize = next(values)
+            if offset == 0xFFFFFFFF:
+                offset = next(values)
+        q += 4 + length
+    return csize, offset
+
+
+def entry_data(reader, filename: str, offset: int) -> int:
+    """Where an entry's bytes begin: after its local header."""
+    header = reader.read(filename, offset, 30)
+    if header[:4] != LOCAL:
+        raise UnreadableCheckpoint(f"{reader.where}: {filename}: corrupt zip entry")
+    nlen, elen = struct.unpack("<HH", header[26:30])
+    return offset + 30 + nlen + elen
+
+
+@dataclass
+class StorageRef:
+    dtype: str
+    key: str
+    numel: int
+
+
+@dataclass
+class TensorRef:
+    storage: StorageRef
+    offset: int
+    shape: tuple
+    stride: tuple
+
+
+class RecordingUnpickler:
+    """Reads a state dict's pickle and builds nothing: the few globals torch's pickles of
+    tensors name (an OrderedDict, ``torch._utils._rebuild_tensor_v2``, the typed storage
+    classes) become records of which storage, offset, shape and stride each tensor has; any
+    other global is refused, naming it. No function of the pickle's choosing runs, which is
+    stricter than torch's weights-only unpickler."""
+
+    def __init__(self, data: bytes, where: str):
+        import collections
+        import io
+        import pickle
+
+        outer = self
+
+        class Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if (module, name) == ("collections", "OrderedDict"):
+                    return collections.OrderedDict
+                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+                    return outer.rebuild
+                if module == "torch" and name in STORAGES:
+                    return STORAGES[name]
+                raise pickle.UnpicklingError(
+                    f"{where}: the pickle names {module}.{name}, which a state dict of tensors "
+                    "does not; refused"
+                )
+
+            def persistent_load(self, pid):
+                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+                    raise pickle.UnpicklingError(f"{where}: unknown persistent id {pid!r}")
+                _, dtype, key, _location, numel = pid
+                if dtype not in ELEMENT:
+                    raise pickle.UnpicklingError(f"{where}: storage of type {dtype!r}")
+                return StorageRef(dtype, str(key), int(numel))
+
+        self.unpickler = Unpickler(io.BytesIO(data))
+
+    @staticmethod
+    def rebuild(storage, offset, shape, stride, *rest):
+        return TensorRef(storage, int(offset), tuple(shape), tuple(stride))
+
+    def load(self) -> dict:
+        return self.unpickler.load()
+
+
+def bin_header(reader, filename: str) -> Header:
+    """A ``.bin`` file's tensors, as a safetensors header gives them: dtype, shape and the
+    byte range of each, read from its zip directory and its pickle (no storage bytes)."""
+    import pickle
+
+    entries = zip_entries(reader, filename)
+    pkl = [n for n in entries if n.endswith("/data.pkl") or n == "data.pkl"]
+    if len(pkl) != 1:
+        raise UnreadableCheckpoint(f"{reader.where}: {filename} holds no torch pickle")
+    prefix = pkl[0][: -len("data.pkl")]
+    offset, size_pkl, method = entries[pkl[0]]
+    if method != 0:
+        raise UnreadableCheckpoint(f"{reader.where}: {filename}: its pickle is compressed")
+    data = reader.read(filename, entry_data(reader, filename, offset), size_pkl)
+    try:
+        state = RecordingUnpickler(data, f"{reader.where}: {filename}").load()
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
+        raise UnreadableCheckpoint(str(exc)) from exc
+    tensors = {}
+    for name, ref in state.items():
+        if not isinstance(ref, TensorRef):
+            raise UnreadableCheckpoint(f"{reader.where}: {filename}: {name} is not a tensor")
+        contiguous = tuple(
+            int(np.prod(ref.shape[i + 1 :], dtype=np.int64)) for i in range(len(ref.shape))
+        )
+        if ref.stride != contiguous and int(np.prod(ref.shape)) > 1:
+            raise UnreadableCheckpoint(f"{reader.where}: {filename}: {name} is not contiguous")
+        entry = entries.get(f"{prefix}data/{ref.storage.key}")
+        if entry is None or entry[2] != 0:
+            raise UnreadableCheckpoint(
+                f"{reader.where}: {filename}: the storage of {name} is missing or compressed"
+            )
+        element = ELEMENT[ref.storage.dtype]
+        tensors[name] = {  # where its storage's bytes begin is read for the head alone
+            "dtype": ref.storage.dtype,
+            "shape": ref.shape,
+            "local": entry[0],
+            "within": ref.offset * element,
+            "length": int(np.prod(ref.shape, dtype=np.int64)) * element,
+        }
+    return Header(filename, tensors)
+
+
+def tensor_start(reader, header: Header, t: dict) -> int:
+    """A tensor's first byte in its file (a .bin storage's: after the entry's local header)."""
+    if "start" in t:
+        return t["start"]
+    return entry_data(reader, header.filename, t["local"]) + t["within"]
 
 
 # --- which tensor is the head ----------------------------------------------------------------
@@ -235,13 +457,26 @@ class LocalReader:
         self.bytes_read += len(body)
         return body
 
+    def tail(self, filename: str, length: int) -> tuple[bytes, int]:
+        size = self.paths[filename].stat().st_size
+        start = max(size - length, 0)
+        return self.read(filename, start, size - start), size
+
 
 def store_path(store: str | Path, row: dict) -> Path:
     """The head store's file of a revision: ``{store}/{repo}/{commit}.safetensors``."""
     return Path(store) / row["repo_id"] / f"{row['commit']}.safetensors"
 
 
-def ranged_head(row: dict, retry: dict, store: str | Path | None = None) -> RangedHead:
+WEIGHTS = {  # format: (the index of a sharded checkpoint, the single file, its header reader)
+    "safetensors": (INDEX, "model.safetensors", read_header),
+    "bin": ("pytorch_model.bin.index.json", "pytorch_model.bin", bin_header),
+}
+
+
+def ranged_head(
+    row: dict, retry: dict, store: str | Path | None = None, allow_pickle: bool = False
+) -> RangedHead:
     """The LM head of a manifest revision (``saturation.hub`` row): from the head store where
     ``prefetch`` put it, else from weights files already in the Hugging Face cache, else by
     HTTP range from the hub (offline: an error that says to prefetch)."""
@@ -251,11 +486,17 @@ def ranged_head(row: dict, retry: dict, store: str | Path | None = None) -> Rang
     from saturation.hub import describe, with_backoff
 
     where = describe(row)
-    if row["weights_format"] != "safetensors":
+    fmt = row["weights_format"]
+    if fmt == "bin" and not allow_pickle:
         raise CheckpointError(
-            f"{where} serves {row['weights_format']} weights; the head is read by range only "
-            "from safetensors files (set metrics.parts to [forward, spectrum] to load it whole)"
+            f"{where} serves only PyTorch .bin weights, which are pickles; refusing them. Set "
+            "checkpoints.allow_pickle: true to read the head's pickle with an unpickler that "
+            "builds nothing (it records where each tensor's bytes lie, and refuses any other "
+            "object)"
         )
+    if fmt not in WEIGHTS:
+        raise CheckpointError(f"{where} holds no weights files")
+    index_name, single, header_of = WEIGHTS[fmt]
     repo, commit = row["repo_id"], row["commit"]
     offline = constants.HF_HUB_OFFLINE
     prefetch = "run the prefetch target where the network is first"
@@ -281,11 +522,11 @@ def ranged_head(row: dict, retry: dict, store: str | Path | None = None) -> Rang
     if store is not None and store_path(store, row).is_file():
         return stored_head(store_path(store, row), model, where)
     try:
-        files = sorted(set(json.loads(small(INDEX).read_text())["weight_map"].values()))
+        files = sorted(set(json.loads(small(index_name).read_text())["weight_map"].values()))
     except EntryNotFoundError:
-        files = ["model.safetensors"]
+        files = [single]
     except CheckpointError:  # offline, and no index cached: the single-file layout
-        files = ["model.safetensors"]
+        files = [single]
     cached = {f: try_to_load_from_cache(repo, f, revision=commit) for f in files}
     if all(isinstance(p, str) for p in cached.values()):
         reader = LocalReader({f: Path(p) for f, p in cached.items()}, where=where)
@@ -296,14 +537,14 @@ def ranged_head(row: dict, retry: dict, store: str | Path | None = None) -> Rang
         )
     else:
         reader = RangeReader(repo, commit, retry, where=where)
-    headers = [read_header(reader, f) for f in files]
+    headers = [header_of(reader, f) for f in files]
     shapes = {n: t["shape"] for h in headers for n, t in h.tensors.items()}
     found = check_tensors(model, shapes, where)
     stored = head_name(model, found)
     for header in headers:
         if stored in header.tensors:
             t = header.tensors[stored]
-            raw = reader.read(header.filename, t["start"], t["length"])
+            raw = reader.read(header.filename, tensor_start(reader, header, t), t["length"])
             return RangedHead(
                 decode(raw, t["dtype"], t["shape"], where),
                 model,
@@ -366,7 +607,9 @@ def stored_head(path: Path, model, where: str) -> RangedHead:
     )
 
 
-def prefetch_head(row: dict, retry: dict, store: str | Path, out_path) -> None:
+def prefetch_head(
+    row: dict, retry: dict, store: str | Path, out_path, allow_pickle: bool = False
+) -> None:
     """Where the network is: a revision's head read by range into the head store, so that
     the spectrum-only measurement runs offline (``metrics.parts: [spectrum]``'s prefetch)."""
     from saturation.hub import describe
@@ -377,7 +620,7 @@ def prefetch_head(row: dict, retry: dict, store: str | Path, out_path) -> None:
         log.warning("%s is %s; not fetched", describe(row), row["status"])
     else:
         path = store_path(store, row)
-        head = ranged_head(row, retry, store)
+        head = ranged_head(row, retry, store, allow_pickle)
         if not path.is_file():
             save_head(head, path)
         record.update(head_store=str(path), tensor=head.tensor, bytes=head.bytes_read)
