@@ -21,7 +21,10 @@ def merged(base, overlay):
     return out
 
 
-@pytest.mark.parametrize("name", ["config.yaml", "pythia.yaml", "families.yaml", "polypythia.yaml"])
+SHIPPED = ["config.yaml", "pythia.yaml", "pythia-spectra.yaml", "families.yaml", "polypythia.yaml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_validate(name):
     config = merged(DEFAULT, load_yaml(ROOT / "config" / name))
     check_schema(config, SCHEMA)
@@ -322,5 +325,5 @@ def test_a_duplicated_key_and_a_syntax_error_name_the_file_and_line(tmp_path):
     json_path.write_text('{"seed": 1,\n "seed": 2}')
     with pytest.raises(ConfigError, match=rf"^{json_path}: key 'seed' is given twice"):
         read_config_file(json_path)
-    for name in ("config.yaml", "pythia.yaml", "families.yaml", "polypythia.yaml"):
+    for name in SHIPPED:
         assert read_config_file(ROOT / "config" / name) == load_yaml(ROOT / "config" / name)

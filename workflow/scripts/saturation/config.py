@@ -213,7 +213,7 @@ def read_config_files(paths) -> None:
 def check_semantics(config: dict) -> None:
     """Rules across keys, checked after defaults are filled in."""
     corpus, ckpt = config["corpus"], config["checkpoints"]
-    parts = config["metrics"]["parts"]
+    parts = config["metrics"].get("parts", ["forward", "spectrum"])  # the default where unfilled
     if "forward" not in parts and ckpt["source"] != "hub":
         raise ConfigError(
             f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "
@@ -261,7 +261,7 @@ def check_semantics(config: dict) -> None:
             models = list(model_steps(config))
         except SuiteError as exc:
             raise ConfigError(str(exc)) from None
-        if corpus["source"] == "synthetic":
+        if corpus["source"] == "synthetic" and "forward" in parts:
             raise ConfigError(
                 "config key 'corpus.source': hub checkpoints need a text corpus and their "
                 "tokenizer (huggingface or local), not the synthetic language"
@@ -276,11 +276,12 @@ def check_semantics(config: dict) -> None:
             "config key 'figures.loss_unit': byte needs a text corpus; the synthetic "
             "language's tokens have no bytes"
         )
-    check_scaling(config, models)
-    check_rank_heads(config, models)
-    check_rank_head_memory(config)
-    check_ngrams(config)
-    check_downstream(config, models)
+    if "forward" in parts:  # the head alone runs none of the stages after the metrics
+        check_scaling(config, models)
+        check_rank_heads(config, models)
+        check_rank_head_memory(config)
+        check_ngrams(config)
+        check_downstream(config, models)
     unknown = sorted(set(ckpt.get("trusted_steps") or {}) - set(models))
     if unknown:
         raise ConfigError(
