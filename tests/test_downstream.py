@@ -96,6 +96,14 @@ def test_local_tasks_through_the_harness_match_a_direct_computation(local_setup)
         math.sqrt(mc_acc * (1 - mc_acc) / 49), rel=1e-9
     )
     assert "synthetic_choice" in raw["results"]
+    # Each item's score, for the metrics that are a mean of them (not the perplexity).
+    scored = raw["items"]
+    assert set(scored) == {"synthetic_next_token", "synthetic_choice"}
+    assert set(scored["synthetic_next_token"]) == {"acc"}
+    choice = scored["synthetic_choice"]["acc"]
+    assert sorted(choice["doc_id"]) == list(range(50)) and set(choice["value"]) <= {0.0, 1.0}
+    assert np.mean(choice["value"]) == pytest.approx(mc_acc, abs=1e-12)
+    assert choice["higher_is_better"] is True
 
 
 def test_local_items_are_cut_from_the_documents():
@@ -184,6 +192,42 @@ def test_table1_puts_the_paper_beside_ours():
     tex = to_latex(t)
     assert r"lambada\_openai" in tex and r"$\pm$" in tex and tex.count(r"\\") == len(t) + 1
     assert ("pythia-160m", "sciq", "acc") in PAPER_TABLE1
+
+
+def test_table1_tests_final_minus_best_on_the_same_items():
+    """The paired standard error against a direct computation, on planted item scores: a
+    drop of known size is marked, the same scores are not, and perplexities (no per-item
+    mean) stay untested."""
+    from saturation.table1 import paired_items
+
+    rng = np.random.default_rng(0)
+    n = 400
+    best = (rng.random(n) < 0.45).astype(float)
+    final = best.copy()
+    flip = rng.choice(np.flatnonzero(best == 1), size=40, replace=False)
+    final[flip] = 0.0  # 40 items the final checkpoint loses: a drop of 10 points
+    order = rng.permutation(n)  # the two runs list the items in different orders
+    b = {"doc_id": list(range(n)), "value": best.tolist(), "higher_is_better": True}
+    f = {"doc_id": order.tolist(), "value": final[order].tolist(), "higher_is_better": True}
+    test = paired_items(b, f, level=0.01)
+    d = final - best
+    assert test["diff"] == pytest.approx(d.mean(), abs=1e-15) == pytest.approx(-0.1)
+    assert test["se"] == pytest.approx(np.sqrt(np.var(d, ddof=1) / n), rel=1e-12)
+    assert test["beyond"] and test["p"] < 1e-6
+    assert not paired_items(b, b, level=0.01)["beyond"]
+    rows = []
+    for role, step, acc in (("best", 33000, best.mean()), ("final", 143000, final.mean())):
+        rows.append(("pythia-160m", step, role, "sciq", "acc", acc, 0.02, n))
+        rows.append(("pythia-160m", step, role, "lambada_openai", "perplexity", 30.0, 1.0, n))
+    down = pd.DataFrame(rows, columns=[f.name for f in DOWNSTREAM_SCHEMA])
+    items = {
+        ("pythia-160m", 33000): {"sciq": {"acc": b}},
+        ("pythia-160m", 143000): {"sciq": {"acc": f}},
+    }
+    t = table1(down, items, level=0.01).set_index("task")
+    assert t.loc["sciq", "Δ final − best"] == "-10.00 *"
+    assert t.loc["sciq", "paired ±"] == f"{100 * test['se']:.2f}"
+    assert t.loc["lambada_openai", "paired ±"] == "" and t.loc["lambada_openai", "p"] == ""
 
 
 def test_downstream_config_errors():

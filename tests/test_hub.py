@@ -250,20 +250,24 @@ def test_retry_delay_classifies_errors():
     assert len(slept) == 2 and slept[1] > slept[0] * 1.4
 
 
+# The loopback's Pile-shaped dataset, as corpus.huggingface gives it.
+PILE = {
+    "path": "monology/pile-uncopyrighted",
+    "name": None,
+    "split": "train",
+    "eval_split": "validation",
+    "data_files": {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst"},
+    "text_field": "text",
+    "shuffle_buffer": 16,
+}
+
+
 def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
     """The Pile's train/*.jsonl.zst and val.jsonl.zst through datasets' streaming (zstd)."""
     from saturation.corpus import read_tokens, sample_split
 
     server, facts = hub
-    settings = {
-        "path": "monology/pile-uncopyrighted",
-        "name": None,
-        "split": "train",
-        "eval_split": "validation",
-        "data_files": {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst"},
-        "text_field": "text",
-        "shuffle_buffer": 16,
-    }
+    settings = dict(PILE)
     common = {
         "source": "huggingface",
         "seed": 3,
@@ -319,15 +323,7 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
         "tokenizer": "EleutherAI/pythia-160m",
         "eval_fraction": 0.0,
         "max_document_tokens": None,
-        "huggingface": {
-            "path": "monology/pile-uncopyrighted",
-            "name": None,
-            "split": "train",
-            "eval_split": "validation",
-            "data_files": {"train": "train/*.jsonl.zst", "validation": "val.jsonl.zst"},
-            "text_field": "text",
-            "shuffle_buffer": 16,
-        },
+        "huggingface": dict(PILE),
     }
     retry = {"attempts": 6, "base": 0.05, "cap": 0.2}
     sample_split(params, {}, tmp_path / "a.parquet", tmp_path / "a.json", retry=retry)

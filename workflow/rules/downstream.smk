@@ -122,6 +122,7 @@ if DOWNSTREAM["activate"]:
         input:
             selection="results/downstream/selection.parquet",
             evaluations=downstream_evaluations,
+            raw=downstream_raw,
         output:
             table="results/tables/downstream.parquet",
             md="results/tables/table1.md",
@@ -144,5 +145,6 @@ if DOWNSTREAM["activate"]:
         params:
             code=code_of("aggregate_downstream.py"),
             models=DOWNSTREAM_MODELS,
+            level=config["scaling"]["saturation_level"],
         script:
             "../scripts/aggregate_downstream.py"

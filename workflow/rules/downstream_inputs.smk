@@ -68,3 +68,8 @@ def downstream_params(wildcards):
 def downstream_evaluations(wildcards):
     """The evaluation jobs' tables; known once select_downstream has run."""
     return [f"results/downstream/{job}.parquet" for job in downstream_jobs()]
+
+
+def downstream_raw(wildcards):
+    """Each evaluation job's raw record: the harness's results and each item's score."""
+    return [f"results/downstream/{job}.json" for job in downstream_jobs()]

@@ -8,6 +8,8 @@ run_aggregate(
     snakemake.input.selection,
     list(snakemake.input.evaluations),
     snakemake.params.models,
+    raws=list(snakemake.input.raw),
+    level=snakemake.params.level,
     out_table=snakemake.output.table,
     out_md=snakemake.output.md,
     out_tex=snakemake.output.tex,

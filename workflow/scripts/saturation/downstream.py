@@ -212,15 +212,48 @@ def evaluate_checkpoint(
             num_fewshot=num_fewshot,
             limit=limit,
             task_manager=manager,
-            log_samples=False,
+            log_samples=True,  # per-item scores: best and final compared on the same items
             random_seed=seed,
             numpy_random_seed=seed,
             torch_random_seed=seed,
             fewshot_random_seed=seed,
         )
     rows = results_rows(out["results"], out.get("n-samples", {}))
-    raw = {"results": out["results"], "versions": out.get("versions", {})}
+    raw = {
+        "results": out["results"],
+        "versions": out.get("versions", {}),
+        "items": item_scores(
+            out["results"], out.get("samples", {}), out.get("higher_is_better", {})
+        ),
+    }
     return rows, raw
+
+
+def item_scores(results: dict, samples: dict, higher_is_better: dict) -> dict:
+    """{task: {metric: {"doc_id", "value", "higher_is_better"}}}: each item's score, for the
+    metrics the harness reports as the mean of them (accuracies; not perplexities, which are
+    functions of a mean), checked: the mean of the items equals the reported value. Keys are
+    the tidy table's metric names."""
+    out = {}
+    for task, items in samples.items():
+        for key, reported in (results.get(task) or {}).items():
+            if "," not in key or "_stderr," in key or not isinstance(reported, (int, float)):
+                continue
+            metric, _, filt = key.partition(",")
+            picked = [s for s in items if s.get("filter", "none") == filt and metric in s]
+            values = [s[metric] for s in picked]
+            if not values or not all(isinstance(v, (int, float, bool)) for v in values):
+                continue
+            values = [float(v) for v in values]
+            if abs(sum(values) / len(values) - float(reported)) > 1e-9:
+                continue  # not a mean of the items (e.g. a perplexity)
+            name = metric if filt == "none" else f"{metric} ({filt})"
+            out.setdefault(task, {})[name] = {
+                "doc_id": [int(s["doc_id"]) for s in picked],
+                "value": values,
+                "higher_is_better": bool((higher_is_better.get(task) or {}).get(metric, True)),
+            }
+    return out
 
 
 def run_evaluations(

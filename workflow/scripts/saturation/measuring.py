@@ -106,15 +106,7 @@ def checkpoint_tables(
         bad = [m for m, _, v in metrics if not np.isfinite(v)]
         raise ValueError(f"{model_name} step {step}: non-finite metrics {bad}")
     metrics_table = pa.table(rows, schema=METRICS_SCHEMA)
-    spectrum = pa.table(
-        {
-            "model": [model_name] * len(sigma),
-            "step": [step] * len(sigma),
-            "index": np.arange(len(sigma)),
-            "singular_value": sigma,
-        },
-        schema=SPECTRA_SCHEMA,
-    )
+    spectrum = spectrum_table(model_name, step, sigma)
     tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
     record = {
         **base,
@@ -219,7 +211,18 @@ def spectrum_tables(
         "status": "measured",
         "reason": None,
     }
-    spectrum = pa.table(
+    spectrum = spectrum_table(model_name, step, sigma)
+    return (
+        pa.table(rows, schema=METRICS_SCHEMA),
+        spectrum,
+        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
+        DOCUMENTS_SCHEMA.empty_table(),
+    )
+
+
+def spectrum_table(model_name: str, step: int, sigma: np.ndarray) -> pa.Table:
+    """A head's singular values, one row each, largest first."""
+    return pa.table(
         {
             "model": [model_name] * len(sigma),
             "step": [step] * len(sigma),
@@ -227,12 +230,6 @@ def spectrum_tables(
             "singular_value": sigma,
         },
         schema=SPECTRA_SCHEMA,
-    )
-    return (
-        pa.table(rows, schema=METRICS_SCHEMA),
-        spectrum,
-        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
-        DOCUMENTS_SCHEMA.empty_table(),
     )
 
 

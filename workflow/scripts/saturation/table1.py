@@ -7,6 +7,7 @@ import logging
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -56,10 +57,37 @@ def _cell(metric: str, value: float, stderr: float) -> str:
     return f"{v:.1f} ± {s:.1f}" if scale == 100 or v >= 10 else f"{v:.3f} ± {s:.3f}"
 
 
-def table1(downstream: pd.DataFrame) -> pd.DataFrame:
+def paired_items(best: dict, final: dict, level: float) -> dict | None:
+    """Best vs final on the same items (``downstream.item_scores`` records of one task and
+    metric): final - best, its paired standard error sqrt(var(d) / n) over the n items both
+    scored, and the one-sided p-value that the best checkpoint scores better (Student's t,
+    n - 1 degrees of freedom). None where they share fewer than two items."""
+    b = dict(zip(best["doc_id"], best["value"], strict=True))
+    f = dict(zip(final["doc_id"], final["value"], strict=True))
+    ids = sorted(set(b) & set(f))
+    if len(ids) < 2:
+        return None
+    d = np.array([f[i] - b[i] for i in ids])
+    diff, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
+    worse = -diff if best["higher_is_better"] else diff  # > 0: the final scores worse
+    if se > 0:
+        from scipy.stats import t as student
+
+        p = float(student.sf(worse / se, len(d) - 1))
+    else:
+        p = 0.0 if worse > 0 else 1.0
+    return {"diff": diff, "se": se, "p": p, "n": len(d), "beyond": p < level}
+
+
+def table1(
+    downstream: pd.DataFrame, items: dict | None = None, level: float = 0.01
+) -> pd.DataFrame:
     """Best vs final, one row per (model, task, metric); accuracies in %; the paper's cells
     beside ours where the same (model, task, metric) exists; then a column per configured
-    extra step."""
+    extra step. With ``items`` ({(model, step): the evaluation's item scores}), final - best
+    is tested on the items both checkpoints scored: its paired standard error, and a mark
+    where the best scores better at the one-sided ``level``."""
+    items = items or {}
     rows = []
     bf = downstream[downstream.role.isin(["best", "final"])]
     order = list(dict.fromkeys(bf.model))
@@ -78,11 +106,23 @@ def table1(downstream: pd.DataFrame) -> pd.DataFrame:
                 "best": _cell(metric, best.value, best.stderr),
                 "final": _cell(metric, final.value, final.stderr),
                 "Δ final − best": f"{(final.value - best.value) * scale:+.2f}",
+                "paired ±": "",
+                "p": "",
                 "paper best": f"{paper[0]:.1f}" if paper else "",
                 "paper final": f"{paper[1]:.1f}" if paper else "",
                 "_order": order.index(model),
             }
         )
+        scored = [
+            (items.get((model, int(r.step))) or {}).get(task, {}).get(metric) for r in (best, final)
+        ]
+        test = paired_items(*scored, level) if None not in scored else None
+        if test is not None:
+            rows[-1]["Δ final − best"] = f"{test['diff'] * scale:+.2f}" + (
+                " *" if test["beyond"] else ""
+            )
+            rows[-1]["paired ±"] = f"{test['se'] * scale:.2f}"
+            rows[-1]["p"] = f"{test['p']:.2g}"
         extra = downstream[
             (downstream.role == "step")
             & (downstream.model == model)
@@ -143,9 +183,22 @@ def to_html(t: pd.DataFrame) -> str:
         "td:nth-child(-n+3),th:nth-child(-n+3){text-align:left}</style></head><body>"
         "<p>Table 1: downstream scores of each model's best and final "
         "checkpoint (best: the minimum loss on one half of the evaluation documents), lm-evaluation-harness, zero-shot; ± is the harness's standard error. "
+        "Δ: final − best on the items both scored, with its paired standard error and the "
+        "one-sided p-value that the best scores better; * where p is below the level. "
         "Paper columns: Godey et al. (2024), Pythia-160M.</p>"
         f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></body></html>\n"
     )
+
+
+def evaluation_items(raw_paths: list[str]) -> dict:
+    """{(model, step): item scores} from the evaluation jobs' raw JSON records."""
+    import json
+
+    out = {}
+    for path in raw_paths:
+        for record in json.loads(Path(path).read_text()):
+            out[(record["model"], int(record["step"]))] = record.get("items") or {}
+    return out
 
 
 def run_aggregate(
@@ -156,9 +209,12 @@ def run_aggregate(
     out_md: str,
     out_tex: str,
     out_html: str,
+    raws: list[str] = (),
+    level: float = 0.01,
 ) -> None:
+    """``raws``: the evaluation jobs' raw records, whose item scores test final - best."""
     down = aggregate(selection, evaluations, models, out_table)
-    t = table1(down)
+    t = table1(down, evaluation_items(raws), level)
     for path, text in ((out_md, to_markdown(t)), (out_tex, to_latex(t)), (out_html, to_html(t))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
