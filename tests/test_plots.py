@@ -204,3 +204,34 @@ def test_fig4_step_labels_do_not_overlap_at_pythias_154_revisions(drawn):
         for left, right in zip(boxes, boxes[1:], strict=False):
             assert left.x1 < right.x0, [t.get_text() for t in labels]
         assert labels[-1].get_text() == "143k"
+
+
+def test_a_sizes_seeds_are_drawn_as_one_band(drawn):
+    """Figs 1a and 3: a size trained with three seeds is its runs' range at each step with
+    their median; a size with one run stays a line."""
+    rows = []
+    for model, shift in (
+        ("p-160m", 0.0),
+        ("p-160m-seed1", 0.2),
+        ("p-160m-seed2", -0.1),
+        ("q", 1.0),
+    ):
+        for s in (1, 10, 100):
+            rows.append({"model": model, "step": s, "metric": "loss", "layer": None,
+                         "value": 3.0 + shift + 1 / s})  # fmt: skip
+            rows.append({"model": model, "step": s, "metric": "anisotropy", "layer": 2,
+                         "value": 0.1 * s ** 0.1 + shift})  # fmt: skip
+    metrics = pd.DataFrame(rows)
+    sizes = {"p-160m": 160, "p-160m-seed1": 160, "p-160m-seed2": 160, "q": 20}
+    plots.fig1a_loss(metrics, plots.Style({}, sizes), None, "x", "y")
+    ax = drawn[0].axes[0]
+    lines = sorted(tuple(np.round(line.get_ydata(), 6)) for line in ax.get_lines())
+    assert lines == [(3.0 + 1, 3.0 + 0.1, 3.0 + 0.01), (4.0 + 1, 4.0 + 0.1, 4.0 + 0.01)]
+    (band,) = ax.collections
+    ys = band.get_paths()[0].vertices[:, 1]
+    assert np.isclose(ys.min(), 2.9 + 0.01) and np.isclose(ys.max(), 3.2 + 1)
+    assert any("3 seeds" in t.get_text() for t in ax.get_legend().get_texts())
+    plots.fig3_anisotropy_training(metrics, plots.Style({}, sizes), None, "x", "y")
+    top, bottom = drawn[1].axes
+    assert len(top.collections) == len(bottom.collections) == 1
+    assert len(top.get_lines()) == len(bottom.get_lines()) == 2

@@ -116,20 +116,37 @@ def log_steps(ax):
     ax.set_xlabel("training step")
 
 
-def per_model_over_steps(ax, rows, style):
+def runs_by_size(models: list[str]) -> dict[str, list[str]]:
+    """Models grouped by size: ``pythia-160m`` with its seeds ``pythia-160m-seed{k}``."""
+    import re
+
+    from saturation.significance import SIZE_SEED
+
+    groups: dict[str, list[str]] = {}
+    for model in models:
+        groups.setdefault(re.match(SIZE_SEED, model).group("size"), []).append(model)
+    return groups
+
+
+def per_model_over_steps(ax, rows, style, labelled: bool = True):
     """One line per model of a metric over the training steps (step 0 has no place on a
-    log axis)."""
-    for model in style.models():
-        g = rows[(rows.model == model) & (rows.step > 0)]
-        ax.plot(
-            g.step,
-            g.value,
-            marker="o",
-            ms=2.5,
-            lw=1.3,
-            color=style.color(model),
-            label=label(style, model),
-        )
+    log axis); a size trained with several seeds as one band, the runs' range at each step
+    they all have, around their median."""
+    for size, models in runs_by_size(style.models()).items():
+        color = style.color(models[0])
+        if len(models) == 1:
+            g = rows[(rows.model == models[0]) & (rows.step > 0)]
+            name = label(style, models[0])
+            ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=color,
+                    label=name if labelled else None)  # fmt: skip
+            continue
+        g = rows[rows.model.isin(models) & (rows.step > 0)]
+        wide = g.pivot_table(index="step", columns="model", values="value").dropna()
+        ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color,
+                        alpha=0.25, lw=0)  # fmt: skip
+        name = f"{size} ({human(style.sizes[models[0]])}, {len(models)} seeds: median, range)"
+        ax.plot(wide.index, wide.median(axis=1), marker="o", ms=2.5, lw=1.3, color=color,
+                label=name if labelled else None)  # fmt: skip
 
 
 def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
@@ -363,14 +380,8 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     aniso = metric(metrics, "anisotropy")
     last = aniso.groupby("model").layer.transform("max")
     aniso = aniso[aniso.layer == last]
-    for model in style.models():
-        c = style.color(model)
-        g = loss[(loss.model == model) & (loss.step > 0)]
-        axes[0, 0].plot(
-            g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c, label=label(style, model)
-        )
-        g = aniso[(aniso.model == model) & (aniso.step > 0)]
-        axes[1, 0].plot(g.step, g.value, lw=1.3, marker="o", ms=2.5, color=c)
+    per_model_over_steps(axes[0, 0], loss, style)
+    per_model_over_steps(axes[1, 0], aniso, style, labelled=False)
     floor_line(axes[0, 0], floor)
     axes[0, 0].set_ylabel("cross-entropy")
     axes[0, 0].set_title("Loss and last-layer anisotropy over training")
