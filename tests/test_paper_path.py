@@ -390,6 +390,47 @@ def test_a_spectrum_only_prefetch_keeps_the_heads_for_an_offline_run(
     assert "run the prefetch target where the network is first" in logs
 
 
+def test_a_sizes_seeds_are_summed_up_in_the_seed_table(loopback_hub, tmp_path):
+    """PolyPythia-shaped seed repos on the loopback hub (one tiny architecture: pythia-14m
+    and two seeds of it, one with a planted rise at its last step): the saturation table
+    tests each run, and the seed table gives the size's share of saturating runs and the
+    spread of final - best and of the best step; Figs 1a and 3 draw the runs as one band."""
+    from hub.repos import add_seeds
+
+    server, _ = loopback_hub
+    add_seeds(server)
+    runs = ["pythia-14m", "pythia-14m-seed1", "pythia-14m-seed2"]
+    workdir = paper_workdir(tmp_path)
+    config = read_config(workdir)
+    config["checkpoints"]["hub"]["models"] = [f"EleutherAI/{m}" for m in runs]
+    config["scaling"]["models"] = runs
+    config["scaling"]["min_step"] = 2
+    config["rank_heads"]["backbones"] = [{"model": "pythia-14m", "step": None}]
+    config["downstream"]["models"] = ["pythia-14m"]
+    write_config(workdir, config)
+    targets = [
+        "results/tables/saturation_by_size.parquet",
+        "results/figures/fig1a_loss.png",
+        "results/figures/fig3_anisotropy_training.png",
+    ]
+    env = {"HF_HOME": str(tmp_path / "hf")}
+    result = run_snakemake(workdir, *targets, "--cores", "2", *ARGS, env=env, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-5000:]
+    sat = pd.read_parquet(workdir / "results/tables/saturation.parquet")
+    final = sat[sat.selected & (sat.role == "final")].set_index("model")
+    assert bool(final.saturated["pythia-14m-seed1"])  # the planted rise is found
+    table = pd.read_parquet(workdir / "results/tables/saturation_by_size.parquet")
+    print(table.to_string())
+    (row,) = table.itertuples()
+    assert (row.size, row.runs, list(row.seeds)) == ("pythia-14m", 3, [0, 1, 2])
+    flagged = int(final.saturated.fillna(False).astype(bool).sum())
+    assert row.saturated == flagged and row.share_saturated == pytest.approx(flagged / 3)
+    assert row.final_minus_best_max == pytest.approx(final.final_minus_best.max())
+    assert row.final_minus_best_min == pytest.approx(final.final_minus_best.min())
+    best = sat[sat.selected & (sat.role == "best")]
+    assert (row.best_step_min, row.best_step_max) == (best.step.min(), best.step.max())
+
+
 def revision_bytes(server, model: str, step: int) -> int:
     """Bytes of the files a job fetches for one revision (config, weights, tokenizer)."""
     branch = server.repos[("model", f"EleutherAI/{model}")].branches[f"step{step}"]

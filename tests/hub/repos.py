@@ -255,6 +255,30 @@ def build(hub) -> dict:
     return facts
 
 
+def add_seeds(hub, size: str = "pythia-14m", seeds=(1, 2), saturating=(1,)) -> None:
+    """PolyPythia-shaped repos ``EleutherAI/{size}-seed{k}``: the architecture of ``size``
+    trained from other initialisations on the same data, a branch per step of STEPS. In the
+    seeds listed in ``saturating`` the last step serves earlier weights, a loss above the
+    best: a planted saturation."""
+    import torch
+
+    tok_files, _, token_docs = add_corpus_and_tokenizer(hub)
+    for k in seeds:
+        snaps, config = train_snapshots(MODELS[size], token_docs, seed=100 + k)
+        final = STEPS[-1]
+        if k in saturating:
+            # The weights of step 1000, moved a little (so no other step serves them): a
+            # final loss well above the best, at step 2000.
+            g = torch.Generator().manual_seed(k)
+            snaps[final] = {
+                n: v + 1e-3 * torch.randn(v.shape, generator=g) for n, v in snaps[1000].items()
+            }
+        for step in STEPS:
+            files = checkpoint_files(snaps[step], config, tok_files)
+            hub.add_branch("model", f"EleutherAI/{size}-seed{k}", f"step{step}", files)
+        hub.add_branch("model", f"EleutherAI/{size}-seed{k}", "main", files)
+
+
 def build_sweep(hub, models: list[str], steps: list[int], hidden: int = 16) -> None:
     """Many revisions for a scale test: ``EleutherAI/{model}`` with a branch ``step{N}`` for
     every step, each a tiny GPT-NeoX whose weights differ from every other revision's (a
