@@ -116,7 +116,8 @@ def table1(
         scored = [
             (items.get((model, int(r.step))) or {}).get(task, {}).get(metric) for r in (best, final)
         ]
-        test = paired_items(*scored, level) if None not in scored else None
+        same = int(best.step) == int(final.step)  # one checkpoint: nothing to test
+        test = paired_items(*scored, level) if None not in scored and not same else None
         if test is not None:
             rows[-1]["Δ final − best"] = f"{test['diff'] * scale:+.2f}" + (
                 " *" if test["beyond"] else ""
