@@ -434,8 +434,11 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
         ax.grid(False)
     for ax in list(axes.flat)[len(models) :]:
         ax.set_visible(False)
-    fig.colorbar(
-        image, ax=axes, label=r"normalised singular value $\sigma_i / \sum \sigma$", shrink=0.8
+    fig.colorbar(  # a two-line label: one row of panels is too short for it on one line
+        image,
+        ax=axes,
+        label="normalised singular value\n" + r"$\sigma_i / \sum \sigma$",
+        shrink=0.8,
     )
     fig.suptitle("LM-head singular value distribution over training")
     style.save(fig, png, pdf)
