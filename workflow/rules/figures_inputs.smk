@@ -6,9 +6,8 @@ from saturation.figures import FIGURES, head_figures
 
 def figure_inputs(needs):
     inputs = {name: TABLES[name] for name in needs if name in TABLES}
-    if (
-        SYNTHETIC and not SPECTRUM_ONLY
-    ):  # the entropy floor is drawn where loss is shown
+    # The entropy floor is drawn where loss is shown.
+    if SYNTHETIC and not SPECTRUM_ONLY:
         inputs["language"] = LANGUAGE_META
         if "language_matrix" in needs:  # Fig 7's reference: the language's true logits
             inputs["language_matrix"] = "results/corpus/synthetic_language.npz"

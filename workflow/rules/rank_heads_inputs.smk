@@ -6,10 +6,8 @@ BACKBONES = [
         "model": b["model"],
         "step": MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"],
     }
-    for b in (
-        [] if SPECTRUM_ONLY else RANK_HEADS["backbones"]
-    )  # the head alone: no heads
-]
+    for b in ([] if SPECTRUM_ONLY else RANK_HEADS["backbones"])
+]  # the head alone (metrics.parts [spectrum]) trains no heads
 RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]
 # The jobs that train them: {name in paths: [rank, ...]}, rank_heads.ranks_per_job a job.
 RANK_JOBS = job_batches(RANK_SWEEP, RANK_HEADS["ranks_per_job"])

@@ -58,14 +58,7 @@ def aggregate(
     # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
     # they have no fingerprint of their own), else the measured weights' fingerprint.
     ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
-    groups = ckpts.dropna(subset=["_weights"]).groupby(["model", "_weights"])["step"]
-    others = {}
-    for _, steps in groups:
-        for s in steps.index:
-            rest = [int(x) for x in steps if x != steps[s]]
-            if rest:
-                others[s] = min(rest)
-    ckpts["duplicate_of_step"] = pd.array([others.get(i) for i in ckpts.index], dtype="Int64")
+    ckpts["duplicate_of_step"] = same_as_step(ckpts, "_weights")
     trusted = [
         ckpts.at[i, "step"] in trusted_steps.get(ckpts.at[i, "model"], []) for i in ckpts.index
     ]
@@ -74,15 +67,8 @@ def aggregate(
     ckpts = ckpts.drop(columns="_weights")
     # A head equal to another step's (files that differ can serve one head): no new point in
     # the head's figures, which leave it out.
-    heads = ckpts[ckpts.status == "measured"].dropna(subset=["head_fingerprint"])
-    same_head = {}
-    for _, steps in heads.groupby(["model", "head_fingerprint"])["step"]:
-        for s in steps.index:
-            rest = [int(x) for x in steps if x != steps[s]]
-            if rest:
-                same_head[s] = min(rest)
-    ckpts["duplicate_head_of_step"] = pd.array(
-        [same_head.get(i) for i in ckpts.index], dtype="Int64"
+    ckpts["duplicate_head_of_step"] = same_as_step(
+        ckpts, "head_fingerprint", ckpts.status == "measured"
     )
     head_flagged = ckpts["duplicate_head_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
     for model, g in ckpts[head_flagged].groupby("model"):
@@ -126,6 +112,21 @@ def aggregate(
     if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
         documents = read_tables(documents_paths, DOCUMENTS_SCHEMA)
         write_parquet(concat(documents, ("model", "step", "document")), out_documents)
+
+
+def same_as_step(ckpts: pd.DataFrame, key: str, among=None) -> pd.Series:
+    """For each checkpoint, the smallest other step of its model with the same ``key`` (a
+    digest), or NA; ``among``: the rows that take part (default all)."""
+    rows = ckpts if among is None else ckpts[among]
+    others = {}
+    for _, steps in rows.dropna(subset=[key]).groupby(["model", key])["step"]:
+        for i in steps.index:
+            rest = [int(x) for x in steps if x != steps[i]]
+            if rest:
+                others[i] = min(rest)
+    return pd.Series(
+        pd.array([others.get(i) for i in ckpts.index], dtype="Int64"), index=ckpts.index
+    )
 
 
 class UnreadableCheckpoints(RuntimeError):

@@ -346,13 +346,12 @@ def restarted(make: Callable[[], Iterator], what: str, retry: dict) -> Iterator:
 def listed_file_delay(message: str, attempt: int, retry: dict) -> float | None:
     """The backoff before retrying a 'missing' ``hf://`` file the hub does list; None where
     the message names no hub file or the hub does not have it."""
-    import random
     from urllib.parse import unquote
 
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
-    from saturation.hub import with_backoff
+    from saturation.hub import backoff, with_backoff
 
     m = HUB_FILE.search(message)
     if m is None:
@@ -368,7 +367,7 @@ def listed_file_delay(message: str, attempt: int, retry: dict) -> float | None:
         return None
     if not any(isinstance(e, RepoFile) for e in found):
         return None
-    return min(retry["cap"], retry["base"] * 2**attempt) * random.uniform(0.75, 1.0)
+    return backoff(attempt, retry["base"], retry["cap"])
 
 
 def load_tokenizer(name_or_dir: str):

@@ -104,12 +104,11 @@ def load_tasks(manager, tasks: list[str], retry: dict | None = None) -> list[tup
 
 
 def offline() -> bool:
-    import os
+    """Whether datasets runs offline: its own reading of HF_DATASETS_OFFLINE, and of
+    HF_HUB_OFFLINE where that is unset."""
+    from datasets import config
 
-    return any(
-        os.environ.get(k, "").upper() in ("1", "ON", "YES", "TRUE")
-        for k in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
-    )
+    return bool(config.HF_HUB_OFFLINE)
 
 
 def prefetch_tasks(tasks: list[str], include_path: str | None, retry: dict, out_path) -> None:

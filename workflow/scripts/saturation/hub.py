@@ -63,13 +63,19 @@ MANIFEST_SCHEMA = pa.schema(
 # --- retries -------------------------------------------------------------------------------
 
 
+def backoff(attempt: int, base: float, cap: float) -> float:
+    """The exponential backoff before retry ``attempt`` + 1: base * 2^attempt, capped, with
+    jitter."""
+    return min(cap, base * 2**attempt) * random.uniform(0.75, 1.0)
+
+
 def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> float | None:
     """Seconds to wait before retrying after ``exc``, or None if retrying cannot help.
 
     Rate limits (429) wait until the hub's window resets, as its ``RateLimit`` or
-    ``Retry-After`` header says, and one or two seconds more; server errors, time-outs, dropped connections and bodies cut short back off
-    exponentially (base * 2^attempt, capped, with jitter). Missing repos, revisions and
-    files, and gated repos, are final.
+    ``Retry-After`` header says, and one or two seconds more; server errors, time-outs,
+    dropped connections and bodies cut short back off exponentially (``backoff``). Missing
+    repos, revisions and files, and gated repos, are final.
     """
     from huggingface_hub.errors import (
         EntryNotFoundError,
@@ -98,7 +104,7 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
             return retry_delay(cause, attempt, base, cap)
     if isinstance(exc, final):
         return None
-    backoff = min(cap, base * 2**attempt) * random.uniform(0.75, 1.0)
+    wait = backoff(attempt, base, cap)
     response = getattr(exc, "response", None)
     status = getattr(response, "status_code", None)
     if isinstance(exc, HfHubHTTPError) and status is not None:
@@ -108,13 +114,13 @@ def retry_delay(exc: BaseException, attempt: int, base: float, cap: float) -> fl
             reset = rate_limit_reset(response.headers)
             if reset is not None:  # the window's end, and a second against rounding
                 return reset + random.uniform(1.0, 2.0)
-        return backoff
+        return wait
     if isinstance(exc, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return None  # the local disk, not the hub
     if isinstance(exc, (OSError, TimeoutError) + transport_errors()):
         # Dropped connections and time-outs, and the client's check of a body cut short
         # ("consistency check failed", an OSError).
-        return backoff
+        return wait
     return None
 
 
@@ -438,9 +444,9 @@ def bound_xet_cache(staging_root: Path) -> Path:
     """Keep the Xet client's cache of this job inside the evict mode's staging folder.
 
     Where the hub serves a file from Xet storage and ``hf_xet`` is installed, the client
-    downloads it through Xet, which keeps a chunk cache (xet-runtime's default is 10 GB, unless
-    the build disables it), its logs
-    and a staging folder in ``HF_XET_CACHE`` (``HF_HOME/xet``), outside any job's folder.
+    downloads it through Xet, which keeps a chunk cache (xet-runtime's default is 10 GB,
+    unless the build disables it), its logs and a staging folder in ``HF_XET_CACHE``
+    (``HF_HOME/xet``), outside any job's folder.
     Before the job's first staged download, ``HF_XET_CACHE`` becomes a folder of the job's own
     under ``staging_root``, deleted when the job ends, and the chunk cache is switched off
     (``HF_XET_CHUNK_CACHE_SIZE_BYTES=0``: each revision is read once, so it could only cost

@@ -346,20 +346,19 @@ def measure_revisions(
     measured = []
     for c in checkpoints:
         try:
-            if "forward" not in parts:
+            if "forward" not in parts:  # the head alone, read by range
                 tables = head_tables(c, hub, kwargs["dtype"], kwargs["allow_pickle"])
-                measured.append(tables)
-                continue
-            tables = revision_tables(
-                c["checkpoint"],
-                hub,
-                c["step"],
-                tokens_seen=c["tokens_seen"],
-                model_name=c["model"],
-                eval_path=c["eval"],
-                tokenizer=c["tokenizer"],
-                **kwargs,
-            )
+            else:
+                tables = revision_tables(
+                    c["checkpoint"],
+                    hub,
+                    c["step"],
+                    tokens_seen=c["tokens_seen"],
+                    model_name=c["model"],
+                    eval_path=c["eval"],
+                    tokenizer=c["tokenizer"],
+                    **kwargs,
+                )
         except UnreadableCheckpoint as exc:
             log.error("%s step %d is not measured: %s", c["model"], c["step"], exc)
             row = {"step": c["step"], "status": "unreadable", "reason": str(exc)}

@@ -20,9 +20,12 @@ safetensors file per revision holding the tensors read by range.
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import io
 import json
 import logging
+import pickle
 import re
 import struct
 from dataclasses import dataclass, field
@@ -54,56 +57,46 @@ class RangeReader:
 
     def read(self, filename: str, start: int, length: int) -> bytes:
         """``length`` bytes of ``filename`` from ``start``."""
-        from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
-
-        from saturation.hub import with_backoff
-
-        url = hf_hub_url(self.repo_id, filename, revision=self.commit)
-        headers = {**build_hf_headers(), "Range": f"bytes={start}-{start + length - 1}"}
-
-        def get() -> bytes:
-            self.requests += 1
-            response = http_backoff("GET", url, headers=headers, follow_redirects=True)
-            hf_raise_for_status(response)
-            body = response.content
-            if response.status_code != 206 or len(body) != length:
-                raise OSError(  # retried, as a body cut short is
-                    f"range {start}-{start + length - 1} of {filename}: "
-                    f"{response.status_code} with {len(body)} of {length} bytes"
-                )
-            return body
-
-        body = with_backoff(get, f"{self.where or self.repo_id}: {filename}", **self.retry)
-        self.bytes_read += len(body)
+        body, first, _ = self.fetch(filename, f"{start}-{start + length - 1}")
+        if first != start or len(body) != length:
+            raise OSError(f"range {start}+{length} of {filename}: {len(body)} bytes from {first}")
         return body
 
     def tail(self, filename: str, length: int) -> tuple[bytes, int]:
         """The last ``length`` bytes of ``filename`` (all of it if shorter), and its size."""
+        body, _, size = self.fetch(filename, f"-{length}")
+        return body, size
+
+    def fetch(self, filename: str, spec: str) -> tuple[bytes, int, int]:
+        """The bytes of ``Range: bytes={spec}``, their first offset and the file's size, as
+        the 206 answer's ``Content-Range`` gives them; an answer that is not 206, or a body
+        shorter than that range, is an ``OSError``, retried as a body cut short is."""
         from huggingface_hub import hf_hub_url
         from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
 
         from saturation.hub import with_backoff
 
         url = hf_hub_url(self.repo_id, filename, revision=self.commit)
-        headers = {**build_hf_headers(), "Range": f"bytes=-{length}"}
+        headers = {**build_hf_headers(), "Range": f"bytes={spec}"}
 
-        def get() -> tuple[bytes, int]:
+        def get() -> tuple[bytes, int, int]:
             self.requests += 1
             response = http_backoff("GET", url, headers=headers, follow_redirects=True)
             hf_raise_for_status(response)
             m = re.match(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", ""))
-            body = response.content
             if response.status_code != 206 or m is None:
-                raise OSError(f"the last {length} bytes of {filename}: {response.status_code}")
+                raise OSError(f"bytes {spec} of {filename}: answered {response.status_code}")
             start, end, size = map(int, m.groups())
+            body = response.content
             if len(body) != end - start + 1:
-                raise OSError(f"the end of {filename}: {len(body)} of {end - start + 1} bytes")
-            return body, size
+                raise OSError(f"bytes {spec} of {filename}: {len(body)} of {end - start + 1}")
+            return body, start, size
 
-        body, size = with_backoff(get, f"{self.where or self.repo_id}: {filename}", **self.retry)
+        body, start, size = with_backoff(
+            get, f"{self.where or self.repo_id}: {filename}", **self.retry
+        )
         self.bytes_read += len(body)
-        return body, size
+        return body, start, size
 
 
 @dataclass
@@ -248,7 +241,7 @@ class TensorRef:
     stride: tuple
 
 
-class RecordingUnpickler:
+class RecordingUnpickler(pickle.Unpickler):
     """Reads a state dict's pickle and builds nothing: the few globals torch's pickles of
     tensors name (an OrderedDict, ``torch._utils._rebuild_tensor_v2``, the typed storage
     classes) become records of which storage, offset, shape and stride each tensor has; any
@@ -256,48 +249,38 @@ class RecordingUnpickler:
     stricter than torch's weights-only unpickler."""
 
     def __init__(self, data: bytes, where: str):
-        import collections
-        import io
-        import pickle
+        super().__init__(io.BytesIO(data))
+        self.where = where
 
-        outer = self
+    def find_class(self, module, name):
+        if (module, name) == ("collections", "OrderedDict"):
+            return collections.OrderedDict
+        if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
+            return rebuild_tensor
+        if module == "torch" and name in STORAGES:
+            return STORAGES[name]
+        raise pickle.UnpicklingError(
+            f"{self.where}: the pickle names {module}.{name}, which a state dict of tensors "
+            "does not; refused"
+        )
 
-        class Unpickler(pickle.Unpickler):
-            def find_class(self, module, name):
-                if (module, name) == ("collections", "OrderedDict"):
-                    return collections.OrderedDict
-                if (module, name) == ("torch._utils", "_rebuild_tensor_v2"):
-                    return outer.rebuild
-                if module == "torch" and name in STORAGES:
-                    return STORAGES[name]
-                raise pickle.UnpicklingError(
-                    f"{where}: the pickle names {module}.{name}, which a state dict of tensors "
-                    "does not; refused"
-                )
+    def persistent_load(self, pid):
+        if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
+            raise pickle.UnpicklingError(f"{self.where}: unknown persistent id {pid!r}")
+        _, dtype, key, _location, numel = pid
+        if dtype not in ELEMENT:
+            raise pickle.UnpicklingError(f"{self.where}: storage of type {dtype!r}")
+        return StorageRef(dtype, str(key), int(numel))
 
-            def persistent_load(self, pid):
-                if not (isinstance(pid, tuple) and len(pid) == 5 and pid[0] == "storage"):
-                    raise pickle.UnpicklingError(f"{where}: unknown persistent id {pid!r}")
-                _, dtype, key, _location, numel = pid
-                if dtype not in ELEMENT:
-                    raise pickle.UnpicklingError(f"{where}: storage of type {dtype!r}")
-                return StorageRef(dtype, str(key), int(numel))
 
-        self.unpickler = Unpickler(io.BytesIO(data))
-
-    @staticmethod
-    def rebuild(storage, offset, shape, stride, *rest):
-        return TensorRef(storage, int(offset), tuple(shape), tuple(stride))
-
-    def load(self) -> dict:
-        return self.unpickler.load()
+def rebuild_tensor(storage, offset, shape, stride, *rest) -> TensorRef:
+    """What the recording unpickler gives for ``torch._utils._rebuild_tensor_v2``."""
+    return TensorRef(storage, int(offset), tuple(shape), tuple(stride))
 
 
 def bin_header(reader, filename: str) -> Header:
     """A ``.bin`` file's tensors, as a safetensors header gives them: dtype, shape and the
     byte range of each, read from its zip directory and its pickle (no storage bytes)."""
-    import pickle
-
     entries = zip_entries(reader, filename)
     pkl = [n for n in entries if n.endswith("/data.pkl") or n == "data.pkl"]
     if len(pkl) != 1:

@@ -33,6 +33,24 @@ TEST_COLUMNS = (
 )
 
 
+def ratio_test(d, n) -> tuple[float, float, float]:
+    """The ratio D = sum(d) / sum(n) over m paired units, its standard error
+    sqrt(m / (m - 1) * sum((d - D n)^2)) / sum(n), and the one-sided p-value that it is above
+    0 (Student's t with m - 1 degrees of freedom: the SE is itself estimated). With every
+    n = 1, D is the mean difference and SE = sd(d) / sqrt(m), the paired t-test."""
+    d, n = np.asarray(d, dtype=np.float64), np.asarray(n, dtype=np.float64)
+    m = len(d)
+    diff = float(d.sum() / n.sum())
+    se = float(math.sqrt(m / (m - 1) * np.sum((d - diff * n) ** 2)) / n.sum()) if m > 1 else 0.0
+    if se > 0:
+        from scipy.stats import t as student
+
+        p = float(student.sf(diff / se, m - 1))
+    else:
+        p = 0.0 if diff > 0 else 1.0
+    return diff, se, p
+
+
 def paired_difference(
     best_nll, best_n, final_nll, final_n, level: float, resamples: int, seed
 ) -> dict:
@@ -45,14 +63,7 @@ def paired_difference(
     d = np.asarray(final_nll, dtype=np.float64) - np.asarray(best_nll, dtype=np.float64)
     n = best_n.astype(np.float64)
     m = len(d)
-    diff = float(d.sum() / n.sum())
-    se = float(math.sqrt(m / (m - 1) * np.sum((d - diff * n) ** 2)) / n.sum()) if m > 1 else 0.0
-    if se > 0:  # Student's t with m - 1 degrees of freedom: the SE is itself estimated
-        from scipy.stats import t as student
-
-        p = float(student.sf(diff / se, m - 1))
-    else:
-        p = 0.0 if diff > 0 else 1.0
+    diff, se, p = ratio_test(d, n)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, m, size=(resamples, m))
     boot = d[picks].sum(axis=1) / n[picks].sum(axis=1)

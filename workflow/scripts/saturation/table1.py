@@ -67,16 +67,12 @@ def paired_items(best: dict, final: dict, level: float) -> dict | None:
     ids = sorted(set(b) & set(f))
     if len(ids) < 2:
         return None
-    d = np.array([f[i] - b[i] for i in ids])
-    diff, se = float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))
-    worse = -diff if best["higher_is_better"] else diff  # > 0: the final scores worse
-    if se > 0:
-        from scipy.stats import t as student
+    from saturation.significance import ratio_test
 
-        p = float(student.sf(worse / se, len(d) - 1))
-    else:
-        p = 0.0 if worse > 0 else 1.0
-    return {"diff": diff, "se": se, "p": p, "n": len(d), "beyond": p < level}
+    d = np.array([f[i] - b[i] for i in ids])
+    sign = -1.0 if best["higher_is_better"] else 1.0  # > 0: the final scores worse
+    worse, se, p = ratio_test(sign * d, np.ones(len(d)))
+    return {"diff": sign * worse, "se": se, "p": p, "n": len(d), "beyond": p < level}
 
 
 def table1(
