@@ -171,6 +171,7 @@ FIGURES = [
     "fig1b_scaling",
     "fig2_anisotropy_layers",
     "fig3_anisotropy_training",
+    "fig3_loss_and_anisotropy",
     "fig4_head_spectrum",
     "fig5_singular_entropy",
     "fig6_rank_heads",

@@ -1,5 +1,6 @@
 """The figures draw what the analysis defines: Fig 6 and Fig 7 mark the softmax rank bound
-R + 1 and Fig 7 carries the language's logit-space reference curve."""
+R + 1, Fig 7 carries the language's logit-space reference curve, Figs 3, 4 and 8 are the
+paper's (checked against direct computations), and every figure returns what it plots."""
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -231,7 +232,120 @@ def test_a_sizes_seeds_are_drawn_as_one_band(drawn):
     ys = band.get_paths()[0].vertices[:, 1]
     assert np.isclose(ys.min(), 2.9 + 0.01) and np.isclose(ys.max(), 3.2 + 1)
     assert any("3 seeds" in t.get_text() for t in ax.get_legend().get_texts())
-    plots.fig3_anisotropy_training(metrics, plots.Style({}, sizes), None, "x", "y")
+    plots.fig3_loss_and_anisotropy(metrics, plots.Style({}, sizes), None, "x", "y")
     top, bottom = drawn[1].axes
     assert len(top.collections) == len(bottom.collections) == 1
     assert len(top.get_lines()) == len(bottom.get_lines()) == 2
+
+
+def random_head(rng, v, d, decay):
+    """A V x d head whose singular values fall off as ``decay`` ** i."""
+    u, _ = np.linalg.qr(rng.standard_normal((v, d)))
+    w, _ = np.linalg.qr(rng.standard_normal((d, d)))
+    return (u * decay ** np.arange(d)) @ w.T
+
+
+def test_fig8_x_is_the_backbones_own_head_w_error_from_a_direct_svd(drawn):
+    """Fig 8's x at rank r: ||W - W_r||_F / ||W||_F with W_r the truncated SVD of the
+    backbone's head at the heads' step, computed here from the matrix itself."""
+    rng = np.random.default_rng(1)
+    heads_w = {("a", 100): random_head(rng, 40, 16, 0.8), ("b", 50): random_head(rng, 40, 8, 0.5)}
+    heads_w[("a", 10)] = random_head(rng, 40, 16, 0.99)  # another step of a: not the heads'
+    spectra = pd.DataFrame(
+        [
+            {"model": m, "step": s, "index": i, "singular_value": v}
+            for (m, s), w in heads_w.items()
+            for i, v in enumerate(np.linalg.svd(w, compute_uv=False))
+        ]
+    )
+    ranks = {"a": [1, 2, 4, 8, 16], "b": [1, 4, 8]}
+    rows = [
+        {"backbone": m, "step": s, "head": "rank", "r": r, "eval_loss": 5 - np.log(r)}
+        for (m, s) in (("a", 100), ("b", 50))
+        for r in ranks[m]
+    ]
+    rows.append({"backbone": "a", "step": 100, "head": "full", "r": 16, "eval_loss": 1.0})
+    ngram = pd.DataFrame({"corpus": "c", "d": np.arange(0, 20), "w_error": np.linspace(1, 0, 20)})
+    style = plots.Style({}, {"a": 2e6, "b": 1e6})
+    data = plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra, ngram, "c", style, "x", "y")
+    for (m, s), g in data.groupby(["backbone", "step"]):
+        w = heads_w[(m, s)]
+        u, sig, vt = np.linalg.svd(w, full_matrices=False)
+        for r, x in zip(g.r, g.head_w_error, strict=True):
+            w_r = (u[:, :r] * sig[:r]) @ vt[:r]
+            assert x == pytest.approx(np.linalg.norm(w - w_r) / np.linalg.norm(w), abs=1e-12)
+    assert sorted(data.ngram_w_error) == sorted(
+        np.linspace(1, 0, 20)[r] for r in [1, 2, 4, 8, 16, 1, 4, 8]
+    )
+    left, right = drawn[0].axes
+    assert vertical_lines(left) == [0.6]
+    a = next(line for line in left.get_lines() if line.get_label() == "a @ 100")
+    np.testing.assert_allclose(a.get_xdata(), data[data.backbone == "a"].head_w_error)
+    assert "not in the paper" in right.get_title()
+    with pytest.raises(ValueError, match="no head spectrum of b at step 50"):
+        plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra[spectra.model == "a"], ngram, "c",
+                                   style, "x", "y")  # fmt: skip
+
+
+def test_fig4_colours_sigma_over_the_largest(drawn):
+    """Fig 4's cells are sigma_i / sigma_1 of the head (the paper's normalisation), not
+    sigma_i / sum(sigma), on a log scale that reaches the spike's small values."""
+    rng = np.random.default_rng(2)
+    heads_w = {s: random_head(rng, 30, 12, decay) for s, decay in ((1, 0.97), (2, 0.3))}
+    sigma = {s: np.linalg.svd(w, compute_uv=False) for s, w in heads_w.items()}
+    rows = [
+        {"model": "m", "step": s, "index": i, "singular_value": v}
+        for s, sig in sigma.items()
+        for i, v in enumerate(sig)
+    ]
+    data = plots.fig4_head_spectrum(pd.DataFrame(rows), plots.Style({}, {"m": 1}), "x", "y")
+    for s, sig in sigma.items():
+        np.testing.assert_allclose(data[data.step == s].sigma_over_sigma1, sig / sig[0])
+    image = drawn[0].axes[0].get_images()[0]
+    np.testing.assert_allclose(np.asarray(image.get_array())[:, 0], sigma[1] / sigma[1][0])
+    assert image.norm.vmax == 1 and image.norm.vmin < (sigma[2] / sigma[2][0])[3]
+    assert "sigma_1" in drawn[0].axes[-1].get_ylabel()
+
+
+def test_fig3_is_a_panel_per_model_coloured_by_anisotropy(drawn):
+    """The paper's Fig 3: a panel a model, its loss (here a named corpus's) over training,
+    each point's colour the last layer's anisotropy at that step."""
+    rows = []
+    for model, n in (("s", 1), ("l", 2)):
+        for step in (1, 10, 100, 1000):
+            rows.append({"model": model, "step": step, "metric": "wikitext/loss", "layer": None,
+                         "value": 4 - n * np.log10(step) / 10})  # fmt: skip
+            rows.append({"model": model, "step": step, "metric": "loss", "layer": None,
+                         "value": 9.0})  # fmt: skip
+            for layer in (0, 1, 2):
+                rows.append({"model": model, "step": step, "metric": "anisotropy",
+                             "layer": layer, "value": step / 2000 + layer / 10 + n})  # fmt: skip
+    metrics = pd.DataFrame(rows)
+    style = plots.Style({"fig3_loss": "wikitext/loss"}, {"s": 10, "l": 20})
+    data = plots.fig3_anisotropy_training(metrics, style, None, "x", "y")
+    panels = [ax for ax in drawn[0].axes if ax.get_title()]
+    assert [ax.get_title().split(" ")[0] for ax in panels] == ["s", "l"]
+    for ax, model in zip(panels, ("s", "l"), strict=True):
+        points = ax.collections[-1]
+        want = metrics[(metrics.model == model) & (metrics.metric == "wikitext/loss")]
+        np.testing.assert_allclose(points.get_offsets()[:, 1], want.value)
+        np.testing.assert_allclose(points.get_array(), want.step / 2000 + 0.2 + (model == "l") + 1)
+    assert data.loss.max() == 4 and set(data.columns) == {"model", "step", "loss", "anisotropy"}
+    with pytest.raises(ValueError, match="figures.fig3_loss: no metric 'lambada/loss'"):
+        plots.fig3_anisotropy_training(metrics, plots.Style({"fig3_loss": "lambada/loss"},
+                                       {"s": 10, "l": 20}), None, "x", "y")  # fmt: skip
+
+
+def test_plotted_numbers_read_back_with_their_units(tmp_path):
+    from saturation.figures import read_plotted, write_plotted
+
+    frame = plots.plotted(
+        pd.DataFrame({"model": ["a", "b"], "step": [1, 2], "value": [0.5, np.nan]}),
+        {"model": "the model", "step": "training step", "value": "loss: nats / token"},
+    )
+    write_plotted(frame, "figx", tmp_path / "figx.csv")
+    back = read_plotted(tmp_path / "figx.csv")
+    pd.testing.assert_frame_equal(back, frame)
+    assert back.attrs["units"]["value"] == "loss: nats / token"
+    with pytest.raises(ValueError, match=r"without a unit: \['step'\]"):
+        plots.plotted(frame, {"model": "m", "value": "v"})

@@ -124,7 +124,7 @@ def analyse(tmp_path, path, fit_models=None, parameters="total", **kw):
 
 
 def test_both_parameter_counts_are_fitted_and_the_paper_constants_are_total_n(tmp_path):
-    fits, t = analyse(tmp_path, paper_suite(tmp_path))
+    fits, t = analyse(tmp_path, paper_suite(tmp_path), reference={"A": 119.0, "alpha": 0.25})
     law = fits["total"]["law"]
     assert law["A"] == pytest.approx(119.09, rel=1e-6)
     assert law["alpha"] == pytest.approx(0.246, rel=1e-6)
@@ -137,6 +137,9 @@ def test_both_parameter_counts_are_fitted_and_the_paper_constants_are_total_n(tm
     assert fit.loc[("total", "A"), "fitted"] and not fit.loc[("total", "E"), "fitted"]
     assert fit.loc[("total", "A"), "selected"] and not fit.loc[("non_embedding", "A"), "selected"]
     assert fit.loc[("total", "n_points"), "value"] == 4 * len(STEPS)
+    # The published values beside the fit (scaling.reference), for both counts; none else.
+    assert fit.loc[("non_embedding", "alpha"), "reference"] == 0.25
+    assert fit.reference.notna().sum() == 4
     # The arithmetic: the paper's law predicts 5.75 for pythia-14m's final checkpoint
     # with non-embedding N and 4.02 with total N.
     t_final = 143000 * TOKENS_PER_STEP

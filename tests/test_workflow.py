@@ -56,8 +56,8 @@ def plan_offline(workdir, configfile: str) -> str:
 def test_pythia_config_plans_offline(tmp_path):
     """Every job of the paper config is planned with the hub unreachable."""
     out = plan_offline(tmp_path, "config/pythia.yaml")
-    assert re.search(r"revision_manifest\s+8\n", out)  # one per model, no download job
-    assert re.search(r"measure_checkpoint\s+1232\n", out)  # 8 models x 154 revisions
+    assert re.search(r"revision_manifest\s+9\n", out)  # one per model, no download job
+    assert re.search(r"measure_checkpoint\s+1386\n", out)  # 9 models x 154 revisions
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
     assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
@@ -211,3 +211,39 @@ def test_tiny_run_evaluates_best_and_final_downstream(tiny_run):
     assert md.count("\n") == 2 + 2 * 3  # header, rule, 2 models x 3 (task, metric) rows
     assert (tiny_run / "results/tables/table1.tex").read_text().startswith(r"\begin{tabular}")
     assert "<table>" in (tiny_run / "results/tables/table1.html").read_text()
+
+
+def test_each_figure_writes_the_numbers_it_plots_beside_it(tiny_run):
+    """Every figure's CSV read back: its units given, and its numbers those of the tables it
+    draws from (Fig 1a's losses, Fig 4's sigma_i / sigma_1, Fig 8's losses and W-errors)."""
+    import pandas as pd
+
+    from saturation.figures import read_plotted
+    from saturation.ngrams import head_w_error
+
+    plotted = {fig: read_plotted(tiny_run / f"results/figures/{fig}.csv") for fig in FIGURES}
+    for fig, frame in plotted.items():
+        assert len(frame) and set(frame.attrs["units"]) == set(frame.columns), fig
+    tables = tiny_run / "results/tables"
+    metrics = pd.read_parquet(tables / "checkpoint_metrics.parquet")
+    loss = metrics[(metrics.metric == "loss") & (metrics.step > 0)].set_index(["model", "step"])
+    fig1a = plotted["fig1a_loss"].set_index(["series", "step"]).value
+    pd.testing.assert_series_equal(
+        fig1a.sort_index(), loss.value.sort_index(), check_names=False, check_index_type=False
+    )
+    spectra = pd.read_parquet(tables / "spectra.parquet")
+    ratio = spectra.singular_value / spectra.groupby(["model", "step"]).singular_value.transform(
+        "max"
+    )
+    fig4 = plotted["fig4_head_spectrum"].merge(spectra.assign(ratio=ratio))
+    assert len(fig4) == len(spectra)
+    np.testing.assert_allclose(fig4.sigma_over_sigma1, fig4.ratio, rtol=1e-12)
+    heads = pd.read_parquet(tables / "rank_heads.parquet")
+    fig8 = plotted["fig8_loss_vs_w_error"]
+    ranked = heads[heads["head"] == "rank"]
+    assert sorted(fig8.r) == sorted(ranked.r)
+    for row in fig8.itertuples():
+        sigma = spectra[(spectra.model == row.backbone) & (spectra.step == row.step)]
+        own = head_w_error(sigma.sort_values("index").singular_value.to_numpy())
+        assert row.head_w_error == pytest.approx(own[row.r], rel=1e-12)
+        assert row.eval_loss == ranked[ranked.r == row.r].eval_loss.item()

@@ -17,6 +17,13 @@ for fig, spec in FIGURES.items():
                 subcategory=spec.group,
             ),
             pdf=f"results/figures/{fig}.pdf",
+            csv=report(
+                f"results/figures/{fig}.csv",
+                caption="../report/plotted.rst",
+                category="Saturation and the softmax bottleneck",
+                subcategory=spec.group,
+                labels={"figure": fig, "file": "plotted numbers (CSV)"},
+            ),
         log:
             f"logs/figures/{fig}.log",
         localrule: True

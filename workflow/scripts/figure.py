@@ -10,5 +10,6 @@ render(
     snakemake.params.style,
     snakemake.output.png,
     snakemake.output.pdf,
+    snakemake.output.csv,
     link=snakemake.params.link,
 )

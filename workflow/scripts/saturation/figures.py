@@ -48,6 +48,7 @@ def scaling_tables(inputs, shared) -> dict:
         "saturation": pd.read_parquet(inputs["saturation"]),
         "fit": pd.read_parquet(inputs["fit"]),
         "floor": shared["floor"],
+        "models": shared["style"].get("fig1b_models"),
     }
 
 
@@ -101,10 +102,12 @@ def w_errors(inputs, shared) -> dict:
 
 
 def heads_and_w_errors(inputs, shared) -> dict:
+    """The rank heads, their backbones' own head spectra and the linked n-gram spectrum."""
     import pandas as pd
 
     return {
         "heads": pd.read_parquet(inputs["rank_heads"]),
+        "head_spectra": pd.read_parquet(inputs["head_spectra"]),
         "ngram_spectra": pd.read_parquet(inputs["ngram_spectra"]),
         "link": shared["link"],
     }
@@ -117,12 +120,13 @@ FIGURES = {
     "fig1b_scaling": Figure(("metrics", "saturation", "fit"), LOSS, scaling_tables),
     "fig2_anisotropy_layers": Figure(("metrics", "checkpoints"), ANISOTROPY, layers_by_family),
     "fig3_anisotropy_training": Figure(("metrics",), ANISOTROPY, with_floor),
+    "fig3_loss_and_anisotropy": Figure(("metrics",), ANISOTROPY, with_floor),
     "fig4_head_spectrum": Figure(("metrics", "head_spectra"), SPECTRUM, trusted_head_spectra),
     "fig5_singular_entropy": Figure(("metrics",), SPECTRUM, head_metrics),
     "fig6_rank_heads": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_heads),
     "fig7_w_error": Figure(("metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors),
     "fig8_loss_vs_w_error": Figure(
-        ("metrics", "rank_heads", "ngram_spectra"), NGRAMS, heads_and_w_errors
+        ("metrics", "rank_heads", "head_spectra", "ngram_spectra"), RANK_HEADS, heads_and_w_errors
     ),
 }
 
@@ -133,9 +137,17 @@ def head_figures() -> list[str]:
 
 
 def render(
-    figure: str, inputs: dict, style: dict, png: str, pdf: str, link: str | None = None
+    figure: str,
+    inputs: dict,
+    style: dict,
+    png: str,
+    pdf: str,
+    csv: str,
+    link: str | None = None,
 ) -> None:
-    """Read the tables ``figure`` needs and draw it in the run's style (Snakemake-facing)."""
+    """Read the tables ``figure`` needs, draw it in the run's style and write the numbers it
+    plots beside it (``csv``: tidy, its columns' units in its leading ``#`` lines;
+    ``read_plotted`` reads it back) (Snakemake-facing)."""
     import pandas as pd
 
     from saturation import plots
@@ -153,8 +165,35 @@ def render(
         "language": language,
         "floor": language["entropy_rate"] if language else None,
         "link": link,
+        "style": style,
     }
     data = FIGURES[figure].load(inputs, shared)
     st = plots.Style(style, sizes)
     with st.applied():
-        getattr(plots, figure)(style=st, png=png, pdf=pdf, **data)
+        drawn = getattr(plots, figure)(style=st, png=png, pdf=pdf, **data)
+    write_plotted(drawn, figure, csv)
+
+
+def write_plotted(frame, figure: str, path: str) -> None:
+    """A figure's plotted numbers as CSV: a ``# column: unit`` line for each column, then
+    the rows."""
+    from pathlib import Path
+
+    header = [f"# {figure}: the numbers the figure plots, one row a point or cell"]
+    header += [f"# {c}: {u}" for c, u in frame.attrs["units"].items()]
+    Path(path).write_text("\n".join(header) + "\n" + frame.to_csv(index=False))
+
+
+def read_plotted(path: str):
+    """A figure's CSV (``write_plotted``) as a frame, its units in ``attrs["units"]``."""
+    import pandas as pd
+
+    units = {}
+    with open(path) as f:
+        lines = [line for line in f if line.startswith("# ")]
+    for line in lines[1:]:
+        column, _, unit = line[2:].rstrip("\n").partition(": ")
+        units[column] = unit
+    frame = pd.read_csv(path, skiprows=len(lines))
+    frame.attrs["units"] = units
+    return frame

@@ -362,6 +362,15 @@ def w_error(sigma: np.ndarray, frobenius_sq: float) -> np.ndarray:
     return np.sqrt(np.clip(frobenius_sq - captured, 0.0, None) / frobenius_sq)
 
 
+def head_w_error(sigma: np.ndarray) -> np.ndarray:
+    """W-error(d) for d = 0 .. len(sigma) of a matrix whose every singular value is given
+    (an LM head's d of them): sqrt(sum_{i>d} sigma_i^2) / ||W||_F, each tail summed from the
+    smallest up, so that a small tail is not lost to cancellation."""
+    sq = np.sort(np.asarray(sigma, dtype=np.float64))[::-1] ** 2
+    tails = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
+    return np.sqrt(tails / tails[0]) if tails[0] > 0 else np.zeros_like(tails)
+
+
 SPECTRA_SCHEMA = pa.schema(
     [
         ("corpus", pa.string()),

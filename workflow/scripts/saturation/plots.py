@@ -1,5 +1,7 @@
 """Figures of the study, one function per figure, sharing one style: models coloured by
-size on one continuous colormap, log-scaled steps, PNG + PDF."""
+size on one continuous colormap, log-scaled steps, PNG + PDF. Each figure function returns
+the numbers it plots as a tidy frame (``plotted``), one row a plotted point or cell, its
+columns' units in ``frame.attrs["units"]``; the figure rule writes it beside the figure."""
 
 from __future__ import annotations
 
@@ -62,6 +64,16 @@ class Style:
         fig.savefig(png, dpi=self.s["dpi"])
         fig.savefig(pdf)
         plt.close(fig)
+
+
+def plotted(frame: pd.DataFrame, units: dict[str, str]) -> pd.DataFrame:
+    """The numbers a figure plots, with each column's unit or meaning."""
+    frame = frame.reset_index(drop=True)
+    missing = sorted(set(frame.columns) - set(units))
+    if missing:
+        raise ValueError(f"plotted columns without a unit: {missing}")
+    frame.attrs["units"] = {c: units[c] for c in frame.columns}
+    return frame
 
 
 def human(n: float) -> str:
@@ -128,10 +140,21 @@ def runs_by_size(models: list[str]) -> dict[str, list[str]]:
     return groups
 
 
-def per_model_over_steps(ax, rows, style, labelled: bool = True):
+OVER_STEPS_UNITS = {
+    "series": "the model, or a size trained with several seeds",
+    "runs": "runs drawn (several: the band's runs)",
+    "step": "training step",
+    "value": "the plotted value (its unit: the figure's y-axis); the median of several runs",
+    "low": "the band's lower edge: the runs' minimum (empty for one run)",
+    "high": "the band's upper edge: the runs' maximum (empty for one run)",
+}
+
+
+def per_model_over_steps(ax, rows, style, labelled: bool = True) -> pd.DataFrame:
     """One line per model of a metric over the training steps (step 0 has no place on a
     log axis); a size trained with several seeds as one band, the runs' range at each step
-    they all have, around their median."""
+    they all have, around their median. Returns what it drew (``OVER_STEPS_UNITS``)."""
+    drawn = []
     for size, models in runs_by_size(style.models()).items():
         color = style.color(models[0])
         if len(models) == 1:
@@ -139,14 +162,20 @@ def per_model_over_steps(ax, rows, style, labelled: bool = True):
             name = label(style, models[0])
             ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=color,
                     label=name if labelled else None)  # fmt: skip
+            drawn.append(pd.DataFrame({"series": models[0], "runs": 1, "step": g.step,
+                                       "value": g.value, "low": np.nan, "high": np.nan}))  # fmt: skip
             continue
         g = rows[rows.model.isin(models) & (rows.step > 0)]
         wide = g.pivot_table(index="step", columns="model", values="value").dropna()
-        ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color,
-                        alpha=0.25, lw=0)  # fmt: skip
+        low, high, median = wide.min(axis=1), wide.max(axis=1), wide.median(axis=1)
+        ax.fill_between(wide.index, low, high, color=color, alpha=0.25, lw=0)
         name = f"{size} ({human(style.sizes[models[0]])}, {len(models)} seeds: median, range)"
-        ax.plot(wide.index, wide.median(axis=1), marker="o", ms=2.5, lw=1.3, color=color,
+        ax.plot(wide.index, median, marker="o", ms=2.5, lw=1.3, color=color,
                 label=name if labelled else None)  # fmt: skip
+        drawn.append(pd.DataFrame({"series": size, "runs": len(models), "step": wide.index,
+                                   "value": median, "low": low, "high": high}))  # fmt: skip
+    columns = list(OVER_STEPS_UNITS)
+    return pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame(columns=columns)
 
 
 def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
@@ -163,13 +192,17 @@ def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
             raise ValueError(
                 "figures.loss_unit: byte needs bits per byte, which only text corpora have"
             )
-        per_model_over_steps(ax, rows, style)
-        ax.set_ylabel("cross-entropy (bits / byte)")
+        data = per_model_over_steps(ax, rows, style)
+        unit = "bits / byte"
     else:
         rows = metric(metrics, "loss")
-        per_model_over_steps(ax, rows, style)
+        data = per_model_over_steps(ax, rows, style)
         floor_line(ax, floor)
-        ax.set_ylabel("cross-entropy (nats / token)")
+        unit = "nats / token"
+    ax.set_ylabel(f"cross-entropy ({unit})")
+    data["best_of_saturating"] = [
+        saturated.get(m) == s for m, s in zip(data.series, data.step, strict=True)
+    ]
     for model, step in sorted(saturated.items()):
         at = rows[(rows.model == model) & (rows.step == step)]
         ax.plot(at.step, at.value, marker="*", ms=11, ls="none", color=style.color(model),
@@ -181,33 +214,43 @@ def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
     ax.set_title("Evaluation loss over training")
     ax.legend(fontsize="small", loc="upper right")
     style.save(fig, png, pdf)
+    units = {**OVER_STEPS_UNITS, "value": f"cross-entropy on the evaluation sample ({unit})"}
+    units["best_of_saturating"] = "the best checkpoint of a model that saturates (starred)"
+    return plotted(data, units)
 
 
-def fig1b_scaling(saturation, fit, style, floor, png, pdf):
+def fig1b_scaling(saturation, fit, style, floor, png, pdf, models=None):
     """Left: best and final checkpoints against the law, each at its own T (the curve is the
     law at the final T; a dash marks each checkpoint's own prediction). Right: the relative
-    gap loss / prediction - 1 by model, with its mean over the models below the fit."""
+    gap loss / prediction - 1 by model, with its mean over the models below the fit.
+    ``models``: the models drawn (``figures.fig1b_models``; None: every model measured)."""
     count = fit[fit.selected].parameters.iloc[0]
     fit = fit[fit.parameters == count]
     sat = saturation[saturation.parameters == count]
+    if models is not None:
+        unknown = sorted(set(models) - set(sat.model))
+        if unknown:
+            raise ValueError(f"figures.fig1b_models: {unknown} are not in the saturation table")
+        sat = sat[sat.model.isin(models)]
     law = dict(zip(fit.parameter, fit.value, strict=True))
+    reference = dict(zip(fit.parameter, fit.reference, strict=True)) if "reference" in fit else {}
     fitted = [p for p, f in zip(fit.parameter, fit.fitted, strict=True) if f]
     note = fit.note.dropna().iloc[0] if fit.note.notna().any() else None
     fig, axes = style.figure(1, 2, width=style.s["width"] * 1.8)
     ax, ax_gap = axes[0]
     final = sat[sat.role == "final"]
     best = sat[sat.role == "best"]
+    drawn = [sat.assign(series="checkpoint", relative_gap_percent=100 * sat.relative_gap)]
     if fitted:
         t_final = float(final.tokens_seen.max())
         n = np.geomspace(sat.n_params.min() / 1.5, sat.n_params.max() * 1.5, 200)
         params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
+        curve = scaling_law(n, t_final, **params)
         ax.plot(
-            n,
-            scaling_law(n, t_final, **params),
-            color="0.2",
-            lw=1.2,
-            label=f"law at the final T = {human(t_final)} tokens",
+            n, curve, color="0.2", lw=1.2, label=f"law at the final T = {human(t_final)} tokens"
         )
+        drawn.append(pd.DataFrame({"series": "law at the final T", "n_params": n,
+                                   "tokens_seen": t_final, "loss": curve}))  # fmt: skip
     for role, rows in (("final", final), ("best", best)):
         for r in rows.itertuples():
             c = style.color(r.model)
@@ -231,7 +274,7 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     title = (
         "Scaling-law fit skipped"
         if not fitted
-        else "Scaling-law fit: " + ", ".join(f"{p} = {law[p]:.4g}" for p in fitted)
+        else "Scaling-law fit: " + ", ".join(fitted_value(p, law, reference) for p in fitted)
     )
     if fitted:
         held = [p for p in ("E", "A", "alpha", "B", "beta") if p not in fitted]
@@ -285,6 +328,31 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         fontsize="small",
     )
     style.save(fig, png, pdf)
+    columns = ["series", "model", "role", "step", "n_params", "tokens_seen", "in_fit"]
+    columns += ["loss", "extrapolated_loss", "relative_gap_percent"]
+    data = pd.concat(drawn, ignore_index=True).reindex(columns=columns)
+    return plotted(
+        data,
+        {
+            "series": "a checkpoint, or a point of the law's curve",
+            "model": "the model",
+            "role": "best | final checkpoint",
+            "step": "training step",
+            "n_params": f"parameters N ({count.replace('_', '-')})",
+            "tokens_seen": "training tokens T",
+            "in_fit": "the checkpoint's model is in the fit",
+            "loss": "cross-entropy on the report half (nats / token); the law's value on its curve",
+            "extrapolated_loss": "the law at the checkpoint's own (N, T) (nats / token)",
+            "relative_gap_percent": "loss / extrapolated_loss - 1 (%)",
+        },
+    )
+
+
+def fitted_value(parameter: str, law: dict, reference: dict) -> str:
+    """A fitted parameter for a title, with the paper's value where the config gives one."""
+    ref = reference.get(parameter)
+    paper = f" (paper {ref:.4g})" if ref is not None and np.isfinite(ref) else ""
+    return f"{parameter} = {law[parameter]:.4g}{paper}"
 
 
 def final_rows(metrics):
@@ -315,18 +383,26 @@ def family_groups(families: dict[str, str], sizes: dict[str, int]) -> list[tuple
     return list(groups.items())
 
 
-def anisotropy_by_depth(ax, aniso, models, color, style):
+def anisotropy_by_depth(ax, aniso, models, color, style) -> pd.DataFrame:
+    drawn = []
     for model in models:
         g = aniso[aniso.model == model].sort_values("layer")
-        ax.plot(
-            g.layer / g.layer.max(),
-            g.value,
-            marker="o",
-            ms=3,
-            lw=1.3,
-            color=color(model),
-            label=label(style, model),
-        )
+        depth = g.layer / g.layer.max()
+        ax.plot(depth, g.value, marker="o", ms=3, lw=1.3, color=color(model),
+                label=label(style, model))  # fmt: skip
+        drawn.append(pd.DataFrame({"model": model, "step": g.step, "layer": g.layer,
+                                   "relative_depth": depth, "anisotropy": g.value}))  # fmt: skip
+    return pd.concat(drawn, ignore_index=True)
+
+
+FIG2_UNITS = {
+    "family": "the model's architecture (model_type)",
+    "model": "the model",
+    "step": "its final checkpoint's training step",
+    "layer": "hidden state index (0 = embeddings; the last = after the final norm)",
+    "relative_depth": "layer / the last layer",
+    "anisotropy": "mean pairwise cosine similarity of the layer's hidden states",
+}
 
 
 def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
@@ -338,13 +414,14 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
     if len(groups) < 2:
         fig, axes = style.figure()
         ax = axes[0, 0]
-        anisotropy_by_depth(ax, aniso, style.models(), style.color, style)
+        data = anisotropy_by_depth(ax, aniso, style.models(), style.color, style)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("anisotropy (mean pairwise cosine)")
         ax.set_title("Anisotropy across layers, final checkpoints")
         ax.legend(fontsize="small", ncol=2)
         style.save(fig, png, pdf)
-        return
+        family = (families or {}).get
+        return plotted(data.assign(family=data.model.map(family)), FIG2_UNITS)
     ncols = 2 if len(groups) == 4 else min(len(groups), 3)
     nrows = -(-len(groups) // ncols)
     fig, axes = style.figure(
@@ -355,6 +432,7 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
         sharex=True,
         sharey=True,
     )
+    drawn = []
     for i, (family, models) in enumerate(groups):
         ax = axes.flat[i]
         cmap = plt.get_cmap(FAMILY_COLORMAPS[i % len(FAMILY_COLORMAPS)])
@@ -362,7 +440,8 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
         shade = {
             m: 0.45 + 0.5 * j / steps if len(models) > 1 else 0.75 for j, m in enumerate(models)
         }
-        anisotropy_by_depth(ax, aniso, models, lambda m, c=cmap, s=shade: c(s[m]), style)
+        rows = anisotropy_by_depth(ax, aniso, models, lambda m, c=cmap, s=shade: c(s[m]), style)
+        drawn.append(rows.assign(family=family))
         ax.set_title(FAMILY_NAMES.get(family, family))
         ax.legend(fontsize="x-small", loc="best")
     for i in range(len(groups), nrows * ncols):  # an empty cell: ticks on the panel above
@@ -372,16 +451,90 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
     fig.supylabel("anisotropy (mean pairwise cosine)", fontsize=style.s["font_size"])
     fig.suptitle("Anisotropy across layers, final checkpoints, by family")
     style.save(fig, png, pdf)
+    return plotted(pd.concat(drawn, ignore_index=True), FIG2_UNITS)
+
+
+def last_layer_anisotropy(metrics) -> pd.DataFrame:
+    aniso = metric(metrics, "anisotropy")
+    return aniso[aniso.layer == aniso.groupby("model").layer.transform("max")]
+
+
+def fig3_loss(metrics, loss_metric: str) -> tuple[pd.DataFrame, str]:
+    """Fig 3's loss rows (``figures.fig3_loss``: a metric of the metrics table, e.g.
+    ``loss`` on the run's evaluation sample or ``wikitext/loss``) and its axis label."""
+    rows = metric(metrics, loss_metric)
+    if rows.empty:
+        known = sorted(m for m in metrics.metric.unique() if "loss" in m or "perplexity" in m)
+        raise ValueError(
+            f"figures.fig3_loss: no metric {loss_metric!r} was measured; measured: {known}"
+        )
+    corpus, _, name = loss_metric.rpartition("/")
+    text = {"loss": "cross-entropy (nats / token)", "bits_per_byte": "bits per byte"}
+    text = text.get(name, name.replace("_", " "))
+    return rows, f"{corpus}: {text}" if corpus else text
 
 
 def fig3_anisotropy_training(metrics, style, floor, png, pdf):
+    """The paper's Fig 3: one panel per model (a size's seeds in one panel), its loss over
+    training (``figures.fig3_loss``), the curve coloured by the last layer's anisotropy at
+    each checkpoint on one scale for every panel."""
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import Normalize
+
+    loss_metric = style.s.get("fig3_loss", "loss")
+    loss, ylabel = fig3_loss(metrics, loss_metric)
+    aniso = last_layer_anisotropy(metrics)[["model", "step", "value"]]
+    both = loss.merge(aniso, on=["model", "step"], suffixes=("", "_anisotropy"))
+    both = both[both.step > 0].rename(columns={"value_anisotropy": "anisotropy"})
+    groups = runs_by_size(style.models())
+    ncols = min(len(groups), 5)
+    nrows = -(-len(groups) // ncols)
+    fig, axes = style.figure(nrows, ncols, width=min(2.3 * ncols + 1, 13),
+                             height=2.5 * nrows + 0.4, sharex=True,
+                             constrained_layout=True)  # fmt: skip
+    cmap = plt.get_cmap("plasma")
+    norm = Normalize(vmin=both.anisotropy.min(), vmax=both.anisotropy.max())
+    for ax, (size, models) in zip(axes.flat, groups.items(), strict=False):
+        for model in models:
+            g = both[both.model == model].sort_values("step")
+            points = np.column_stack([g.step, g.value])
+            segments = np.stack([points[:-1], points[1:]], axis=1)
+            middle = (g.anisotropy.to_numpy()[:-1] + g.anisotropy.to_numpy()[1:]) / 2
+            ax.add_collection(LineCollection(segments, colors=cmap(norm(middle)), lw=1.6))
+            ax.scatter(g.step, g.value, c=g.anisotropy, cmap=cmap, norm=norm, s=7, zorder=3,
+                       lw=0)  # fmt: skip
+        ax.set_xscale("log")
+        ax.autoscale_view()
+        title = label(style, models[0]) if len(models) == 1 else f"{size} ({len(models)} seeds)"
+        ax.set_title(title, fontsize="medium")
+        if loss_metric == "loss":
+            floor_line(ax, floor)
+    for ax in list(axes.flat)[len(groups) :]:
+        ax.set_visible(False)
+    fig.supxlabel("training step", fontsize=style.s["font_size"])
+    fig.supylabel(ylabel, fontsize=style.s["font_size"])
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
+                 label="last-layer anisotropy", shrink=0.9)  # fmt: skip
+    fig.suptitle("Loss over training, coloured by last-layer anisotropy")
+    style.save(fig, png, pdf)
+    data = both[["model", "step", "value", "anisotropy"]].rename(columns={"value": "loss"})
+    return plotted(
+        data,
+        {
+            "model": "the model",
+            "step": "training step",
+            "loss": f"{loss_metric}: {ylabel}",
+            "anisotropy": "the last layer's anisotropy (mean pairwise cosine): the colour",
+        },
+    )
+
+
+def fig3_loss_and_anisotropy(metrics, style, floor, png, pdf):
+    """Loss and last-layer anisotropy over training, every model in two shared panels."""
     fig, axes = style.figure(2, 1, height=style.s["height"] * 1.6, sharex=True)
     loss = metric(metrics, "loss")
-    aniso = metric(metrics, "anisotropy")
-    last = aniso.groupby("model").layer.transform("max")
-    aniso = aniso[aniso.layer == last]
-    per_model_over_steps(axes[0, 0], loss, style)
-    per_model_over_steps(axes[1, 0], aniso, style, labelled=False)
+    top = per_model_over_steps(axes[0, 0], loss, style)
+    bottom = per_model_over_steps(axes[1, 0], last_layer_anisotropy(metrics), style, False)
     floor_line(axes[0, 0], floor)
     axes[0, 0].set_ylabel("cross-entropy")
     axes[0, 0].set_title("Loss and last-layer anisotropy over training")
@@ -389,6 +542,9 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     axes[1, 0].set_ylabel("last-layer anisotropy")
     log_steps(axes[1, 0])
     style.save(fig, png, pdf)
+    data = pd.concat([top.assign(panel="loss"), bottom.assign(panel="anisotropy")])
+    units = {**OVER_STEPS_UNITS, "panel": "loss (nats / token) | anisotropy (mean cosine)"}
+    return plotted(data, units)
 
 
 def compact_step(step: int) -> str:
@@ -407,8 +563,17 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
         width=style.s["width"] * ncols / 2.2,
         constrained_layout=True,
     )
-    vmin, vmax = 1e-4, 1.0
+    # sigma_i / sigma_1 runs from 1 down: a log scale shows both the near-uniform phase (most
+    # values near 1) and the spike (all but a few far below); its floor the data's 1st
+    # percentile, so no colour is spent on a few near-null directions.
+    ratios = head_spectra.groupby(["model", "step"]).singular_value.transform(
+        lambda v: v / v.max() if v.max() > 0 else v
+    )
+    positive = ratios[ratios > 0]
+    vmin = float(np.clip(np.quantile(positive, 0.01), 1e-6, 0.5)) if len(positive) else 1e-4
+    vmax = 1.0
     image = None
+    drawn = []
     for ax, model in zip(axes.flat, models, strict=False):
         g = head_spectra[head_spectra.model == model]
         steps = sorted(g.step.unique())
@@ -416,7 +581,10 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
         grid = np.zeros((d, len(steps)))
         for j, s in enumerate(steps):
             sigma = g[g.step == s].sort_values("index").singular_value.to_numpy()
-            grid[:, j] = sigma / sigma.sum() if sigma.sum() > 0 else 0
+            grid[:, j] = sigma / sigma[0] if sigma[0] > 0 else 0
+            drawn.append(pd.DataFrame({"model": model, "step": s, "index": np.arange(d),
+                                       "relative_rank": np.arange(d) / d,
+                                       "sigma_over_sigma1": grid[:, j]}))  # fmt: skip
         image = ax.imshow(
             np.clip(grid, vmin, vmax),
             aspect="auto",
@@ -437,22 +605,34 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
     fig.colorbar(  # a two-line label: one row of panels is too short for it on one line
         image,
         ax=axes,
-        label="normalised singular value\n" + r"$\sigma_i / \sum \sigma$",
+        label="singular value relative\nto the largest " + r"$\sigma_i / \sigma_1$",
         shrink=0.8,
     )
-    fig.suptitle("LM-head singular value distribution over training")
+    fig.suptitle("LM-head singular values over training, normalised by the largest")
     style.save(fig, png, pdf)
+    return plotted(
+        pd.concat(drawn, ignore_index=True),
+        {
+            "model": "the model",
+            "step": "training step (a column of the panel)",
+            "index": "i - 1: the singular value's place, largest first",
+            "relative_rank": "(i - 1) / d: the panel's vertical axis",
+            "sigma_over_sigma1": "sigma_i / sigma_1: the colour (log scale)",
+        },
+    )
 
 
 def fig5_singular_entropy(metrics, style, png, pdf):
     fig, axes = style.figure()
     ax = axes[0, 0]
-    per_model_over_steps(ax, metric(metrics, "singular_entropy"), style)
+    data = per_model_over_steps(ax, metric(metrics, "singular_entropy"), style)
     log_steps(ax)
-    ax.set_ylabel(r"singular entropy KL($\hat\sigma$ ‖ uniform)")
+    ax.set_ylabel(r"singular entropy KL($\sigma / \sum\sigma$ ‖ uniform) (nats)")
     ax.set_title("Singular entropy of the LM head over training")
     ax.legend(fontsize="small", ncol=2)
     style.save(fig, png, pdf)
+    units = {**OVER_STEPS_UNITS, "value": "KL(sigma / sum sigma || uniform) in nats"}
+    return plotted(data, units)
 
 
 def fig6_rank_heads(heads, style, language, png, pdf):
@@ -497,6 +677,18 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     ax_loss.legend(fontsize="x-small")
     fig.suptitle("Rank-constrained heads on frozen backbones")
     style.save(fig, png, pdf)
+    data = heads[["backbone", "step", "head", "r", "eval_loss", "eval_accuracy"]]
+    return plotted(
+        data.sort_values(["backbone", "step", "head", "r"]),
+        {
+            "backbone": "the frozen model",
+            "step": "its checkpoint's training step",
+            "head": "rank (a rank-r head) | full (a trained full-rank head) | original",
+            "r": "the head's rank r",
+            "eval_loss": "evaluation loss (nats / token)",
+            "eval_accuracy": "next-token accuracy (fraction)",
+        },
+    )
 
 
 def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
@@ -504,9 +696,11 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     W-error of its true logit matrix (``logits``: (d, w_error)), zero from d = R + 1."""
     fig, axes = style.figure()
     ax = axes[0, 0]
+    drawn = []
     if logits is not None:
         d, err = logits
         keep = d > 0
+        drawn.append(pd.DataFrame({"series": "true logits", "d": d[keep], "w_error": err[keep]}))
         ax.plot(
             d[keep],
             err[keep],
@@ -521,6 +715,8 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     for i, ((corpus, tokenizer, _n), g) in enumerate(groups):
         g = g[g.d > 0].sort_values("d")
         first = g.iloc[0]
+        drawn.append(pd.DataFrame({"series": corpus, "tokenizer": tokenizer, "C": first.C,
+                                   "V": first.V, "d": g.d, "w_error": g.w_error}))  # fmt: skip
         ax.plot(
             g.d,
             g.w_error,
@@ -536,35 +732,86 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     ax.set_title(f"Best rank-d approximation of {n}-gram next-token matrices")
     ax.legend(fontsize="small")
     style.save(fig, png, pdf)
+    columns = ["series", "tokenizer", "C", "V", "d", "w_error"]
+    return plotted(
+        pd.concat(drawn, ignore_index=True).reindex(columns=columns),
+        {
+            "series": "the n-gram corpus, or the synthetic language's true logits",
+            "tokenizer": "the corpus's tokenizer",
+            "C": "contexts: the matrix's rows",
+            "V": "vocabulary: the matrix's columns",
+            "d": "rank d",
+            "w_error": "||W - W_d||_F / ||W||_F of the best rank-d W_d",
+        },
+    )
 
 
-def fig8_loss_vs_w_error(heads, ngram_spectra, link, style, png, pdf):
-    fig, axes = style.figure()
+PAPER_W_ERROR_THRESHOLD = 0.6  # Fig 8: the rank-d heads' loss rises past this W-error
+
+
+def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, pdf):
+    """Left, the paper's Fig 8: each backbone's trained rank-r heads' final evaluation loss
+    against the W-error at d = r of the backbone's own LM head (its singular values at the
+    checkpoint the heads were trained on), the paper's threshold of ~0.6 marked. Right, the
+    workflow's own link: the same losses against the W-error of the ``link`` n-gram matrix."""
+    from saturation.ngrams import head_w_error
+
+    panels = 2 if link is not None else 1
+    fig, axes = style.figure(1, panels, width=style.s["width"] * (1.8 if panels == 2 else 1))
     ax = axes[0, 0]
-    err = ngram_spectra[ngram_spectra.corpus == link].set_index("d").w_error
+    drawn = []
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
-        g = g[(g["head"] == "rank") & g.r.isin(err.index)].sort_values("r")
-        x = err.loc[g.r].to_numpy()
-        ax.plot(
-            x,
-            g.eval_loss,
-            marker="o",
-            ms=4,
-            lw=1.3,
-            color=style.color(backbone),
-            label=f"{backbone} @ {step}",
-        )
-        for xi, yi, r in zip(x, g.eval_loss, g.r, strict=True):
-            ax.annotate(
-                f"r={r}",
-                (xi, yi),
-                textcoords="offset points",
-                xytext=(4, 3),
-                fontsize="x-small",
-                color="0.35",
+        g = g[g["head"] == "rank"].sort_values("r")
+        spectrum = head_spectra[(head_spectra.model == backbone) & (head_spectra.step == step)]
+        if spectrum.empty:
+            raise ValueError(
+                f"Fig 8: no head spectrum of {backbone} at step {step}, the checkpoint its "
+                "rank-constrained heads were trained on; measure it (its metrics job)"
             )
-    ax.set_xlabel(f"W-error at d = r ({link})")
-    ax.set_ylabel("rank-r head evaluation loss")
-    ax.set_title("Rank-constrained head loss against the n-gram W-error")
+        sigma = spectrum.sort_values("index").singular_value.to_numpy()
+        own = head_w_error(sigma)
+        r = g.r.to_numpy()
+        x = own[np.minimum(r, len(sigma))]
+        drawn.append(pd.DataFrame({"backbone": backbone, "step": step, "r": r,
+                                   "eval_loss": g.eval_loss, "head_w_error": x}))  # fmt: skip
+        ax.plot(x, g.eval_loss, marker="o", ms=4, lw=1.3, color=style.color(backbone),
+                label=f"{backbone} @ {step}")  # fmt: skip
+        annotate_ranks(ax, x, g.eval_loss, r)
+    ax.axvline(PAPER_W_ERROR_THRESHOLD, color="0.5", lw=1, ls="--")
+    ax.annotate(f"paper: loss rises past {PAPER_W_ERROR_THRESHOLD}",
+                (PAPER_W_ERROR_THRESHOLD, 0.98), xycoords=("data", "axes fraction"),
+                ha="right", va="top", rotation=90, fontsize="x-small", color="0.4")  # fmt: skip
+    ax.set_xlabel("W-error of the backbone's own head at d = r")
+    ax.set_ylabel("rank-r head evaluation loss (nats / token)")
+    ax.set_title("Rank-r head loss against the backbone head's W-error", fontsize="medium")
     ax.legend(fontsize="small")
+    data = pd.concat(drawn, ignore_index=True)
+    if link is not None:
+        err = ngram_spectra[ngram_spectra.corpus == link].set_index("d").w_error
+        data["ngram_w_error"] = data.r.map(err)
+        ax_n = axes[0, 1]
+        for (backbone, step), g in data.dropna(subset=["ngram_w_error"]).groupby(
+            ["backbone", "step"], sort=True
+        ):
+            ax_n.plot(g.ngram_w_error, g.eval_loss, marker="o", ms=4, lw=1.3,
+                      color=style.color(backbone), label=f"{backbone} @ {step}")  # fmt: skip
+            annotate_ranks(ax_n, g.ngram_w_error, g.eval_loss, g.r)
+        ax_n.set_xlabel(f"W-error of the {link} n-gram matrix at d = r")
+        ax_n.set_title("… against an n-gram matrix's W-error (not in the paper)",
+                       fontsize="medium")  # fmt: skip
     style.save(fig, png, pdf)
+    units = {
+        "backbone": "the frozen model",
+        "step": "its checkpoint's training step",
+        "r": "the head's rank r (= d)",
+        "eval_loss": "the rank-r head's final evaluation loss (nats / token)",
+        "head_w_error": "sqrt(sum_{i>r} sigma_i^2) / ||W||_F of the backbone's own head",
+        "ngram_w_error": f"the W-error at d = r of the {link} n-gram matrix",
+    }
+    return plotted(data, units)
+
+
+def annotate_ranks(ax, x, y, ranks):
+    for xi, yi, r in zip(x, y, ranks, strict=True):
+        ax.annotate(f"r={r}", (xi, yi), textcoords="offset points", xytext=(4, 3),
+                    fontsize="x-small", color="0.35")  # fmt: skip

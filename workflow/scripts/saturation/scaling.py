@@ -130,6 +130,7 @@ FIT_SCHEMA = pa.schema(
         ("value", pa.float64()),
         ("fitted", pa.bool_()),
         ("note", pa.string()),  # why a fit was skipped or a model left out; else null
+        ("reference", pa.float64()),  # the published value (scaling.reference); else null
     ]
 )
 POINTS_SCHEMA = pa.schema(
@@ -258,6 +259,7 @@ def saturation_analysis(
     resamples: int = 2000,
     seed: int = 0,
     out_by_size: str | None = None,
+    reference: dict | None = None,
 ) -> dict:
     """The law fitted with N counted both ways (total, the count Chinchilla's fixed E, B,
     beta come from; and non-embedding), and every model's best and final checkpoint against
@@ -302,6 +304,7 @@ def saturation_analysis(
                 "value": float(law[p]),
                 "fitted": p in fit["free"] and fit["law"] is not None,
                 "note": note,
+                "reference": (reference or {}).get(p),
             }
             for p in PARAMETERS
         ]
@@ -313,6 +316,7 @@ def saturation_analysis(
                 "value": float(v),
                 "fitted": False,
                 "note": note,
+                "reference": None,
             }
             for k, v in summary.items()
         ]
@@ -409,4 +413,5 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         resamples=scaling["bootstrap_resamples"],
         seed=seed,
         out_by_size=outputs["by_size"],
+        reference=scaling.get("reference"),
     )
