@@ -167,31 +167,48 @@ def test_results_rows_parse_the_harness_keys():
 
 
 def test_table1_puts_the_paper_beside_ours():
+    """The paper's six columns beside ours; a paper cell with no score of ours is a row
+    that says why (StoryCloze without its data: how to get it), never a silent gap."""
+    from saturation.story_cloze import MISSING, TASK
+
     rows = []
     for role, step, acc, ppl in (("best", 33000, 0.41, 25.0), ("final", 143000, 0.37, 33.5)):
         rows.append(("pythia-160m", step, role, "lambada_openai", "acc", acc, 0.007, 5153))
         rows.append(("pythia-160m", step, role, "lambada_openai", "perplexity", ppl, 0.9, 5153))
+        rows.append(
+            ("pythia-160m", step, role, "wikitext", "word_perplexity", ppl + 5, math.nan, 62)
+        )
         rows.append(("pythia-160m", step, role, "piqa", "acc", 0.6, 0.01, 1838))
     rows.append(("pythia-160m", 1000, "step", "piqa", "acc", 0.55, 0.01, 1838))
     down = pd.DataFrame(rows, columns=[f.name for f in DOWNSTREAM_SCHEMA])
-    t = table1(down)
-    assert list(t.columns[-3:]) == ["paper best", "paper final", "step 1000"]
-    assert t["step 1000"].tolist() == ["", "", "55.0 ± 1.0"]
+    t = table1(down, missing={TASK: MISSING})
+    assert list(t.columns[-4:]) == ["paper best", "paper final", "step 1000", "note"]
+    assert t["step 1000"].tolist()[:4] == ["", "", "", "55.0 ± 1.0"]
     acc = t[(t.task == "lambada_openai") & (t.metric == "acc (%)")].iloc[0]
     assert (acc["best step"], acc["final step"]) == (33000, 143000)
     assert acc["best"] == "41.0 ± 0.7" and acc["final"] == "37.0 ± 0.7"
     assert acc["Δ final − best"] == "-4.00"
-    assert (acc["paper best"], acc["paper final"]) == ("40.3", "38.0")
+    assert (acc["paper best"], acc["paper final"]) == ("40.3", "38")
     ppl = t[t.metric == "perplexity"].iloc[0]
     assert (ppl["paper best"], ppl["paper final"]) == ("24.6", "32.9")
     assert ppl["best"] == "25.000 ± 0.900" or ppl["best"] == "25.0 ± 0.9"
+    wiki = t[t.task == "wikitext"].iloc[0]
+    assert (wiki["paper best"], wiki["paper final"], wiki["best"]) == ("30.47", "33.4", "30")
     piqa = t[t.task == "piqa"].iloc[0]
     assert piqa["paper best"] == ""  # the paper has no such cell
+    # Every paper cell has a row: StoryCloze's says how to get its data, SciQ's and ARC-e's
+    # that they were not in downstream.tasks.
+    cells = {(r.task, r.metric.removesuffix(" (%)")) for r in t.itertuples()}
+    assert {(task, metric) for (_, task, metric) in PAPER_TABLE1} <= cells
+    assert len(PAPER_TABLE1) == 6
+    story = t[t.task == TASK].iloc[0]
+    assert (story["best"], story["paper best"], story["paper final"]) == ("—", "59.6", "57.2")
+    assert "rocstories" in story["note"] and "downstream.story_cloze_dir" in story["note"]
+    assert t[t.task == "sciq"].iloc[0]["note"] == "not evaluated: sciq is not in downstream.tasks"
     md = to_markdown(t)
-    assert md.count("\n") == len(t) + 2 and "| 40.3 | 38.0 |" in md
+    assert md.count("\n") == len(t) + 2 and "| 40.3 | 38 |" in md
     tex = to_latex(t)
     assert r"lambada\_openai" in tex and r"$\pm$" in tex and tex.count(r"\\") == len(t) + 1
-    assert ("pythia-160m", "sciq", "acc") in PAPER_TABLE1
 
 
 def test_table1_tests_final_minus_best_on_the_same_items():
@@ -224,10 +241,11 @@ def test_table1_tests_final_minus_best_on_the_same_items():
         ("pythia-160m", 33000): {"sciq": {"acc": b}},
         ("pythia-160m", 143000): {"sciq": {"acc": f}},
     }
-    t = table1(down, items, level=0.01).set_index("task")
-    assert t.loc["sciq", "Δ final − best"] == "-10.00 *"
-    assert t.loc["sciq", "paired ±"] == f"{100 * test['se']:.2f}"
-    assert t.loc["lambada_openai", "paired ±"] == "" and t.loc["lambada_openai", "p"] == ""
+    t = table1(down, items, level=0.01).set_index(["task", "metric"])
+    assert t.loc[("sciq", "acc (%)"), "Δ final − best"] == "-10.00 *"
+    assert t.loc[("sciq", "acc (%)"), "paired ±"] == f"{100 * test['se']:.2f}"
+    ppl = t.loc[("lambada_openai", "perplexity")]
+    assert ppl["paired ±"] == "" and ppl["p"] == ""
 
 
 def test_downstream_config_errors():

@@ -29,6 +29,7 @@ from conftest import (
     run_snakemake,
     submissions,
 )
+from saturation.figures import read_plotted
 
 PAPER = ROOT / "tests" / "config" / "paper.yaml"
 MODEL_REPOS = ("EleutherAI/pythia-14m", "EleutherAI/pythia-31m", "EleutherAI/pythia-2.8b")
@@ -235,7 +236,18 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert set(down.task) == {"loopback_cloze"} and down.value.notna().all()
     for fig in (workdir / "results/figures").glob("*.png"):
         assert fig.stat().st_size > 10_000
-    assert len(list((workdir / "results/figures").glob("*.png"))) == 9
+    assert len(list((workdir / "results/figures").glob("*.png"))) == 10
+    # WikiText, as the harness's task defines it, measured at every checkpoint in the same
+    # job, and Fig 3 drawn from it (figures.fig3_loss: wikitext/loss).
+    metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")
+    wiki = metrics[metrics.metric == "wikitext/loss"].set_index(["model", "step"]).value
+    measured = metrics[metrics.metric == "loss"].set_index(["model", "step"]).value
+    assert len(wiki) == len(measured) and wiki.notna().all()
+    fig3 = read_plotted(workdir / "results/figures/fig3_anisotropy_training.csv")
+    drawn = fig3.set_index(["model", "step"]).loss
+    pd.testing.assert_series_equal(drawn, wiki.loc[drawn.index], check_names=False)
+    text = pd.read_parquet(workdir / "results/eval_corpora/wikitext.parquet")
+    assert len(text) == len(facts["wikitext_pages"])
     # The eval sample is The Pile's validation split; the training split its train files.
     meta = json.loads((workdir / "results/corpus/eval.json").read_text())
     assert meta["dataset_split"] == "validation"

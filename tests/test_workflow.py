@@ -57,7 +57,7 @@ def test_pythia_config_plans_offline(tmp_path):
     """Every job of the paper config is planned with the hub unreachable."""
     out = plan_offline(tmp_path, "config/pythia.yaml")
     assert re.search(r"revision_manifest\s+9\n", out)  # one per model, no download job
-    assert re.search(r"measure_checkpoint\s+1386\n", out)  # 9 models x 154 revisions
+    assert re.search(r"measure_checkpoint\s+1253\n", out)  # 8 models x 154 revisions + 21
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
     assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied

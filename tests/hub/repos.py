@@ -11,6 +11,8 @@
 - ``EleutherAI/pythia-70m``: a branch that serves only ``pytorch_model.bin``.
 - ``monology/pile-uncopyrighted`` (dataset): ``train/00.jsonl.zst``, ``train/01.jsonl.zst``,
   ``val.jsonl.zst``, ``test.jsonl.zst`` with a ``text`` field.
+- ``EleutherAI/wikitext_document_level`` (dataset): the harness's ``wikitext`` task's data,
+  a page a record.
 """
 
 from __future__ import annotations
@@ -252,6 +254,7 @@ def build(hub) -> dict:
         checkpoint_files(snaps[2], config, tok_files, pickle=True),
     )
     facts["tokenizer_size"] = len(tok)
+    facts["wikitext_pages"] = add_wikitext(hub)
     return facts
 
 
@@ -349,3 +352,66 @@ def add_lambada(hub, n_docs: int = 40) -> list[str]:
         },
     )
     return texts
+
+
+WIKITEXT_README = b"""---
+pretty_name: WikiText (document level)
+configs:
+- config_name: wikitext-2-raw-v1
+  data_files:
+  - split: train
+    path: wikitext-2-raw-v1/train-*
+  - split: validation
+    path: wikitext-2-raw-v1/validation-*
+  - split: test
+    path: wikitext-2-raw-v1/test-*
+- config_name: wikitext-103-raw-v1
+  data_files:
+  - split: test
+    path: wikitext-103-raw-v1/test-*
+---
+# WikiText, one record a page, as a parquet repo for tests
+"""
+
+
+def wikitext_pages(n_pages: int, seed: int) -> list[str]:
+    """Pages as WikiText's raw files spell them: `` = Title = `` headings, tokens split by
+    spaces, `` @-@ `` and `` @,@ `` number separators, `` 's`` and spaced punctuation,
+    what the harness's detokenizer undoes."""
+    rng = np.random.default_rng(seed)
+    pages = []
+    for p, body in enumerate(documents(n_pages * 3, seed)[: n_pages * 3 : 3]):
+        words = body.rstrip(".").split()
+        for i in sorted(rng.choice(len(words), size=min(4, len(words)), replace=False)):
+            words[i] += rng.choice([" @-@ 12", " 's", " ,", " ( 1 @,@ 000 )"])
+        pages.append(f" = Page {p} = \n \n {' '.join(words)} . \n \n = = Notes = = \n \n N .\n")
+    return pages
+
+
+def add_wikitext(hub, n_pages: int = 6) -> list[str]:
+    """``EleutherAI/wikitext_document_level`` as the hub serves it: a parquet repo whose
+    README declares its configs, each a folder with its splits, records with one field,
+    ``page``. The harness's ``wikitext`` task reads config ``wikitext-2-raw-v1``, split
+    ``test``. Returns the test pages."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    def parquet(pages):
+        buffer = io.BytesIO()
+        pq.write_table(pa.table({"page": pages}), buffer)
+        return buffer.getvalue()
+
+    test = wikitext_pages(n_pages, seed=21)
+    hub.add_branch(
+        "dataset",
+        "EleutherAI/wikitext_document_level",
+        "main",
+        {
+            "README.md": WIKITEXT_README,
+            "wikitext-2-raw-v1/train-00000-of-00001.parquet": parquet(wikitext_pages(3, 22)),
+            "wikitext-2-raw-v1/validation-00000-of-00001.parquet": parquet(wikitext_pages(2, 23)),
+            "wikitext-2-raw-v1/test-00000-of-00001.parquet": parquet(test),
+            "wikitext-103-raw-v1/test-00000-of-00001.parquet": parquet(test),
+        },
+    )
+    return test

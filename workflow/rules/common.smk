@@ -41,6 +41,11 @@ CHECKPOINT_CONFIG = config["checkpoints"]  # not Snakemake's `checkpoints`
 METRICS = config["metrics"]
 # Only the head's spectrum, read by range: no forward pass, and only the head's figures.
 SPECTRUM_ONLY = "forward" not in METRICS["parts"]
+# Named evaluation corpora each checkpoint is also scored on (WikiText as the harness's);
+# none where only the head's spectrum is measured (no forward pass).
+EVAL_CORPORA = {
+    c["name"]: c for c in METRICS["eval_corpora"] if "forward" in METRICS["parts"]
+}
 NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
@@ -55,6 +60,12 @@ MEASURE_JOBS = measure_jobs(config)
 # Each model's tokenizer, and those besides corpus.tokenizer that the sample is tokenized for.
 MODEL_TOKENIZER = model_tokenizers(config)
 OTHER_TOKENIZERS = other_tokenizers(config)  # {key in paths: repo id or folder}
+# Every model's tokenizer by its key in paths: the evaluation corpora are encoded with each.
+MODEL_TOKENIZER_KEYS = {
+    tokenizer_key(t): t
+    for t in (t or CORPUS.get("tokenizer") for t in MODEL_TOKENIZER.values())
+    if t
+}
 
 # The checkpoint source's own settings, each defined (empty where it does not apply) for
 # every source: the mini-suite's setup and widths, the hub section and its models, a local
@@ -114,6 +125,8 @@ wildcard_constraints:
     corpus="|".join(map(re.escape, NGRAM_CORPORA)),
     split="train|eval",
     tokenizer="|".join(map(re.escape, OTHER_TOKENIZERS)) or "(?!)",
+    eval_corpus="|".join(map(re.escape, EVAL_CORPORA)) or "(?!)",
+    eval_tokenizer="|".join(map(re.escape, MODEL_TOKENIZER_KEYS)) or "(?!)",
 
 
 def model_sample(model, split):
@@ -128,6 +141,20 @@ def model_sample(model, split):
 def sample_input(split):
     """An input function: the ``split`` sample of the job's model, tokenized its way."""
     return lambda wildcards: model_sample(wildcards.model, split)
+
+
+def model_eval_corpora(model):
+    """{name: (tokens, record)} of every evaluation corpus, encoded with the model's
+    tokenizer."""
+    if not EVAL_CORPORA:
+        return {}
+    key = tokenizer_key(MODEL_TOKENIZER[model] or CORPUS["tokenizer"])
+    return {
+        name: [
+            f"results/eval_corpora/{name}/{key}.{ext}" for ext in ("parquet", "json")
+        ]
+        for name in EVAL_CORPORA
+    }
 
 
 def checkpoint_dir(model, step):
@@ -182,6 +209,12 @@ def prefetch_targets():
         f"results/ngrams/{name}/tokens.parquet"
         for name, entry in NGRAM_ENTRIES.items()
         if entry["source"] != "workflow"
+    ]
+    targets += [
+        path
+        for m in MODELS
+        for paths in model_eval_corpora(m).values()
+        for path in paths
     ]
     if config["downstream"]["activate"] and not SYNTHETIC:
         targets.append("results/prefetch/tasks.json")  # the harness's tasks' data sets

@@ -67,3 +67,46 @@ rule tokenize_corpus:
         document_separator=CORPUS["document_separator"],
     script:
         "../scripts/tokenize_corpus.py"
+
+
+rule eval_corpus:
+    # A named evaluation corpus's documents: a harness task's, through its own loading.
+    output:
+        text="results/eval_corpora/{eval_corpus}.parquet",
+        meta="results/eval_corpora/{eval_corpus}.json",
+    log:
+        "logs/eval_corpora/{eval_corpus}.log",
+    conda:
+        "../envs/torch.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        code=code_of("eval_corpus.py"),
+        entry=lambda wildcards: EVAL_CORPORA[wildcards.eval_corpus],
+        include_path=config["downstream"]["include_path"],
+        retry=HUB_RETRY,
+    script:
+        "../scripts/eval_corpus.py"
+
+
+rule tokenize_eval_corpus:
+    input:
+        text="results/eval_corpora/{eval_corpus}.parquet",
+    output:
+        tokens="results/eval_corpora/{eval_corpus}/{eval_tokenizer}.parquet",
+        meta="results/eval_corpora/{eval_corpus}/{eval_tokenizer}.json",
+    log:
+        "logs/eval_corpora/{eval_corpus}_{eval_tokenizer}.log",
+    conda:
+        "../envs/corpus.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    params:
+        code=code_of("tokenize_eval_corpus.py"),
+        tokenizer=lambda wildcards: MODEL_TOKENIZER_KEYS[wildcards.eval_tokenizer],
+    script:
+        "../scripts/tokenize_eval_corpus.py"

@@ -35,9 +35,30 @@ if DOWNSTREAM["activate"]:
 
     else:  # the harness's own tasks, whose data sets come from the hub
 
+        rule story_cloze_task:
+            # StoryCloze's CSV files (distributed by request) as the harness's task.
+            output:
+                f"results/downstream/harness_tasks/{STORY_CLOZE}.yaml",
+            log:
+                "logs/downstream/story_cloze_task.log",
+            localrule: True
+            conda:
+                "../envs/torch.yaml"
+            threads: 1
+            resources:
+                mem_mb=1000,
+                runtime=5,
+            params:
+                code=code_of("story_cloze_task.py"),
+                folder=DOWNSTREAM["story_cloze_dir"],
+            script:
+                "../scripts/story_cloze_task.py"
+
         rule prefetch_tasks:
             # Where the network is: the tasks' data sets into the datasets cache, loaded as
             # the harness loads them, so that evaluation jobs run offline.
+            input:
+                story_cloze=STORY_CLOZE_TASK or [],
             output:
                 "results/prefetch/tasks.json",
             log:
@@ -50,9 +71,10 @@ if DOWNSTREAM["activate"]:
                 runtime=60,
             params:
                 code=code_of("prefetch_tasks.py"),
-                tasks=DOWNSTREAM["tasks"],
-                include_path=DOWNSTREAM["include_path"],
+                tasks=HARNESS_TASKS,
+                include_path=HARNESS_INCLUDE,
                 retry=HUB_RETRY,
+                missing=MISSING_TASKS,
             script:
                 "../scripts/prefetch_tasks.py"
 
@@ -102,17 +124,13 @@ if DOWNSTREAM["activate"]:
             evaluations=downstream_params,
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             hub=HUB_ACCESS,
-            include_path=DOWNSTREAM["include_path"],
+            include_path=HARNESS_INCLUDE,
             harness={
-                k: DOWNSTREAM[k]
-                for k in (
-                    "tasks",
-                    "num_fewshot",
-                    "batch_size",
-                    "limit",
-                    "device",
-                    "dtype",
-                )
+                "tasks": HARNESS_TASKS,
+                **{
+                    k: DOWNSTREAM[k]
+                    for k in ("num_fewshot", "batch_size", "limit", "device", "dtype")
+                },
             },
             seed=config["seed"],
         script:
@@ -146,5 +164,6 @@ if DOWNSTREAM["activate"]:
             code=code_of("aggregate_downstream.py"),
             models=DOWNSTREAM_MODELS,
             level=config["scaling"]["saturation_level"],
+            missing=MISSING_TASKS,
         script:
             "../scripts/aggregate_downstream.py"

@@ -1,7 +1,27 @@
 # The downstream stage's Python (the evaluation jobs (known once select_downstream has run) and what each reads), included by rules/downstream.smk
 # above its rules (Snakemake's linter keeps functions out of files with rules).
+from saturation.story_cloze import TASK as STORY_CLOZE, harness_tasks
+
 DOWNSTREAM = config["downstream"]
 DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
+# The tasks the harness runs, and those left out with the reason (StoryCloze without its
+# data); with the data, the workflow's StoryCloze task first on the harness's include path.
+HARNESS_TASKS, MISSING_TASKS = harness_tasks(
+    DOWNSTREAM["tasks"], DOWNSTREAM["story_cloze_dir"]
+)
+STORY_CLOZE_TASK = (
+    f"results/downstream/harness_tasks/{STORY_CLOZE}.yaml"
+    if STORY_CLOZE in HARNESS_TASKS and DOWNSTREAM["story_cloze_dir"]
+    else None
+)
+HARNESS_INCLUDE = [
+    p
+    for p in (
+        DOWNSTREAM["include_path"],
+        STORY_CLOZE_TASK and "results/downstream/harness_tasks",
+    )
+    if p
+] or None
 
 
 def downstream_tokenizer(model):
@@ -48,6 +68,8 @@ def downstream_inputs(wildcards):
     }
     if SYNTHETIC:
         inputs["tasks"] = "results/downstream/tasks"
+    if STORY_CLOZE_TASK:
+        inputs["story_cloze"] = STORY_CLOZE_TASK
     return inputs
 
 

@@ -25,6 +25,7 @@ def measure_params(wildcards):
             "checkpoint": checkpoint_source(m, s),
             "eval": model_sample(m, "eval"),
             "tokenizer": MODEL_TOKENIZER[m],
+            "eval_corpora": model_eval_corpora(m),
         }
         for m, s in measure_job(wildcards)
     ]
@@ -42,6 +43,11 @@ def measure_inputs(wildcards):
     }
     if not SPECTRUM_ONLY:  # the head alone reads no text
         inputs["eval"] = list(dict.fromkeys(c["eval"] for c in read))
+        inputs["eval_corpora"] = list(
+            dict.fromkeys(
+                p for c in read for paths in c["eval_corpora"].values() for p in paths
+            )
+        )
     return inputs
 
 

@@ -10,6 +10,7 @@ run_aggregate(
     snakemake.params.models,
     raws=list(snakemake.input.raw),
     level=snakemake.params.level,
+    missing=snakemake.params.missing,
     out_table=snakemake.output.table,
     out_md=snakemake.output.md,
     out_tex=snakemake.output.tex,

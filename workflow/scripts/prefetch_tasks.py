@@ -9,4 +9,5 @@ prefetch_tasks(
     snakemake.params.include_path,
     snakemake.params.retry,
     snakemake.output[0],
+    missing=snakemake.params.missing,
 )

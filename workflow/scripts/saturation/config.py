@@ -219,6 +219,14 @@ def check_semantics(config: dict) -> None:
             f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "
             f"checkpoints.source: hub, not {ckpt['source']}"
         )
+    corpora = [c["name"] for c in config["metrics"].get("eval_corpora", [])]
+    if corpora and corpus["source"] == "synthetic":
+        raise ConfigError(
+            f"config key 'metrics.eval_corpora': {corpora} are text; corpus.source: synthetic "
+            "has token ids only"
+        )
+    if len(set(corpora)) < len(corpora):
+        raise ConfigError(f"config key 'metrics.eval_corpora': duplicate names in {corpora}")
     if corpus["source"] == "synthetic":
         syn = corpus["synthetic"]
         if syn["rank"] > syn["vocab_size"]:

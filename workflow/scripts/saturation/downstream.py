@@ -111,11 +111,15 @@ def offline() -> bool:
     return bool(config.HF_HUB_OFFLINE)
 
 
-def prefetch_tasks(tasks: list[str], include_path: str | None, retry: dict, out_path) -> None:
+def prefetch_tasks(
+    tasks: list[str], include_path, retry: dict, out_path, missing: dict | None = None
+) -> None:
     """Fill the datasets cache with the data of ``downstream.tasks``, as the harness itself
     loads each task (its own ``dataset_path``/``dataset_name``, no list of ours), so that
     evaluation jobs run offline. Writes what was loaded: each task's data set and its
-    splits' sizes."""
+    splits' sizes, and the tasks left out (``missing``: {task: why and how to get it})."""
+    for task, reason in (missing or {}).items():
+        log.warning("%s left out: %s", task, reason)
     manager = task_manager(include_path, tasks)
     check_tasks(manager, tasks)
     records = []
@@ -138,7 +142,7 @@ def prefetch_tasks(tasks: list[str], include_path: str | None, retry: dict, out_
             records[-1]["dataset_name"] or "",
             splits,
         )
-    write_json({"tasks": records}, out_path)
+    write_json({"tasks": records, **({"missing": missing} if missing else {})}, out_path)
 
 
 def results_rows(results: dict, n_samples: dict) -> list[dict]:

@@ -55,6 +55,7 @@ def checkpoint_tables(
     weights_sha256: str | None = None,
     tokenizer: str | None = None,
     mem_mb: float | None = None,
+    eval_corpora: dict | None = None,
 ) -> Tables:
     """One checkpoint's metric rows, head spectrum and checkpoint record; with ``mem_mb``
     (the job's memory), a checkpoint too large for it is refused before it is loaded."""
@@ -98,6 +99,11 @@ def checkpoint_tables(
     if n_bytes:  # text corpora: the loss per byte, comparable across tokenizers
         nats = fwd["loss"] * fwd["n_predicted_tokens"] / n_bytes
         metrics += [("nats_per_byte", None, nats), ("bits_per_byte", None, nats / math.log(2))]
+    if eval_corpora:  # named corpora, scored as the harness scores rolling tasks
+        from saturation.eval_corpora import measure_eval_corpora
+
+        scored = measure_eval_corpora(model, eval_corpora, batch_size, device)
+        metrics += [(k, None, v) for k, v in scored.items()]
     metrics += [("anisotropy", i, a) for i, a in enumerate(fwd["anisotropy"])]
     metrics += [(k, None, v) for k, v in spec.items()]
     rows = {k: [v] * len(metrics) for k, v in base.items()}
@@ -357,6 +363,7 @@ def measure_revisions(
                     model_name=c["model"],
                     eval_path=c["eval"],
                     tokenizer=c["tokenizer"],
+                    eval_corpora=c.get("eval_corpora"),
                     **kwargs,
                 )
         except UnreadableCheckpoint as exc:

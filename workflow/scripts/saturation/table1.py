@@ -18,10 +18,13 @@ log = logging.getLogger(__name__)
 
 ROLES = ("best", "final", "step")
 DOWNSTREAM_SCHEMA = EVAL_SCHEMA.insert(2, pa.field("role", pa.string()))
-# Table 1 of the paper: Pythia-160M, best vs final checkpoint (accuracies in %).
+# Table 1 of the paper, its six columns: Pythia-160M, best vs final checkpoint (accuracies
+# in %; WikiText: the harness's word perplexity).
 PAPER_TABLE1 = {
     ("pythia-160m", "lambada_openai", "perplexity"): (24.6, 32.9),
     ("pythia-160m", "lambada_openai", "acc"): (40.3, 38.0),
+    ("pythia-160m", "storycloze_2016", "acc"): (59.6, 57.2),
+    ("pythia-160m", "wikitext", "word_perplexity"): (30.47, 33.4),
     ("pythia-160m", "sciq", "acc"): (79.6, 73.4),
     ("pythia-160m", "arc_easy", "acc"): (46.5, 43.2),
 }
@@ -76,13 +79,18 @@ def paired_items(best: dict, final: dict, level: float) -> dict | None:
 
 
 def table1(
-    downstream: pd.DataFrame, items: dict | None = None, level: float = 0.01
+    downstream: pd.DataFrame,
+    items: dict | None = None,
+    level: float = 0.01,
+    missing: dict | None = None,
 ) -> pd.DataFrame:
     """Best vs final, one row per (model, task, metric); accuracies in %; the paper's cells
     beside ours where the same (model, task, metric) exists; then a column per configured
     extra step. With ``items`` ({(model, step): the evaluation's item scores}), final - best
     is tested on the items both checkpoints scored: its paired standard error, and a mark
-    where the best scores better at the one-sided ``level``."""
+    where the best scores better at the one-sided ``level``. A paper cell with no score of
+    ours is a row of its own, its note saying why (``missing``: {task: the reason it was not
+    run}), never a silent gap."""
     items = items or {}
     rows = []
     bf = downstream[downstream.role.isin(["best", "final"])]
@@ -104,8 +112,8 @@ def table1(
                 "Δ final − best": f"{(final.value - best.value) * scale:+.2f}",
                 "paired ±": "",
                 "p": "",
-                "paper best": f"{paper[0]:.1f}" if paper else "",
-                "paper final": f"{paper[1]:.1f}" if paper else "",
+                "paper best": f"{paper[0]:g}" if paper else "",
+                "paper final": f"{paper[1]:g}" if paper else "",
                 "_order": order.index(model),
             }
         )
@@ -128,8 +136,38 @@ def table1(
         ]
         for r in extra.itertuples():  # configured steps, after the paper's columns
             rows[-1][f"step {r.step}"] = _cell(metric, r.value, r.stderr)
+    rows += unscored_paper_cells(rows, bf, order, missing or {})
     t = pd.DataFrame(rows).sort_values("_order", kind="stable").drop(columns="_order")
     return t.fillna("").reset_index(drop=True)
+
+
+def unscored_paper_cells(rows: list[dict], bf, order: list[str], missing: dict) -> list[dict]:
+    """A row for each paper cell of a model in the table that has no score of ours, with
+    the reason."""
+    scored = {(r["model"], r["task"], r["metric"].removesuffix(" (%)")) for r in rows}
+    out = []
+    for (model, task, metric), (best, final) in PAPER_TABLE1.items():
+        if model not in order or (model, task, metric) in scored:
+            continue
+        percent = metric in PERCENT_METRICS
+        steps = bf[bf.model == model].groupby("role").step.first()
+        note = missing.get(task) or f"not evaluated: {task} is not in downstream.tasks"
+        out.append(
+            {
+                "model": model,
+                "task": task,
+                "metric": metric + (" (%)" if percent else ""),
+                "best step": int(steps["best"]),
+                "final step": int(steps["final"]),
+                "best": "—",
+                "final": "—",
+                "paper best": f"{best:g}",
+                "paper final": f"{final:g}",
+                "note": note,
+                "_order": order.index(model),
+            }
+        )
+    return out
 
 
 def to_markdown(t: pd.DataFrame) -> str:
@@ -208,10 +246,14 @@ def run_aggregate(
     out_html: str,
     raws: list[str] = (),
     level: float = 0.01,
+    missing: dict | None = None,
 ) -> None:
-    """``raws``: the evaluation jobs' raw records, whose item scores test final - best."""
+    """``raws``: the evaluation jobs' raw records, whose item scores test final - best;
+    ``missing``: {task: why it was not run}, said in the log and in Table 1."""
+    for task, reason in (missing or {}).items():
+        log.warning("%s not evaluated: %s", task, reason)
     down = aggregate(selection, evaluations, models, out_table)
-    t = table1(down, evaluation_items(raws), level)
+    t = table1(down, evaluation_items(raws), level, missing)
     for path, text in ((out_md, to_markdown(t)), (out_tex, to_latex(t)), (out_html, to_html(t))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         Path(path).write_text(text)
