@@ -25,7 +25,9 @@ def write_story_cloze(folder, n: int = 12, seed: int = 0) -> list[dict]:
         for i in range(n):
             pick = rng.choice(len(sentences), size=6, replace=False)
             s = [" ".join(sentences[j].split()[:8]).rstrip(".") + "." for j in pick]
-            rows.append(dict(zip(COLUMNS, [f"{split}-{i}", *s, int(rng.integers(1, 3))])))
+            rows.append(
+                dict(zip(COLUMNS, [f"{split}-{i}", *s, int(rng.integers(1, 3))], strict=True))
+            )
         with (folder / name).open("w", newline="", encoding="utf-8") as fh:
             writer = csv.DictWriter(fh, fieldnames=COLUMNS)
             writer.writeheader()
@@ -36,9 +38,9 @@ def write_story_cloze(folder, n: int = 12, seed: int = 0) -> list[dict]:
 
 def test_story_cloze_through_the_harness_equals_a_direct_computation(tmp_path):
     import lm_eval
+    from hub.repos import documents, tokenizer_files
     from transformers import AutoTokenizer
 
-    from hub.repos import documents, tokenizer_files
     from saturation.downstream import task_manager
 
     model = tiny_gpt_neox(hidden=16, layers=1, heads=2, vocab=384, context=256, seed=4)
