@@ -116,6 +116,18 @@ def run_snakemake(workdir, *args, timeout=900, env=None):
     )
 
 
+def run_python(code: str, *args, timeout=900, **env) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter with the package importable, ``args`` as its argv and
+    ``env`` over this process's environment (HF_HUB_OFFLINE and the like)."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)],
+        env={**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **env},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def job_stats(stdout: str) -> dict[str, int]:
     """Job counts by rule from a run's or a dry run's "Job stats" table ({} if nothing to do)."""
     if "Nothing to be done" in stdout:

@@ -5,14 +5,11 @@ checkpoint."""
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_python
 
 BOTH = """
 import json, sys
@@ -42,16 +39,6 @@ json.dump({"harness": harness, "ours": ours, "context": model.config.max_positio
 """
 
 
-def python(code: str, *args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **env},
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-
-
 def test_wikitext_equals_the_harnesss_own_wikitext_task(loopback_hub, tmp_path):
     """Word perplexity, byte perplexity and bits per byte of our rolling pass equal lm-eval's
     `wikitext` on the same checkpoint (relative 1e-6), and the loss per token is the same
@@ -63,7 +50,7 @@ def test_wikitext_equals_the_harnesss_own_wikitext_task(loopback_hub, tmp_path):
     pages = facts["wikitext_pages"]
     out = tmp_path / "both.json"
     hf = {"HF_HOME": str(tmp_path / "hf")}
-    result = python(BOTH, tmp_path, facts["commits"]["pythia-14m"][3000], out, **hf)
+    result = run_python(BOTH, tmp_path, facts["commits"]["pythia-14m"][3000], out, **hf)
     assert result.returncode == 0, result.stderr[-4000:]
     both = json.loads(out.read_text())
     harness, ours = both["harness"], both["ours"]
@@ -115,3 +102,49 @@ def test_rolling_windows_score_every_token_once_with_the_right_context():
                 total += float(logp[token])
             naive.append(total)
     np.testing.assert_allclose(got, naive, rtol=1e-6)
+
+
+def test_a_file_of_your_own_is_an_evaluation_corpus(tmp_path):
+    """A .txt file's documents (blank-line separated), counted as the harness counts words
+    and bytes, encoded with the model's tokenizer, scored: the loss per token is the summed
+    log-likelihood of the rolling pass over the tokens; a file that is not there is named
+    with its key."""
+    import pyarrow.parquet as pq
+    from hub.repos import documents, tokenizer_files
+    from transformers import AutoTokenizer
+
+    from conftest import tiny_gpt_neox
+    from saturation.eval_corpora import (
+        EvalCorpusError,
+        eval_corpus,
+        measure_eval_corpora,
+        rolling_loglikelihoods,
+        tokenize_eval_corpus,
+    )
+
+    texts = documents(5, seed=4)
+    (tmp_path / "mine.txt").write_text("\n\n".join(texts) + "\n")
+    tok_dir = tmp_path / "tok"
+    tok_dir.mkdir()
+    for name, data in tokenizer_files(documents(60, seed=2)).items():
+        (tok_dir / name).write_bytes(data)
+    entry = {"name": "mine", "path": str(tmp_path / "mine.txt")}
+    eval_corpus(entry, None, None, tmp_path / "mine.parquet", tmp_path / "mine.json")
+    rows = pq.read_table(tmp_path / "mine.parquet").to_pandas()
+    assert list(rows.text) == texts
+    assert list(rows.words) == [len(t.split()) for t in texts]
+    assert list(rows.bytes) == [len(t.encode()) for t in texts]
+    tokenize_eval_corpus(tmp_path / "mine.parquet", str(tok_dir), tmp_path / "t.parquet",
+                         tmp_path / "t.json")  # fmt: skip
+    tokens = pq.read_table(tmp_path / "t.parquet").to_pandas()
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    assert [list(t) for t in tokens.tokens] == [tok.encode(t) for t in texts]
+    model = tiny_gpt_neox(vocab=384, context=32)
+    got = measure_eval_corpora(model, {"mine": (tmp_path / "t.parquet", tmp_path / "t.json")},
+                               4, "cpu")  # fmt: skip
+    ll = rolling_loglikelihoods(model, [list(t) for t in tokens.tokens], tok.bos_token_id, 1, "cpu")
+    n_tokens = sum(len(t) for t in tokens.tokens)
+    assert got["mine/loss"] == pytest.approx(-ll.sum() / n_tokens, rel=1e-6)
+    assert got["mine/word_perplexity"] == pytest.approx(math.exp(-ll.sum() / rows.words.sum()))
+    with pytest.raises(EvalCorpusError, match=r"metrics.eval_corpora.*no such file: .*gone.txt"):
+        eval_corpus({"name": "x", "path": str(tmp_path / "gone.txt")}, None, None, "a", "b")

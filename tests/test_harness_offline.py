@@ -4,14 +4,11 @@ HF_HUB_OFFLINE=1 and HF_DATASETS_OFFLINE=1, making no request. Against the loopb
 with a data set repo shaped as `EleutherAI/lambada_openai` is, and the unmodified clients."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 
-from conftest import ROOT
+from conftest import run_python
 
 PREFETCH = """
 import sys
@@ -46,16 +43,6 @@ run_evaluations(
 """
 
 
-def python(code: str, *args, **env) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-c", code, *map(str, args)],
-        env={**os.environ, "PYTHONPATH": str(ROOT / "workflow" / "scripts"), **env},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
 def test_prefetched_harness_tasks_evaluate_offline_with_no_request(loopback_hub, tmp_path):
     from hub.repos import add_lambada
 
@@ -64,7 +51,7 @@ def test_prefetched_harness_tasks_evaluate_offline_with_no_request(loopback_hub,
     hf = {"HF_HOME": str(tmp_path / "hf")}
     ckpt, out = tmp_path / "ckpt", tmp_path / "tasks.json"
     server.clear()
-    result = python(PREFETCH, out, ckpt, facts["commits"]["pythia-14m"][2000], **hf)
+    result = run_python(PREFETCH, out, ckpt, facts["commits"]["pythia-14m"][2000], **hf)
     assert result.returncode == 0, result.stderr[-4000:]
     record = json.loads(out.read_text())["tasks"]
     assert record == [
@@ -82,11 +69,13 @@ def test_prefetched_harness_tasks_evaluate_offline_with_no_request(loopback_hub,
     assert "en/test-00000-of-00001.parquet" not in fetched  # only the task's config
 
     # Online and offline (after the prefetch, nothing asked of the hub) give the same scores.
-    online = python(EVALUATE, ckpt, tmp_path / "on.parquet", tmp_path / "on.json", **hf)
+    online = run_python(EVALUATE, ckpt, tmp_path / "on.parquet", tmp_path / "on.json", **hf)
     assert online.returncode == 0, online.stderr[-4000:]
     server.log.clear()
     offline_env = {**hf, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
-    offline = python(EVALUATE, ckpt, tmp_path / "off.parquet", tmp_path / "off.json", **offline_env)
+    offline = run_python(
+        EVALUATE, ckpt, tmp_path / "off.parquet", tmp_path / "off.json", **offline_env
+    )
     assert offline.returncode == 0, offline.stderr[-4000:]
     assert server.log == []  # zero requests
     on, off = pd.read_parquet(tmp_path / "on.parquet"), pd.read_parquet(tmp_path / "off.parquet")
@@ -95,7 +84,7 @@ def test_prefetched_harness_tasks_evaluate_offline_with_no_request(loopback_hub,
 
     # Offline without the prefetch: the job says what to run, before any model is loaded.
     empty = {**offline_env, "HF_HOME": str(tmp_path / "empty")}
-    missing = python(EVALUATE, ckpt, tmp_path / "x.parquet", tmp_path / "x.json", **empty)
+    missing = run_python(EVALUATE, ckpt, tmp_path / "x.parquet", tmp_path / "x.json", **empty)
     assert missing.returncode != 0
     assert "run `snakemake prefetch` where the network is" in missing.stderr
     assert not (tmp_path / "x.parquet").exists()

@@ -59,6 +59,9 @@ def test_pythia_config_plans_offline(tmp_path):
     assert re.search(r"revision_manifest\s+9\n", out)  # one per model, no download job
     assert re.search(r"measure_checkpoint\s+1253\n", out)  # 8 models x 154 revisions + 21
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
+    # WikiText (Fig 3): its documents once, encoded once (one tokenizer for all Pythia)
+    assert re.search(r"eval_corpus\s+1\n", out) and re.search(r"tokenize_eval_corpus\s+1\n", out)
+    assert "results/eval_corpora/wikitext/EleutherAI--pythia-160m.parquet" in out
     assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
     assert "sample_corpus" in out
@@ -247,3 +250,18 @@ def test_each_figure_writes_the_numbers_it_plots_beside_it(tiny_run):
         own = head_w_error(sigma.sort_values("index").singular_value.to_numpy())
         assert row.head_w_error == pytest.approx(own[row.r], rel=1e-12)
         assert row.eval_loss == ranked[ranked.r == row.r].eval_loss.item()
+
+
+def test_story_clozes_data_folder_plans_its_task_for_the_prefetch(tmp_path):
+    """With downstream.story_cloze_dir set, prefetch plans the StoryCloze task written from
+    its files (the harness then loads it, so a bad folder fails before any evaluation)."""
+    workdir = copy_workflow(tmp_path)
+    (workdir / "config" / "story.yaml").write_text(
+        f"downstream: {{story_cloze_dir: {tmp_path / 'rocstories'}}}\n"
+    )
+    args = ("prefetch", "-n", "--configfile", "config/pythia.yaml", "config/story.yaml")
+    env = {"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    result = run_snakemake(workdir, *args, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"story_cloze_task\s+1\n", result.stdout)
+    assert "results/downstream/harness_tasks/storycloze_2016.yaml" in result.stdout

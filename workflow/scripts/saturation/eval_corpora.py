@@ -89,9 +89,13 @@ def harness_documents(task_name: str, include_path: str | None, retry: dict | No
 def file_documents(path: str, text_field: str) -> list:
     """A file of the user's: .txt (documents separated by blank lines), .jsonl or .parquet;
     words and bytes counted as the harness counts them by default."""
-    from saturation.corpus import local_texts
+    from saturation.corpus import CorpusError, local_texts
 
-    texts = [t for t in local_texts([path], text_field) if t.strip()]
+    try:
+        texts = [t for t in local_texts([path], text_field) if t.strip()]
+    except CorpusError as exc:
+        message = str(exc).replace("corpus.local.", "metrics.eval_corpora[].")
+        raise EvalCorpusError(f"config key 'metrics.eval_corpora': {message}") from None
     if not texts:
         raise EvalCorpusError(f"config key 'metrics.eval_corpora': {path} holds no text")
     return [

@@ -627,7 +627,7 @@ def fig5_singular_entropy(metrics, style, png, pdf):
     ax = axes[0, 0]
     data = per_model_over_steps(ax, metric(metrics, "singular_entropy"), style)
     log_steps(ax)
-    ax.set_ylabel(r"singular entropy KL($\sigma / \sum\sigma$ ‖ uniform) (nats)")
+    ax.set_ylabel(r"singular entropy KL($\sigma / \Sigma\sigma$ ‖ uniform) (nats)")
     ax.set_title("Singular entropy of the LM head over training")
     ax.legend(fontsize="small", ncol=2)
     style.save(fig, png, pdf)
