@@ -1,8 +1,13 @@
-"""A local training run's listing: the workflow lists its step{N} folders when the DAG is
-built, and names the folder and entry of what it cannot read. (A local run through every
-stage, measured in place and left as it was found: tests/test_family_suite.py.)"""
+"""A local training run's listing: the workflow lists its step{N} folders, or the
+checkpoint-{N} folders of a run that transformers.Trainer saved, when the DAG is built, with
+the tokens Trainer logged; leaves out a checkpoint still being written until it is whole;
+and names the folder and entry of what it cannot read. (A local run through every stage,
+measured in place and left as it was found: tests/test_family_suite.py.)"""
+
+import json
 
 import pytest
+import yaml
 
 from conftest import TINY, load_yaml
 from saturation.config import ConfigError, check_semantics
@@ -18,11 +23,15 @@ def test_local_listing_and_its_errors(tmp_path):
     assert list(local_revisions(run, "k")) == [0, 10, 200]
     # One checkpoint folder: a final checkpoint only, at the step the entry gives.
     assert local_revisions(run / "step200", "k", step=143000) == {143000: run / "step200"}
-    (run / "step5").mkdir()
-    with pytest.raises(SuiteError, match=r"'k': .*step5 has no config.json"):
-        local_revisions(run, "k")
+    (run / "step5").mkdir()  # being written: no config.json yet
+    assert list(local_revisions(run, "k")) == [0, 10, 200]
     with pytest.raises(SuiteError, match="holds no step"):
         local_revisions(run / "logs", "k")
+    (run / "logs" / "last.ckpt").write_bytes(b"lightning")
+    with pytest.raises(SuiteError, match=r"holds last.ckpt: .*save_pretrained"):
+        local_revisions(run / "logs", "k")
+    with pytest.raises(SuiteError, match=r"last.ckpt is a single-file checkpoint; .*config.json"):
+        local_revisions(run / "logs" / "last.ckpt", "k")
     config = load_yaml(TINY)
     config["checkpoints"] = {
         "source": "local",
@@ -36,3 +45,109 @@ def test_local_listing_and_its_errors(tmp_path):
         ConfigError, match=r"'checkpoints.local.models\[0\].path': .*nope is not a folder"
     ):
         check_semantics(config)
+
+
+def trainer_run(folder, steps=(2, 4), seed=0, hidden=16):
+    """A tiny GPT-NeoX trained by transformers.Trainer for max(steps) steps, saved as
+    Trainer saves (checkpoint-{N}/ with trainer_state.json, optimizer and RNG states)."""
+    import torch
+    from transformers import Trainer, TrainingArguments
+
+    from conftest import tiny_gpt_neox
+
+    model = tiny_gpt_neox(hidden=hidden, vocab=20, context=16, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    data = [
+        {"input_ids": ids, "labels": ids} for ids in torch.randint(0, 20, (64, 16), generator=g)
+    ]
+    args = TrainingArguments(
+        output_dir=str(folder),
+        max_steps=max(steps),
+        save_steps=min(steps),
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        report_to=[],
+        use_cpu=True,
+        include_num_input_tokens_seen=True,
+        logging_steps=1,
+        seed=seed,
+    )
+    Trainer(model=model, args=args, train_dataset=data).train()
+    return folder
+
+
+def test_a_trainer_run_is_read_as_trainer_saved_it(tmp_path):
+    """checkpoint-{N} folders, their steps and the tokens Trainer counted; a checkpoint
+    whose weights are cut short, or that has no trainer_state.json yet, is left out and
+    picked up once whole; a folder pattern of one's own."""
+    import shutil
+
+    from saturation.local_runs import list_run
+
+    run = trainer_run(tmp_path / "run", steps=(2, 4))
+    listing = list_run(run, "k")
+    assert sorted(listing.steps) == [2, 4] and listing.pending == {}
+    assert listing.steps[4] == run / "checkpoint-4"
+    state = json.loads((run / "checkpoint-4" / "trainer_state.json").read_text())
+    assert (
+        listing.tokens
+        == {2: 2 * 4 * 16, 4: 4 * 4 * 16}
+        == {2: listing.tokens[2], 4: state["num_input_tokens_seen"]}
+    )
+    # checkpoint-6 written in two halves: the weights first cut short, then whole but
+    # without trainer_state.json (Trainer writes it last), then whole.
+    half = run / "checkpoint-6"
+    shutil.copytree(run / "checkpoint-4", half)
+    weights = (half / "model.safetensors").read_bytes()
+    state_file = (half / "trainer_state.json").read_bytes()
+    (half / "trainer_state.json").unlink()
+    (half / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+    listing = list_run(run, "k")
+    assert sorted(listing.steps) == [2, 4]
+    assert "model.safetensors holds" in listing.pending[6]
+    (half / "model.safetensors").write_bytes(weights)
+    assert "no trainer_state.json yet" in list_run(run, "k").pending[6]
+    (half / "trainer_state.json").write_bytes(
+        state_file.replace(b'"global_step": 4', b'"global_step": 6')
+    )
+    assert sorted(list_run(run, "k").steps) == [2, 4, 6]
+    # A pattern of one's own: only the folders it names.
+    (run / "ckpt_9").mkdir()
+    shutil.copy(run / "checkpoint-2" / "config.json", run / "ckpt_9")
+    shutil.copy(run / "checkpoint-2" / "model.safetensors", run / "ckpt_9")
+    assert list(list_run(run, "k", pattern=r"ckpt_(?P<step>\d+)").steps) == [9]
+    with pytest.raises(ValueError, match=r"'k.pattern'.*no \(\?P<step>"):
+        list_run(run, "k.path", pattern=r"ckpt_(\d+)")
+
+
+def test_a_trainer_run_is_planned_with_its_tokens_and_a_half_written_checkpoint_waits(tmp_path):
+    """The workflow plans a Trainer run's checkpoints, tokens_per_step unset (Trainer
+    counted them), and names the checkpoint still being written in its warning."""
+    import shutil
+
+    from conftest import copy_workflow, job_stats, run_snakemake
+
+    run = trainer_run(tmp_path / "run", steps=(2, 4))
+    shutil.copytree(run / "checkpoint-4", run / "checkpoint-6")
+    (run / "checkpoint-6" / "trainer_state.json").unlink()
+    workdir = copy_workflow(tmp_path / "wf", TINY)
+    config = load_yaml(TINY)
+    config["checkpoints"] = {
+        "source": "local",
+        "schedule": config["checkpoints"]["schedule"],
+        "local": {"models": [{"name": "mine", "path": str(run)}]},
+    }
+    config["rank_heads"]["backbones"] = [{"model": "mine", "step": None}]
+    config["scaling"]["models"] = ["mine"]
+    config["downstream"]["activate"] = False
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    result = run_snakemake(
+        workdir, "-n", "--cores", "1", "results/tables/checkpoint_metrics.parquet"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    assert job_stats(result.stdout)["measure_checkpoint"] >= 1
+    assert "mine.step2" in out or "mine/step2" in out
+    assert "step6" not in out.replace("checkpoint-6", "")
+    assert "mine step 6 is left out of this run, still being written" in out
+    assert "no trainer_state.json yet" in out

@@ -82,20 +82,26 @@ HUB_MODELS = (
 REPO_ID = {m: v["repo"] for m, v in HUB_MODELS.items()}
 LOCAL = (
     local_models(config) if SOURCE == "local" else {}
-)  # {model: {steps: {step: folder}}}
-if SOURCE == "minisuite":
-    TOKENS_PER_STEP = dict.fromkeys(
-        MODELS, MINISUITE["batch_size"] * MINISUITE["sequence_length"]
-    )
-else:  # the hub gives each revision's tokens (HUB_MODELS)
-    TOKENS_PER_STEP = {m: v["tokens_per_step"] for m, v in LOCAL.items()}
+)  # {model: {steps: {step: folder}, tokens: {step: tokens seen}, pending: {step: why}}}
+for _model, _run in LOCAL.items():  # checkpoints still being written: the next run's
+    for _step, _why in _run["pending"].items():
+        logger.warning(
+            f"{_model} step {_step} is left out of this run, still being written "
+            f"({_why}): {_run['path']}"
+        )
+TOKENS_PER_STEP = dict.fromkeys(
+    MODELS, MINISUITE.get("batch_size", 0) * MINISUITE.get("sequence_length", 0)
+)  # the mini-suite's; a hub entry and a local run give each checkpoint's tokens
 
 
 def tokens_seen(model, step):
-    """Tokens the checkpoint was trained on: its step times the model's tokens per step, or
-    the number a hub entry gives for the revision."""
+    """Tokens the checkpoint was trained on: the mini-suite's step times its tokens per
+    step; the number a hub entry gives for the revision; a local run's (Trainer's count
+    where logged, else step x tokens_per_step)."""
     if SOURCE == "hub":
         return HUB_MODELS[model]["tokens"][int(step)]
+    if SOURCE == "local":
+        return LOCAL[model]["tokens"][int(step)]
     return int(step) * TOKENS_PER_STEP[model]
 
 

@@ -13,7 +13,6 @@ from pathlib import Path
 from saturation.branches import BranchError, listed_branches, pattern_revisions
 from saturation.schedule import checkpoint_steps, select_steps
 
-STEP_FOLDER = re.compile(r"^step(\d+)$")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json")
 
 
@@ -31,32 +30,13 @@ def schedule_steps(config: dict) -> list[int]:
 
 
 def local_revisions(path: str | Path, key: str, step: int | None = None) -> dict[int, Path]:
-    """A local model's checkpoints: {step: folder}.
+    """A local model's whole checkpoints: {step: folder} (``saturation.local_runs``)."""
+    from saturation.local_runs import LocalRunError, list_run
 
-    ``path`` holds one Hugging Face checkpoint folder per revision, named ``step{N}``, or is
-    itself one checkpoint folder (a final checkpoint only; its step is ``step``, default 0).
-    """
-    path = Path(path).expanduser()
-    if not path.is_dir():
-        raise SuiteError(f"config key '{key}': {path} is not a folder")
-    if (path / "config.json").is_file():
-        return {0 if step is None else int(step): path}
-    found = {}
-    for child in path.iterdir():
-        m = STEP_FOLDER.match(child.name)
-        if m and child.is_dir():
-            if not (child / "config.json").is_file():
-                raise SuiteError(
-                    f"config key '{key}': {child} has no config.json (a Hugging Face "
-                    "checkpoint folder holds config.json and its safetensors weights)"
-                )
-            found[int(m.group(1))] = child
-    if not found:
-        raise SuiteError(
-            f"config key '{key}': {path} holds no step{{N}} checkpoint folders and is not a "
-            "checkpoint folder itself (config.json + safetensors)"
-        )
-    return dict(sorted(found.items()))
+    try:
+        return list_run(path, key, step).steps
+    except LocalRunError as exc:
+        raise SuiteError(str(exc)) from None
 
 
 def loaded_files(folder: str | Path, allow_pickle: bool) -> list[str]:
@@ -71,9 +51,14 @@ def loaded_files(folder: str | Path, allow_pickle: bool) -> list[str]:
 
 
 def local_models(config: dict) -> dict[str, dict]:
-    """{name: {"steps": {step: folder}, "tokens_per_step": int, "tokenizer": str | None}}
-    of checkpoints.local. A model's tokenizer is its entry's, else the final checkpoint
-    folder's own tokenizer files, else corpus.tokenizer (None on the synthetic language)."""
+    """{name: {"steps": {step: folder}, "tokens": {step: tokens seen}, "pending": {step:
+    why}, "tokens_per_step": int | None, "tokenizer": str | None}} of checkpoints.local.
+    Tokens seen are Trainer's count where it logged one, else step x tokens_per_step;
+    ``pending``: checkpoints still being written, left out. A model's tokenizer is its
+    entry's, else the final checkpoint folder's own tokenizer files, else corpus.tokenizer
+    (None on the synthetic language)."""
+    from saturation.local_runs import LocalRunError, list_run
+
     local = config["checkpoints"]["local"]
     text = config["corpus"]["source"] != "synthetic"
     subset = config["checkpoints"]["schedule"].get("subset")
@@ -82,7 +67,12 @@ def local_models(config: dict) -> dict[str, dict]:
         key = f"checkpoints.local.models[{i}]"
         if entry["name"] in models:
             raise SuiteError(f"config key '{key}.name': {entry['name']!r} is used twice")
-        steps = local_revisions(entry["path"], f"{key}.path", entry.get("step"))
+        try:
+            listing = list_run(entry["path"], f"{key}.path", entry.get("step"),
+                               entry.get("pattern"))  # fmt: skip
+        except LocalRunError as exc:
+            raise SuiteError(str(exc)) from None
+        steps = listing.steps
         if subset:
             missing = sorted(set(subset) - set(steps))
             if missing:
@@ -91,12 +81,15 @@ def local_models(config: dict) -> dict[str, dict]:
                     f"checkpoints at steps {missing} (found {sorted(steps)})"
                 )
             steps = {s: steps[s] for s in sorted(subset)}
-        tokens = entry.get("tokens_per_step", local.get("tokens_per_step"))
-        if tokens is None:
+        per_step = entry.get("tokens_per_step", local.get("tokens_per_step"))
+        unlogged = sorted(set(steps) - set(listing.tokens))
+        if per_step is None and unlogged:
             raise SuiteError(
                 f"config key '{key}.tokens_per_step' (or checkpoints.local.tokens_per_step) is "
-                "missing: the tokens a training step consumed, for the scaling law's T"
+                f"missing: the tokens a training step consumed, for the scaling law's T (steps "
+                f"{unlogged[:5]} have no num_input_tokens_seen in a trainer_state.json)"
             )
+        tokens = {s: listing.tokens.get(s, s * (per_step or 0)) for s in steps}
         final = steps[max(steps)]
         tokenizer = None
         if text:
@@ -105,7 +98,10 @@ def local_models(config: dict) -> dict[str, dict]:
             tokenizer = tokenizer or config["corpus"]["tokenizer"]
         models[entry["name"]] = {
             "steps": steps,
-            "tokens_per_step": int(tokens),
+            "tokens": tokens,
+            "pending": listing.pending,
+            "path": str(entry["path"]),
+            "tokens_per_step": None if per_step is None else int(per_step),
             "tokenizer": tokenizer,
         }
     return models
