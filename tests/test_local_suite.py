@@ -47,7 +47,7 @@ def test_local_listing_and_its_errors(tmp_path):
         check_semantics(config)
 
 
-def trainer_run(folder, steps=(2, 4), seed=0, hidden=16):
+def trainer_run(folder, steps=(2, 4), seed=0, hidden=16, vocab=20, context=16):
     """A tiny GPT-NeoX trained by transformers.Trainer for max(steps) steps, saved as
     Trainer saves (checkpoint-{N}/ with trainer_state.json, optimizer and RNG states)."""
     import torch
@@ -55,10 +55,11 @@ def trainer_run(folder, steps=(2, 4), seed=0, hidden=16):
 
     from conftest import tiny_gpt_neox
 
-    model = tiny_gpt_neox(hidden=hidden, vocab=20, context=16, seed=seed)
+    model = tiny_gpt_neox(hidden=hidden, vocab=vocab, context=context, seed=seed)
     g = torch.Generator().manual_seed(seed)
     data = [
-        {"input_ids": ids, "labels": ids} for ids in torch.randint(0, 20, (64, 16), generator=g)
+        {"input_ids": ids, "labels": ids}
+        for ids in torch.randint(0, vocab, (64, context), generator=g)
     ]
     args = TrainingArguments(
         output_dir=str(folder),
@@ -151,3 +152,68 @@ def test_a_trainer_run_is_planned_with_its_tokens_and_a_half_written_checkpoint_
     assert "step6" not in out.replace("checkpoint-6", "")
     assert "mine step 6 is left out of this run, still being written" in out
     assert "no trainer_state.json yet" in out
+
+
+def test_new_checkpoints_of_a_trainer_run_are_measured_alone(tmp_path):
+    """A Trainer run measured at its first two checkpoints; two more saved; the next plan
+    measures exactly the two new ones and gathers the tables again, nothing else."""
+    import shutil
+
+    from conftest import copy_workflow, job_stats, run_snakemake
+
+    later = trainer_run(tmp_path / "later", steps=(2, 4, 6, 8), vocab=32, context=32)
+    run = tmp_path / "run"
+    run.mkdir()
+    for step in (2, 4):
+        shutil.copytree(later / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    workdir = copy_workflow(tmp_path / "wf", TINY)
+    config = load_yaml(TINY)
+    config["checkpoints"] = {
+        "source": "local",
+        "schedule": config["checkpoints"]["schedule"],
+        "local": {"models": [{"name": "mine", "path": str(run)}]},
+    }
+    config["metrics"]["checkpoints_per_job"] = 1
+    config["scaling"]["models"] = ["mine"]
+    config["rank_heads"]["backbones"] = [{"model": "mine", "step": 2}]
+    config["downstream"]["activate"] = False
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    target = "results/tables/checkpoint_metrics.parquet"
+    result = run_snakemake(workdir, "--cores", "2", target)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert job_stats(result.stderr)["measure_checkpoint"] == 2
+    for step in (6, 8):
+        shutil.copytree(later / f"checkpoint-{step}", run / f"checkpoint-{step}")
+    plan = run_snakemake(workdir, "-n", "--cores", "2", target)
+    assert plan.returncode == 0, plan.stderr[-3000:]
+    assert job_stats(plan.stdout) == {"measure_checkpoint": 2, "aggregate_metrics": 1}
+    assert "results/metrics/mine/step6/metrics.parquet" in plan.stdout
+    assert "results/metrics/mine/step8/metrics.parquet" in plan.stdout
+
+
+def test_a_runs_own_tokenizer_stays_put_as_the_run_saves_more(tmp_path):
+    """The tokenizer a local run's text is encoded with is its first checkpoint's that holds
+    one: a later checkpoint, with the same files, does not move it (a new path would re-run
+    the tokenization and every measurement that names it)."""
+    import shutil
+
+    from saturation.suites import local_models
+
+    run = tmp_path / "run"
+    for step in (10, 20):
+        folder = run / f"step{step}"
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text("{}")
+        (folder / "tokenizer.json").write_text("{}")
+    config = load_yaml(TINY)
+    config["corpus"] = {"source": "local", "tokenizer": "gpt2", "eval_tokens": 100}
+    config["checkpoints"] = {
+        "source": "local",
+        "schedule": config["checkpoints"]["schedule"],
+        "local": {"tokens_per_step": 8, "models": [{"name": "mine", "path": str(run)}]},
+    }
+    before = local_models(config)["mine"]
+    shutil.copytree(run / "step20", run / "step30")
+    after = local_models(config)["mine"]
+    assert before["tokenizer"] == after["tokenizer"] == str(run / "step10")
+    assert sorted(after["steps"]) == [10, 20, 30] and after["tokens"][30] == 240

@@ -55,8 +55,8 @@ def local_models(config: dict) -> dict[str, dict]:
     why}, "tokens_per_step": int | None, "tokenizer": str | None}} of checkpoints.local.
     Tokens seen are Trainer's count where it logged one, else step x tokens_per_step;
     ``pending``: checkpoints still being written, left out. A model's tokenizer is its
-    entry's, else the final checkpoint folder's own tokenizer files, else corpus.tokenizer
-    (None on the synthetic language)."""
+    entry's, else its first checkpoint folder with tokenizer files of its own, else
+    corpus.tokenizer (None on the synthetic language)."""
     from saturation.local_runs import LocalRunError, list_run
 
     local = config["checkpoints"]["local"]
@@ -90,11 +90,11 @@ def local_models(config: dict) -> dict[str, dict]:
                 f"{unlogged[:5]} have no num_input_tokens_seen in a trainer_state.json)"
             )
         tokens = {s: listing.tokens.get(s, s * (per_step or 0)) for s in steps}
-        final = steps[max(steps)]
         tokenizer = None
-        if text:
-            own = any((final / f).is_file() for f in TOKENIZER_FILES)
-            tokenizer = entry.get("tokenizer") or (str(final) if own else None)
+        if text:  # a run's own tokenizer: its first checkpoint that holds one, which stays
+            # the same as the run saves more (what reads it is not re-run for a new path)
+            own = [f for f in steps.values() if any((f / n).is_file() for n in TOKENIZER_FILES)]
+            tokenizer = entry.get("tokenizer") or (str(own[0]) if own else None)
             tokenizer = tokenizer or config["corpus"]["tokenizer"]
         models[entry["name"]] = {
             "steps": steps,
