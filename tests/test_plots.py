@@ -349,3 +349,38 @@ def test_plotted_numbers_read_back_with_their_units(tmp_path):
     assert back.attrs["units"]["value"] == "loss: nats / token"
     with pytest.raises(ValueError, match=r"without a unit: \['step'\]"):
         plots.plotted(frame, {"model": "m", "value": "v"})
+
+
+def test_figures_over_training_against_tokens_seen(drawn, tmp_path):
+    """figures.x_axis: tokens: Figs 1a, 3 and 5 draw each checkpoint at the tokens it had
+    seen (two runs with different batch sizes line up), and write them beside the steps."""
+    rows = []
+    for model, per_step in (("a", 100), ("b", 400)):
+        for s in (1, 10, 100):
+            for name, value in (("loss", 3 + 1 / s), ("singular_entropy", 0.1 * s)):
+                rows.append({"model": model, "step": s, "tokens_seen": s * per_step,
+                             "metric": name, "layer": None, "value": value})  # fmt: skip
+            rows.append({"model": model, "step": s, "tokens_seen": s * per_step,
+                         "metric": "anisotropy", "layer": 1, "value": 0.5})  # fmt: skip
+    metrics = pd.DataFrame(rows)
+    style = plots.Style({"x_axis": "tokens"}, {"a": 10, "b": 20})
+    data = plots.fig1a_loss(metrics, style, None, "x", "y")
+    ax = drawn[0].axes[0]
+    xs = sorted(tuple(line.get_xdata()) for line in ax.get_lines())
+    assert xs == [(100, 1000, 10000), (400, 4000, 40000)] and ax.get_xlabel() == "tokens seen"
+    assert list(data.columns[:4]) == ["series", "runs", "step", "tokens_seen"]
+    assert "tokens seen" in data.attrs["units"]["tokens_seen"]
+    fig3 = plots.fig3_anisotropy_training(metrics, style, None, "x", "y")
+    offsets = sorted(
+        float(x) for c in drawn[1].axes[0].collections[-1:] for x, _ in c.get_offsets()
+    )
+    assert offsets == [100, 1000, 10000] and set(fig3.tokens_seen) == {
+        100,
+        400,
+        1000,
+        4000,
+        10000,
+        40000,
+    }
+    plots.fig5_singular_entropy(metrics, style, "x", "y")
+    assert drawn[2].axes[0].get_xlabel() == "tokens seen"

@@ -26,6 +26,7 @@ class Style:
 
     def __init__(self, style: dict, sizes: dict[str, int]):
         self.s = {**DEFAULT_STYLE, **style}
+        self.x, self.x_label = X_AXES[self.s.get("x_axis", "step")]  # training's x-axis
         self.sizes = sizes  # model -> parameter count, for the colour
         self.cmap = plt.get_cmap(self.s["colormap"])
         lo, hi = min(sizes.values()), max(sizes.values())
@@ -123,9 +124,13 @@ def metric(metrics: pd.DataFrame, name: str, layer=None) -> pd.DataFrame:
     return m.sort_values(["model", "step"])
 
 
-def log_steps(ax):
+X_AXES = {"step": ("step", "training step"), "tokens": ("tokens_seen", "tokens seen")}
+
+
+def log_steps(ax, style=None):
+    """A log x-axis of training steps, or of tokens seen (``figures.x_axis: tokens``)."""
     ax.set_xscale("log")
-    ax.set_xlabel("training step")
+    ax.set_xlabel(style.x_label if style is not None else "training step")
 
 
 def runs_by_size(models: list[str]) -> dict[str, list[str]]:
@@ -144,6 +149,7 @@ OVER_STEPS_UNITS = {
     "series": "the model, or a size trained with several seeds",
     "runs": "runs drawn (several: the band's runs)",
     "step": "training step",
+    "tokens_seen": "tokens seen (the x-axis with figures.x_axis: tokens)",
     "value": "the plotted value (its unit: the figure's y-axis); the median of several runs",
     "low": "the band's lower edge: the runs' minimum (empty for one run)",
     "high": "the band's upper edge: the runs' maximum (empty for one run)",
@@ -151,31 +157,41 @@ OVER_STEPS_UNITS = {
 
 
 def per_model_over_steps(ax, rows, style, labelled: bool = True) -> pd.DataFrame:
-    """One line per model of a metric over the training steps (step 0 has no place on a
-    log axis); a size trained with several seeds as one band, the runs' range at each step
-    they all have, around their median. Returns what it drew (``OVER_STEPS_UNITS``)."""
+    """One line per model of a metric over training, against its steps or the tokens it
+    had seen (``figures.x_axis``; step 0 has no place on a log axis); a size trained with
+    several seeds as one band, the runs' range at each step they all have, around their
+    median. Returns what it drew (``OVER_STEPS_UNITS``; tokens_seen where plotted)."""
+    x = style.x
+    index = ["step"] if x == "step" else ["step", x]
     drawn = []
     for size, models in runs_by_size(style.models()).items():
         color = style.color(models[0])
-        if len(models) == 1:
-            g = rows[(rows.model == models[0]) & (rows.step > 0)]
-            name = label(style, models[0])
-            ax.plot(g.step, g.value, marker="o", ms=2.5, lw=1.3, color=color,
-                    label=name if labelled else None)  # fmt: skip
-            drawn.append(pd.DataFrame({"series": models[0], "runs": 1, "step": g.step,
-                                       "value": g.value, "low": np.nan, "high": np.nan}))  # fmt: skip
-            continue
         g = rows[rows.model.isin(models) & (rows.step > 0)]
-        wide = g.pivot_table(index="step", columns="model", values="value").dropna()
-        low, high, median = wide.min(axis=1), wide.max(axis=1), wide.median(axis=1)
-        ax.fill_between(wide.index, low, high, color=color, alpha=0.25, lw=0)
-        name = f"{size} ({human(style.sizes[models[0]])}, {len(models)} seeds: median, range)"
-        ax.plot(wide.index, median, marker="o", ms=2.5, lw=1.3, color=color,
+        wide = g.pivot_table(index=index, columns="model", values="value").dropna()
+        at = wide.index.get_level_values(x)
+        if len(models) == 1:
+            median, low, high = wide[models[0]], np.nan, np.nan
+            name = label(style, models[0])
+        else:
+            low, high, median = wide.min(axis=1), wide.max(axis=1), wide.median(axis=1)
+            ax.fill_between(at, low, high, color=color, alpha=0.25, lw=0)
+            name = f"{size} ({human(style.sizes[models[0]])}, {len(models)} seeds: median, range)"
+        ax.plot(at, median, marker="o", ms=2.5, lw=1.3, color=color,
                 label=name if labelled else None)  # fmt: skip
-        drawn.append(pd.DataFrame({"series": size, "runs": len(models), "step": wide.index,
-                                   "value": median, "low": low, "high": high}))  # fmt: skip
-    columns = list(OVER_STEPS_UNITS)
-    return pd.concat(drawn, ignore_index=True) if drawn else pd.DataFrame(columns=columns)
+        frame = pd.DataFrame({"series": models[0] if len(models) == 1 else size,
+                              "runs": len(models), "value": median.to_numpy(),
+                              "low": low, "high": high}, index=wide.index)  # fmt: skip
+        drawn.append(frame.reset_index())
+    columns = ["series", "runs", *index, "value", "low", "high"]
+    if not drawn:
+        return pd.DataFrame(columns=columns)
+    return pd.concat(drawn, ignore_index=True)[columns]
+
+
+def over_steps_units(data: pd.DataFrame, **changes) -> dict:
+    """``OVER_STEPS_UNITS`` for the columns a figure drew, with ``changes``."""
+    units = {**OVER_STEPS_UNITS, **changes}
+    return {c: units[c] for c in data.columns}
 
 
 def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
@@ -205,17 +221,17 @@ def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
     ]
     for model, step in sorted(saturated.items()):
         at = rows[(rows.model == model) & (rows.step == step)]
-        ax.plot(at.step, at.value, marker="*", ms=11, ls="none", color=style.color(model),
+        ax.plot(at[style.x], at.value, marker="*", ms=11, ls="none", color=style.color(model),
                 markeredgecolor="black", markeredgewidth=0.6)  # fmt: skip
     if saturated:
         ax.plot([], [], marker="*", ms=9, ls="none", color="0.5", markeredgecolor="black",
                 label="best checkpoint of a saturating model")  # fmt: skip
-    log_steps(ax)
+    log_steps(ax, style)
     ax.set_title("Evaluation loss over training")
     ax.legend(fontsize="small", loc="upper right")
     style.save(fig, png, pdf)
-    units = {**OVER_STEPS_UNITS, "value": f"cross-entropy on the evaluation sample ({unit})"}
-    units["best_of_saturating"] = "the best checkpoint of a model that saturates (starred)"
+    units = over_steps_units(data, value=f"cross-entropy on the evaluation sample ({unit})",
+                             best_of_saturating="the best checkpoint of a saturating model")  # fmt: skip
     return plotted(data, units)
 
 
@@ -485,6 +501,7 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     loss, ylabel = fig3_loss(metrics, loss_metric)
     aniso = last_layer_anisotropy(metrics)[["model", "step", "value"]]
     both = loss.merge(aniso, on=["model", "step"], suffixes=("", "_anisotropy"))
+    x = style.x
     both = both[both.step > 0].rename(columns={"value_anisotropy": "anisotropy"})
     groups = runs_by_size(style.models())
     ncols = min(len(groups), 5)
@@ -497,11 +514,11 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
     for ax, (size, models) in zip(axes.flat, groups.items(), strict=False):
         for model in models:
             g = both[both.model == model].sort_values("step")
-            points = np.column_stack([g.step, g.value])
+            points = np.column_stack([g[x], g.value])
             segments = np.stack([points[:-1], points[1:]], axis=1)
             middle = (g.anisotropy.to_numpy()[:-1] + g.anisotropy.to_numpy()[1:]) / 2
             ax.add_collection(LineCollection(segments, colors=cmap(norm(middle)), lw=1.6))
-            ax.scatter(g.step, g.value, c=g.anisotropy, cmap=cmap, norm=norm, s=7, zorder=3,
+            ax.scatter(g[x], g.value, c=g.anisotropy, cmap=cmap, norm=norm, s=7, zorder=3,
                        lw=0)  # fmt: skip
         ax.set_xscale("log")
         ax.autoscale_view()
@@ -511,18 +528,20 @@ def fig3_anisotropy_training(metrics, style, floor, png, pdf):
             floor_line(ax, floor)
     for ax in list(axes.flat)[len(groups) :]:
         ax.set_visible(False)
-    fig.supxlabel("training step", fontsize=style.s["font_size"])
+    fig.supxlabel(style.x_label, fontsize=style.s["font_size"])
     fig.supylabel(ylabel, fontsize=style.s["font_size"])
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=axes,
                  label="last-layer anisotropy", shrink=0.9)  # fmt: skip
     fig.suptitle("Loss over training, coloured by last-layer anisotropy")
     style.save(fig, png, pdf)
-    data = both[["model", "step", "value", "anisotropy"]].rename(columns={"value": "loss"})
+    columns = ["model", "step"] + ([x] if x != "step" else []) + ["value", "anisotropy"]
+    data = both[columns].rename(columns={"value": "loss"})
     return plotted(
         data,
         {
             "model": "the model",
             "step": "training step",
+            "tokens_seen": "tokens seen (the x-axis)",
             "loss": f"{loss_metric}: {ylabel}",
             "anisotropy": "the last layer's anisotropy (mean pairwise cosine): the colour",
         },
@@ -540,11 +559,10 @@ def fig3_loss_and_anisotropy(metrics, style, floor, png, pdf):
     axes[0, 0].set_title("Loss and last-layer anisotropy over training")
     axes[0, 0].legend(fontsize="small", loc="upper right")
     axes[1, 0].set_ylabel("last-layer anisotropy")
-    log_steps(axes[1, 0])
+    log_steps(axes[1, 0], style)
     style.save(fig, png, pdf)
     data = pd.concat([top.assign(panel="loss"), bottom.assign(panel="anisotropy")])
-    units = {**OVER_STEPS_UNITS, "panel": "loss (nats / token) | anisotropy (mean cosine)"}
-    return plotted(data, units)
+    return plotted(data, over_steps_units(data, panel="loss (nats / token) | anisotropy"))
 
 
 def compact_step(step: int) -> str:
@@ -626,13 +644,12 @@ def fig5_singular_entropy(metrics, style, png, pdf):
     fig, axes = style.figure()
     ax = axes[0, 0]
     data = per_model_over_steps(ax, metric(metrics, "singular_entropy"), style)
-    log_steps(ax)
+    log_steps(ax, style)
     ax.set_ylabel(r"singular entropy KL($\sigma / \Sigma\sigma$ ‖ uniform) (nats)")
     ax.set_title("Singular entropy of the LM head over training")
     ax.legend(fontsize="small", ncol=2)
     style.save(fig, png, pdf)
-    units = {**OVER_STEPS_UNITS, "value": "KL(sigma / sum sigma || uniform) in nats"}
-    return plotted(data, units)
+    return plotted(data, over_steps_units(data, value="KL(sigma / sum sigma || uniform), nats"))
 
 
 def fig6_rank_heads(heads, style, language, png, pdf):
