@@ -77,6 +77,27 @@ def trainer_run(folder, steps=(2, 4), seed=0, hidden=16, vocab=20, context=16):
     return folder
 
 
+def local_workflow(folder, run, backbone_step, checkpoints_per_job=None):
+    """A copy of the workflow whose config is the tiny one with ``run`` as its one local
+    model, ``mine`` (its scaling fit and rank-head backbone; no downstream evaluation)."""
+    from conftest import copy_workflow
+
+    workdir = copy_workflow(folder, TINY)
+    config = load_yaml(TINY)
+    config["checkpoints"] = {
+        "source": "local",
+        "schedule": config["checkpoints"]["schedule"],
+        "local": {"models": [{"name": "mine", "path": str(run)}]},
+    }
+    if checkpoints_per_job is not None:
+        config["metrics"]["checkpoints_per_job"] = checkpoints_per_job
+    config["scaling"]["models"] = ["mine"]
+    config["rank_heads"]["backbones"] = [{"model": "mine", "step": backbone_step}]
+    config["downstream"]["activate"] = False
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    return workdir
+
+
 def test_a_trainer_run_is_read_as_trainer_saved_it(tmp_path):
     """checkpoint-{N} folders, their steps and the tokens Trainer counted; a checkpoint
     whose weights are cut short, or that has no trainer_state.json yet, is left out and
@@ -126,22 +147,12 @@ def test_a_trainer_run_is_planned_with_its_tokens_and_a_half_written_checkpoint_
     counted them), and names the checkpoint still being written in its warning."""
     import shutil
 
-    from conftest import copy_workflow, job_stats, run_snakemake
+    from conftest import job_stats, run_snakemake
 
     run = trainer_run(tmp_path / "run", steps=(2, 4))
     shutil.copytree(run / "checkpoint-4", run / "checkpoint-6")
     (run / "checkpoint-6" / "trainer_state.json").unlink()
-    workdir = copy_workflow(tmp_path / "wf", TINY)
-    config = load_yaml(TINY)
-    config["checkpoints"] = {
-        "source": "local",
-        "schedule": config["checkpoints"]["schedule"],
-        "local": {"models": [{"name": "mine", "path": str(run)}]},
-    }
-    config["rank_heads"]["backbones"] = [{"model": "mine", "step": None}]
-    config["scaling"]["models"] = ["mine"]
-    config["downstream"]["activate"] = False
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    workdir = local_workflow(tmp_path / "wf", run, backbone_step=None)
     result = run_snakemake(
         workdir, "-n", "--cores", "1", "results/tables/checkpoint_metrics.parquet"
     )
@@ -159,25 +170,14 @@ def test_new_checkpoints_of_a_trainer_run_are_measured_alone(tmp_path):
     measures exactly the two new ones and gathers the tables again, nothing else."""
     import shutil
 
-    from conftest import copy_workflow, job_stats, run_snakemake
+    from conftest import job_stats, run_snakemake
 
     later = trainer_run(tmp_path / "later", steps=(2, 4, 6, 8), vocab=32, context=32)
     run = tmp_path / "run"
     run.mkdir()
     for step in (2, 4):
         shutil.copytree(later / f"checkpoint-{step}", run / f"checkpoint-{step}")
-    workdir = copy_workflow(tmp_path / "wf", TINY)
-    config = load_yaml(TINY)
-    config["checkpoints"] = {
-        "source": "local",
-        "schedule": config["checkpoints"]["schedule"],
-        "local": {"models": [{"name": "mine", "path": str(run)}]},
-    }
-    config["metrics"]["checkpoints_per_job"] = 1
-    config["scaling"]["models"] = ["mine"]
-    config["rank_heads"]["backbones"] = [{"model": "mine", "step": 2}]
-    config["downstream"]["activate"] = False
-    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    workdir = local_workflow(tmp_path / "wf", run, backbone_step=2, checkpoints_per_job=1)
     target = "results/tables/checkpoint_metrics.parquet"
     result = run_snakemake(workdir, "--cores", "2", target)
     assert result.returncode == 0, result.stderr[-3000:]

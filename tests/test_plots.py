@@ -384,3 +384,14 @@ def test_figures_over_training_against_tokens_seen(drawn, tmp_path):
     }
     plots.fig5_singular_entropy(metrics, style, "x", "y")
     assert drawn[2].axes[0].get_xlabel() == "tokens seen"
+
+
+def test_a_model_with_nothing_to_draw_is_left_out(drawn):
+    """A model of the run with no rows in a figure (every head a duplicate, say) draws
+    nothing; the others are drawn."""
+    rows = [{"model": "a", "step": s, "metric": "singular_entropy", "layer": None, "value": s}
+            for s in (1, 10)]  # fmt: skip
+    data = plots.fig5_singular_entropy(
+        pd.DataFrame(rows), plots.Style({}, {"a": 10, "b": 20}), "x", "y"
+    )
+    assert set(data.series) == {"a"} and len(drawn[0].axes[0].get_lines()) == 1

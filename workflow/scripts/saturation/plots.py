@@ -167,19 +167,21 @@ def per_model_over_steps(ax, rows, style, labelled: bool = True) -> pd.DataFrame
     for size, models in runs_by_size(style.models()).items():
         color = style.color(models[0])
         g = rows[rows.model.isin(models) & (rows.step > 0)]
+        if g.empty:  # nothing of this size to draw (e.g. every head a duplicate)
+            continue
         wide = g.pivot_table(index=index, columns="model", values="value").dropna()
         at = wide.index.get_level_values(x)
-        if len(models) == 1:
-            median, low, high = wide[models[0]], np.nan, np.nan
-            name = label(style, models[0])
+        if wide.shape[1] == 1:
+            median, low, high = wide.iloc[:, 0], np.nan, np.nan
+            name = label(style, wide.columns[0])
         else:
             low, high, median = wide.min(axis=1), wide.max(axis=1), wide.median(axis=1)
             ax.fill_between(at, low, high, color=color, alpha=0.25, lw=0)
-            name = f"{size} ({human(style.sizes[models[0]])}, {len(models)} seeds: median, range)"
+            name = f"{size} ({human(style.sizes[models[0]])}, {wide.shape[1]} seeds: median, range)"
         ax.plot(at, median, marker="o", ms=2.5, lw=1.3, color=color,
                 label=name if labelled else None)  # fmt: skip
-        frame = pd.DataFrame({"series": models[0] if len(models) == 1 else size,
-                              "runs": len(models), "value": median.to_numpy(),
+        frame = pd.DataFrame({"series": wide.columns[0] if wide.shape[1] == 1 else size,
+                              "runs": wide.shape[1], "value": median.to_numpy(),
                               "low": low, "high": high}, index=wide.index)  # fmt: skip
         drawn.append(frame.reset_index())
     columns = ["series", "runs", *index, "value", "low", "high"]
