@@ -43,9 +43,7 @@ METRICS = config["metrics"]
 SPECTRUM_ONLY = "forward" not in METRICS["parts"]
 # Named evaluation corpora each checkpoint is also scored on (WikiText as the harness's);
 # none where only the head's spectrum is measured (no forward pass).
-EVAL_CORPORA = {
-    c["name"]: c for c in METRICS["eval_corpora"] if "forward" in METRICS["parts"]
-}
+EVAL_CORPORA = {} if SPECTRUM_ONLY else {c["name"]: c for c in METRICS["eval_corpora"]}
 NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
@@ -60,12 +58,9 @@ MEASURE_JOBS = measure_jobs(config)
 # Each model's tokenizer, and those besides corpus.tokenizer that the sample is tokenized for.
 MODEL_TOKENIZER = model_tokenizers(config)
 OTHER_TOKENIZERS = other_tokenizers(config)  # {key in paths: repo id or folder}
-# Every model's tokenizer by its key in paths: the evaluation corpora are encoded with each.
-MODEL_TOKENIZER_KEYS = {
-    tokenizer_key(t): t
-    for t in (t or CORPUS.get("tokenizer") for t in MODEL_TOKENIZER.values())
-    if t
-}
+# The tokenizer each model's evaluation corpora are encoded with, and those by key in paths.
+EVAL_TOKENIZER = {m: t or CORPUS.get("tokenizer") for m, t in MODEL_TOKENIZER.items()}
+MODEL_TOKENIZER_KEYS = {tokenizer_key(t): t for t in EVAL_TOKENIZER.values() if t}
 
 # The checkpoint source's own settings, each defined (empty where it does not apply) for
 # every source: the mini-suite's setup and widths, the hub section and its models, a local
@@ -89,9 +84,6 @@ for _model, _run in LOCAL.items():  # checkpoints still being written: the next 
             f"{_model} step {_step} is left out of this run, still being written "
             f"({_why}): {_run['path']}"
         )
-TOKENS_PER_STEP = dict.fromkeys(
-    MODELS, MINISUITE.get("batch_size", 0) * MINISUITE.get("sequence_length", 0)
-)  # the mini-suite's; a hub entry and a local run give each checkpoint's tokens
 
 
 def tokens_seen(model, step):
@@ -102,7 +94,7 @@ def tokens_seen(model, step):
         return HUB_MODELS[model]["tokens"][int(step)]
     if SOURCE == "local":
         return LOCAL[model]["tokens"][int(step)]
-    return int(step) * TOKENS_PER_STEP[model]
+    return int(step) * MINISUITE["batch_size"] * MINISUITE["sequence_length"]
 
 
 def for_each_checkpoint(pattern):
@@ -154,7 +146,7 @@ def model_eval_corpora(model):
     tokenizer."""
     if not EVAL_CORPORA:
         return {}
-    key = tokenizer_key(MODEL_TOKENIZER[model] or CORPUS["tokenizer"])
+    key = tokenizer_key(EVAL_TOKENIZER[model])
     return {
         name: [
             f"results/eval_corpora/{name}/{key}.{ext}" for ext in ("parquet", "json")

@@ -18,7 +18,7 @@ HARNESS_INCLUDE = [
     p
     for p in (
         DOWNSTREAM["include_path"],
-        STORY_CLOZE_TASK and "results/downstream/harness_tasks",
+        STORY_CLOZE_TASK and str(Path(STORY_CLOZE_TASK).parent),
     )
     if p
 ] or None

@@ -48,7 +48,6 @@ def scaling_tables(inputs, shared) -> dict:
         "saturation": pd.read_parquet(inputs["saturation"]),
         "fit": pd.read_parquet(inputs["fit"]),
         "floor": shared["floor"],
-        "models": shared["style"].get("fig1b_models"),
     }
 
 
@@ -165,7 +164,6 @@ def render(
         "language": language,
         "floor": language["entropy_rate"] if language else None,
         "link": link,
-        "style": style,
     }
     data = FIGURES[figure].load(inputs, shared)
     st = plots.Style(style, sizes)

@@ -237,11 +237,12 @@ def fig1a_loss(metrics, style, floor, png, pdf, saturated=None):
     return plotted(data, units)
 
 
-def fig1b_scaling(saturation, fit, style, floor, png, pdf, models=None):
+def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     """Left: best and final checkpoints against the law, each at its own T (the curve is the
     law at the final T; a dash marks each checkpoint's own prediction). Right: the relative
     gap loss / prediction - 1 by model, with its mean over the models below the fit.
-    ``models``: the models drawn (``figures.fig1b_models``; None: every model measured)."""
+    The models drawn: ``figures.fig1b_models`` (None: every model measured)."""
+    models = style.s.get("fig1b_models")
     count = fit[fit.selected].parameters.iloc[0]
     fit = fit[fit.parameters == count]
     sat = saturation[saturation.parameters == count]
@@ -586,25 +587,18 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
     # sigma_i / sigma_1 runs from 1 down: a log scale shows both the near-uniform phase (most
     # values near 1) and the spike (all but a few far below); its floor the data's 1st
     # percentile, so no colour is spent on a few near-null directions.
-    ratios = head_spectra.groupby(["model", "step"]).singular_value.transform(
-        lambda v: v / v.max() if v.max() > 0 else v
-    )
-    positive = ratios[ratios > 0]
+    largest = head_spectra.groupby(["model", "step"]).singular_value.transform("max")
+    spectra = head_spectra.assign(sigma_over_sigma1=(head_spectra.singular_value / largest)
+                                  .where(largest > 0, 0.0))  # fmt: skip
+    positive = spectra.sigma_over_sigma1[spectra.sigma_over_sigma1 > 0]
     vmin = float(np.clip(np.quantile(positive, 0.01), 1e-6, 0.5)) if len(positive) else 1e-4
     vmax = 1.0
     image = None
-    drawn = []
     for ax, model in zip(axes.flat, models, strict=False):
-        g = head_spectra[head_spectra.model == model]
-        steps = sorted(g.step.unique())
-        d = g["index"].max() + 1
-        grid = np.zeros((d, len(steps)))
-        for j, s in enumerate(steps):
-            sigma = g[g.step == s].sort_values("index").singular_value.to_numpy()
-            grid[:, j] = sigma / sigma[0] if sigma[0] > 0 else 0
-            drawn.append(pd.DataFrame({"model": model, "step": s, "index": np.arange(d),
-                                       "relative_rank": np.arange(d) / d,
-                                       "sigma_over_sigma1": grid[:, j]}))  # fmt: skip
+        wide = spectra[spectra.model == model].pivot(
+            index="index", columns="step", values="sigma_over_sigma1"
+        )
+        steps, grid = list(wide.columns), wide.fillna(0.0).to_numpy()
         image = ax.imshow(
             np.clip(grid, vmin, vmax),
             aspect="auto",
@@ -630,8 +624,11 @@ def fig4_head_spectrum(head_spectra, style, png, pdf):
     )
     fig.suptitle("LM-head singular values over training, normalised by the largest")
     style.save(fig, png, pdf)
+    d = spectra.groupby(["model", "step"])["index"].transform("max") + 1
+    drawn = spectra.assign(relative_rank=spectra["index"] / d)
+    drawn = drawn[drawn.model.isin(models)].sort_values(["model", "step", "index"])
     return plotted(
-        pd.concat(drawn, ignore_index=True),
+        drawn[["model", "step", "index", "relative_rank", "sigma_over_sigma1"]],
         {
             "model": "the model",
             "step": "training step (a column of the panel)",
