@@ -5,6 +5,7 @@ from snakemake.utils import validate
 
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
+from saturation.defaults import expand_shorthands, fill_derived
 from saturation.suites import (
     CHECKPOINT_JOB,
     checkpoint_jobs,
@@ -23,11 +24,19 @@ from saturation.suites import (
 
 SCHEMA = workflow_file("../schemas/config.schema.yaml")
 try:
+    expand_shorthands(config)  # run= and text=, the common case
     check_schema(config, SCHEMA)  # one message naming the key, before any job runs
     validate(config, str(SCHEMA))  # fills in the schema's defaults
+    fill_derived(config)  # and those that follow from other keys and the disk
     check_semantics(config)
 except ConfigError as exc:
-    raise WorkflowError(f"Invalid configuration: {exc}") from None
+    standalone = (
+        " (config files given with --configfile stand alone: config/config.yaml, the "
+        "demo, is not read under them; config/local-run.yaml is a starting point)"
+        if workflow.overwrite_configfiles and "is missing" in str(exc)
+        else ""
+    )
+    raise WorkflowError(f"Invalid configuration: {exc}{standalone}") from None
 
 
 def code_of(script):
@@ -44,6 +53,8 @@ SPECTRUM_ONLY = "forward" not in METRICS["parts"]
 # Named evaluation corpora each checkpoint is also scored on (WikiText as the harness's);
 # none where only the head's spectrum is measured (no forward pass).
 EVAL_CORPORA = {} if SPECTRUM_ONLY else {c["name"]: c for c in METRICS["eval_corpora"]}
+# Rank-constrained heads where the config has the section (none on the head alone).
+RANK_HEADS_ON = "rank_heads" in config and not SPECTRUM_ONLY
 NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
@@ -131,7 +142,9 @@ def model_sample(model, split):
     """The sample a model reads: the corpus as drawn, or its documents tokenized with the
     model's own tokenizer."""
     tokenizer = MODEL_TOKENIZER[model]
-    if tokenizer is None or tokenizer == CORPUS["tokenizer"]:
+    if tokenizer is None or tokenizer_key(tokenizer) == tokenizer_key(
+        CORPUS["tokenizer"]
+    ):
         return f"results/corpus/{split}.parquet"
     return f"results/corpus/{split}/{tokenizer_key(tokenizer)}.parquet"
 
@@ -224,11 +237,12 @@ TABLES = {
     "head_spectra": "results/tables/spectra.parquet",
     "saturation": "results/tables/saturation.parquet",
     "fit": "results/tables/scaling_fit.parquet",
-    "rank_heads": "results/tables/rank_heads.parquet",
     "ngram_spectra": "results/tables/ngram_spectra.parquet",
     "checkpoints": "results/tables/checkpoints.parquet",
     "document_losses": "results/tables/document_losses.parquet",
 }
+if RANK_HEADS_ON:
+    TABLES["rank_heads"] = "results/tables/rank_heads.parquet"
 
 
 def all_targets():
@@ -239,7 +253,7 @@ def all_targets():
         )
     targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
     targets.append("results/tables/saturation_by_size.parquet")
-    targets += expand("results/figures/{fig}.{ext}", fig=FIGURES, ext=("png", "pdf"))
+    targets += expand("results/figures/{fig}.{ext}", fig=RUN_FIGURES, ext=("png", "pdf"))
     if SOURCE == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)
     if DOWNSTREAM["activate"]:

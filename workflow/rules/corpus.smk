@@ -1,27 +1,29 @@
 include: "corpus_inputs.smk"
 
 
-rule synthetic_language:
-    output:
-        language="results/corpus/synthetic_language.npz",
-        meta="results/corpus/synthetic_language.json",
-    log:
-        "logs/corpus/synthetic_language.log",
-    conda:
-        "../envs/corpus.yaml"
-    threads: 1
-    resources:
-        mem_mb=1000,
-        runtime=10,
-    params:
-        code=code_of("synthetic_language.py"),
-        synthetic={
-            k: CORPUS["synthetic"][k]
-            for k in ("vocab_size", "rank", "logit_scale", "zipf_exponent")
-        },
-        seed=config["seed"],
-    script:
-        "../scripts/synthetic_language.py"
+if SYNTHETIC:  # the demo's language, generated
+
+    rule synthetic_language:
+        output:
+            language="results/corpus/synthetic_language.npz",
+            meta="results/corpus/synthetic_language.json",
+        log:
+            "logs/corpus/synthetic_language.log",
+        conda:
+            "../envs/corpus.yaml"
+        threads: 1
+        resources:
+            mem_mb=1000,
+            runtime=10,
+        params:
+            code=code_of("synthetic_language.py"),
+            synthetic={
+                k: CORPUS["synthetic"][k]
+                for k in ("vocab_size", "rank", "logit_scale", "zipf_exponent")
+            },
+            seed=config["seed"],
+        script:
+            "../scripts/synthetic_language.py"
 
 
 rule sample_corpus:

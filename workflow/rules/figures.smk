@@ -2,7 +2,7 @@ include: "figures_inputs.smk"
 
 
 # One rule per figure, each registered in the report with its caption.
-for fig, spec in FIGURES.items():
+for fig, spec in RUN_FIGURES.items():
 
     rule:
         name:

@@ -2,6 +2,19 @@
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 # The figures and the tables each draws from: saturation/figures.py's registry.
 from saturation.figures import FIGURES, head_figures
+from saturation.scaling import fit_plan
+
+# Why Fig 1b is not drawn (no fit to draw, as the config tells), or None.
+FIT_SKIPPED = fit_plan(config["scaling"])
+if FIT_SKIPPED and not SPECTRUM_ONLY:
+    logger.info(f"Fig 1b is not drawn: {FIT_SKIPPED} (results/tables/scaling_fit.parquet)")
+# The figures this run draws: those whose tables it makes.
+RUN_FIGURES = {
+    fig: spec
+    for fig, spec in FIGURES.items()
+    if all(n in TABLES for n in spec.needs if n != "language_matrix")
+    and not (fig == "fig1b_scaling" and FIT_SKIPPED)
+}
 
 
 def figure_inputs(needs):

@@ -6,8 +6,21 @@ BACKBONES = [
         "model": b["model"],
         "step": MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"],
     }
-    for b in ([] if SPECTRUM_ONLY else RANK_HEADS["backbones"])
-]  # the head alone (metrics.parts [spectrum]) trains no heads
+    for b in RANK_HEADS["backbones"]
+]
+for _i, _b in enumerate(RANK_HEADS["backbones"]):  # a backbone following its last checkpoint
+    if _b.get("step") is None:
+        _step = MODEL_STEPS[_b["model"]][-1]
+        _trained = sorted(
+            int(p.parent.name.removeprefix("step"))
+            for p in Path(f"results/rank_heads/{_b['model']}").glob("step*/r*.parquet")
+        )
+        if _trained and _step not in _trained:
+            logger.warning(
+                f"rank heads of {_b['model']} follow its last checkpoint, now step {_step}: "
+                f"they are trained anew there (those of step {_trained[-1]} stay); give "
+                f"rank_heads.backbones[{_i}].step to keep one step"
+            )
 RANK_SWEEP = [str(r) for r in sorted(set(RANK_HEADS["ranks"]))] + ["full"]
 # The jobs that train them: {name in paths: [rank, ...]}, rank_heads.ranks_per_job a job.
 RANK_JOBS = job_batches(RANK_SWEEP, RANK_HEADS["ranks_per_job"])

@@ -38,7 +38,7 @@ from saturation.config import ConfigError, read_config_files
 try:
     read_config_files(
         [*workflow.overwrite_configfiles]
-        + ([] if workflow.modifier.skip_configfile else ["config/config.yaml"])
+        or ([] if workflow.modifier.skip_configfile else ["config/config.yaml"])
     )
 except ConfigError as exc:
     raise WorkflowError(f"Invalid configuration: {exc}") from None

@@ -14,6 +14,7 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
 
+from saturation.defaults import check_local_sizes
 from saturation.suites import SuiteError, local_models, model_name, model_steps, schedule_steps
 
 
@@ -276,18 +277,22 @@ def check_semantics(config: dict) -> None:
             )
     else:  # local training runs, listed now: a missing folder stops the run here
         try:
-            models = list(model_steps(config))
+            local = local_models(config)
         except SuiteError as exc:
             raise ConfigError(str(exc)) from None
+        models = list(local)
+        check_tokens_known(config, local)
     if (config.get("figures") or {}).get("loss_unit") == "byte" and corpus["source"] == "synthetic":
         raise ConfigError(
             "config key 'figures.loss_unit': byte needs a text corpus; the synthetic "
             "language's tokens have no bytes"
         )
+    check_local_sizes(config)
     if "forward" in parts:  # the head alone runs none of the stages after the metrics
         check_scaling(config, models)
-        check_rank_heads(config, models)
-        check_rank_head_memory(config)
+        if "rank_heads" in config:
+            check_rank_heads(config, models)
+            check_rank_head_memory(config)
         check_ngrams(config)
         check_downstream(config, models)
     unknown = sorted(set(ckpt.get("trusted_steps") or {}) - set(models))
@@ -297,9 +302,29 @@ def check_semantics(config: dict) -> None:
         )
 
 
+def check_tokens_known(config: dict, local: dict) -> None:
+    """What needs the tokens each checkpoint had seen (Figs over tokens, the scaling law's T)
+    refused where a local run neither logged them nor gives tokens_per_step."""
+    needs = []
+    if (config.get("figures") or {}).get("x_axis") == "tokens":
+        needs.append("figures.x_axis: tokens")
+    if config["scaling"].get("models"):
+        needs.append("scaling.models (the law's T)")
+    unknown = {m: v["tokens_unknown"] for m, v in local.items() if v["tokens_unknown"]}
+    if needs and unknown:
+        model, steps = next(iter(unknown.items()))
+        raise ConfigError(
+            "config key 'checkpoints.local.tokens_per_step' is missing: "
+            f"{' and '.join(needs)} need the tokens each checkpoint had seen, and {model}'s "
+            f"steps {steps[:5]} have no num_input_tokens_seen in their trainer_state.json "
+            "(Trainer logs it with include_num_input_tokens_seen=True); give the tokens one "
+            "optimiser step consumed"
+        )
+
+
 def check_scaling(config: dict, models: list[str]) -> None:
     scaling = config["scaling"]
-    unknown = sorted(set(scaling["models"]) - set(models))
+    unknown = sorted(set(scaling["models"] or []) - set(models))
     if unknown:
         raise ConfigError(
             f"config key 'scaling.models': {unknown} are not models of this run ({models})"
@@ -438,6 +463,12 @@ def check_rank_head_memory(config: dict) -> None:
 def check_ngrams(config: dict) -> None:
     ngrams = config["ngrams"]
     names = [c["name"] for c in ngrams["corpora"]]
+    held = [c["name"] for c in ngrams["corpora"] if (c.get("local") or {}).get("eval_files")]
+    if held:
+        raise ConfigError(
+            f"config key 'ngrams.corpora': {held} give local.eval_files; an n-gram corpus is "
+            "one sample (its paths)"
+        )
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise ConfigError(f"config key 'ngrams.corpora': duplicate names {dup}")

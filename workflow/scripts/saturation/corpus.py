@@ -111,14 +111,14 @@ def split_of(index: int, seed: int, eval_fraction: float) -> str:
 def take_tokens(
     documents: Iterable[tuple[np.ndarray, str | None]],
     split: str,
-    n_tokens: int,
+    n_tokens: int | None,
     seed: int,
     eval_fraction: float,
     max_document_tokens: int | None,
     cut=None,
 ) -> tuple[list[int], list[np.ndarray], list[str | None]]:
     """Walk the stream of (tokens, text) documents, keep those of ``split`` until
-    ``n_tokens`` are in.
+    ``n_tokens`` are in (None: every document of the split).
 
     The last document is cut so the sample holds exactly ``n_tokens`` tokens. A document cut
     to ``k`` tokens keeps the text ``cut(text, k)`` those tokens cover.
@@ -127,7 +127,7 @@ def take_tokens(
     for index, (tokens, text) in enumerate(documents):
         if split_of(index, seed, eval_fraction) != split or len(tokens) == 0:
             continue
-        limit = n_tokens - total
+        limit = np.inf if n_tokens is None else n_tokens - total
         if max_document_tokens is not None:
             limit = min(limit, max_document_tokens)
         if len(tokens) > limit:
@@ -137,8 +137,10 @@ def take_tokens(
         kept.append(np.asarray(tokens, dtype=np.int32))
         texts.append(text)
         total += len(tokens)
-        if total >= n_tokens:
+        if n_tokens is not None and total >= n_tokens:
             return ids, kept, texts
+    if n_tokens is None and total:
+        return ids, kept, texts
     raise CorpusError(
         f"the source ran out of documents after {total} tokens of the {split} split; "
         f"{n_tokens} were asked for (lower corpus.{split}_tokens or add documents)"
@@ -454,6 +456,36 @@ def write_corpus(
     )
 
 
+def local_stream(params: dict, split: str, counts: dict | None = None) -> tuple[list, float]:
+    """A local source's documents in the order the ``split`` sample walks them, and the
+    share of them assigned to the evaluation split: an evaluation file of its own
+    (``local.eval_files``) is the whole of the evaluation split and none of the training
+    one. Local files are small enough to shuffle whole: a seeded permutation."""
+    settings, eval_fraction = params["local"], params["eval_fraction"]
+    paths = settings["paths"]
+    if settings.get("eval_files"):
+        paths = settings["eval_files"] if split == "eval" else paths
+        eval_fraction = 1.0 if split == "eval" else 0.0
+    texts = list(local_texts(paths, settings["text_field"], counts))
+    return seeded_shuffle(texts, params["seed"]), eval_fraction
+
+
+def local_capacity(params: dict, split: str) -> int:
+    """The tokens the ``split`` sample of a local source could hold at most: its documents
+    tokenized as the sample tokenizes them, each cut to max_document_tokens."""
+    tokenizer = load_tokenizer(params["tokenizer"])
+    separator = document_separator(tokenizer, params.get("document_separator", "auto"))
+    texts, eval_fraction = local_stream(params, split)
+    cap = params["max_document_tokens"] or np.inf
+    return int(
+        sum(
+            min(len(tokens), cap)
+            for index, (tokens, _) in enumerate(tokenize(texts, tokenizer, separator))
+            if split_of(index, params["seed"], eval_fraction) == split
+        )
+    )
+
+
 def sample_split(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None) -> None:
     """Sample the split ``params['split']`` of the configured source to Parquet + JSON.
 
@@ -475,12 +507,9 @@ def sample_split(params: dict, inputs, tokens_path, meta_path, retry: dict | Non
         tokenizer = load_tokenizer(params["tokenizer"])
         settings = params[source]
         counts = {}
-        if source == "local":
-            # Local files are small enough to shuffle whole: a seeded permutation.
-            texts = seeded_shuffle(
-                list(local_texts(settings["paths"], settings["text_field"], counts)), seed
-            )
         eval_fraction = params["eval_fraction"]
+        if source == "local":
+            texts, eval_fraction = local_stream(params, split, counts)
         if source == "huggingface":
             hub_split = settings["split"]
             if settings.get("eval_split"):  # each sample from its own split, whole

@@ -152,7 +152,89 @@ SUMMARY = (
     "n_below_fit",
     "mean_relative_gap_best",
     "mean_relative_gap_final",
+    "collapsed",
 )
+SIZE_PARAMETERS = ("E", "A", "alpha")  # what only differences between sizes determine
+
+
+def sizes_needed(fixed: dict) -> int:
+    """The distinct model sizes a fit needs: one more than its free size parameters (E, A,
+    alpha not held), so that the law is tested by a size, not only solved by them."""
+    return 1 + sum(p not in fixed for p in SIZE_PARAMETERS)
+
+
+def fit_plan(scaling: dict) -> str | None:
+    """Why no fit is made, as far as the config tells (None: a fit is attempted)."""
+    models = sorted(set(scaling.get("models") or []))
+    if not models:
+        return "no fit: scaling.models is not set"
+    need = sizes_needed(scaling["fixed"])
+    if len(models) < need:
+        free = [p for p in SIZE_PARAMETERS if p not in scaling["fixed"]]
+        return (
+            f"no fit: scaling.models names {len(models)} model(s) and the law's free size "
+            f"parameters {free} need {need} sizes (hold some in scaling.fixed, or add models)"
+        )
+    return None
+
+
+def floor_of(points: pd.DataFrame, fixed: dict) -> np.ndarray | None:
+    """The loss the law's held parameters alone predict at each point (E + B / T^beta, the
+    size term being positive), where E, B and beta are all held; else None."""
+    if not all(isinstance(fixed.get(p), (int, float)) for p in ("E", "B", "beta")):
+        return None
+    t = points.tokens_seen.to_numpy(dtype=np.float64)
+    with np.errstate(divide="ignore"):
+        return fixed["E"] + fixed["B"] / np.power(t, fixed["beta"])
+
+
+def fittable_points(points: pd.DataFrame, n_col: str, fixed: dict) -> tuple[pd.DataFrame, list]:
+    """The points a fit can use: above the floor its held parameters set (a loss below
+    E + B / T^beta leaves the size term nothing, or less than nothing, to explain); and
+    notes on what was left out and whether enough sizes remain."""
+    notes = []
+    floor = floor_of(points, fixed)
+    if floor is not None:
+        above = points.loss_whole.to_numpy() > floor
+        if not above.all():
+            out = points[~above]
+            notes.append(
+                f"{len(out)} of {len(points)} points left out of the fit: their loss is below "
+                "the floor the held parameters set (E + B / T^beta), e.g. "
+                f"{out.model.iloc[0]} step {int(out.step.iloc[0])}: "
+                f"{out.loss_whole.iloc[0]:.3f} < {floor[~above][0]:.3f} nats"
+            )
+            log.warning("scaling: %s", notes[-1])
+        points = points[above]
+    need, sizes = sizes_needed(fixed), points[n_col].nunique()
+    if sizes < need:
+        notes.append(
+            f"fit skipped: {sizes} model size(s) with points above the floor; the free size "
+            f"parameters {[p for p in SIZE_PARAMETERS if p not in fixed]} need {need}"
+        )
+        log.warning("scaling: %s", notes[-1])
+        points = points.iloc[:0]
+    return points, notes
+
+
+def collapse_note(fit: dict, points: pd.DataFrame, n_col: str) -> str | None:
+    """Why a fitted law has collapsed (its size term vanishing at the smallest fitted model,
+    or an RMSE above the spread of the losses it fits, which a constant would match), or
+    None."""
+    n_min = float(points[n_col].min())
+    size_term = fit["A"] / n_min ** fit["alpha"]
+    spread = float(points.loss_whole.std(ddof=0))
+    if size_term < 1e-6:
+        return (
+            f"fit collapsed: the size term A / N^alpha is {size_term:.2g} nats at N = "
+            f"{n_min:.3g} (A = {fit['A']:.3g}); these points do not follow the law"
+        )
+    if len(points) > 2 and fit["rmse"] > spread:
+        return (
+            f"fit collapsed: RMSE {fit['rmse']:.3g} exceeds the spread of the losses "
+            f"({spread:.3g} nats); these points do not follow the law"
+        )
+    return None
 
 
 def fit_points(
@@ -186,21 +268,36 @@ def fit_points(
     return points, kept, notes
 
 
+def skipped_fit(free: list[str], notes: list[str], points=None) -> dict:
+    """A fit not made: no law, and why."""
+    points = (
+        pd.DataFrame(columns=["model", "step", "tokens_seen", "loss_whole", *N_COLUMNS.values()])
+        if points is None
+        else points
+    )
+    return {"law": None, "free": free, "note": "; ".join(notes), "rmse": np.nan,
+            "max_abs_residual": np.nan, "collapsed": False, "points": points.iloc[:0]}  # fmt: skip
+
+
 def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dict:
-    """The law fitted on ``points`` with N from ``n_col``; a fit with fewer points than free
-    parameters is skipped, with a note, and has no law."""
+    """The law fitted on ``points`` with N from ``n_col``; a fit without enough sizes above
+    the floor (:func:`fittable_points`) or with fewer points than free parameters is
+    skipped, with a note, and has no law; a collapsed one is flagged."""
     free = [p for p in PARAMETERS if p not in fixed]
+    points, notes = fittable_points(points, n_col, fixed)
+    if points.empty:
+        return skipped_fit(free, notes)
     if len(points) < len(free):
         note = (
             f"fit skipped: {len(points)} points cannot determine {len(free)} free parameters "
             f"{free} (add models or steps to scaling.models / min_step / max_step)"
         )
         log.warning("%s", note)
-        return {"law": None, "free": free, "note": note, "rmse": np.nan, "max_abs_residual": np.nan}
+        return skipped_fit(free, [*notes, note], points)
     fit = fit_scaling_law(
         points[n_col].astype(float), points.tokens_seen, points.loss_whole, fixed, initial
     )
-    notes = [] if fit["converged"] else ["the least-squares fit did not converge"]
+    notes += [] if fit["converged"] else ["the least-squares fit did not converge"]
     for p in ("alpha", "beta"):
         if p in free and not 1e-5 < fit[p] < 3.0 - 1e-6:
             notes.append(
@@ -208,7 +305,12 @@ def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dic
                 "hold it in scaling.fixed or fit on more models or steps"
             )
             log.warning("%s", notes[-1])
-    return {**fit, "law": {p: fit[p] for p in PARAMETERS}, "note": "; ".join(notes) or None}
+    collapsed = collapse_note(fit, points, n_col)
+    if collapsed:
+        notes.append(collapsed)
+        log.warning("scaling: %s", collapsed)
+    return {**fit, "law": {p: fit[p] for p in PARAMETERS}, "note": "; ".join(notes) or None,
+            "collapsed": collapsed is not None, "points": points}  # fmt: skip
 
 
 def gap_rows(losses, law, n_col, fit_models) -> list[dict]:
@@ -260,11 +362,12 @@ def saturation_analysis(
     seed: int = 0,
     out_by_size: str | None = None,
     reference: dict | None = None,
+    plan_note: str | None = None,
 ) -> dict:
     """The law fitted with N counted both ways (total, the count Chinchilla's fixed E, B,
     beta come from; and non-embedding), and every model's best and final checkpoint against
-    it. ``parameters`` names the count the figure and the log lead with. Returns the fits
-    by count."""
+    it. ``parameters`` names the count the figure and the log lead with; ``plan_note``: why
+    no fit is made (:func:`fit_plan`), the analysis without it. Returns the fits by count."""
     from saturation.aggregation import trusted_metrics
     from saturation.selection import checkpoint_losses
 
@@ -276,23 +379,31 @@ def saturation_analysis(
     if unknown:
         raise ValueError(f"scaling.models: {unknown} were not measured")
     points, kept, notes = fit_points(losses, fit_models, min_step, max_step, min_width)
+    if plan_note:
+        log.warning("scaling: %s", plan_note)
 
     sat, fit_rows, pts, fits = [], [], [], {}
     for count, n_col in N_COLUMNS.items():
         selected = count == parameters
-        fit = fits[count] = run_fit(points, n_col, fixed, initial)
+        fit = fits[count] = (
+            skipped_fit([p for p in PARAMETERS if p not in fixed], [plan_note])
+            if plan_note
+            else run_fit(points, n_col, fixed, initial)
+        )
+        fitted = fit["points"]
         rows = gap_rows(losses, fit["law"], n_col, kept)
         sat += [{"parameters": count, "selected": selected, **r} for r in rows]
         below = pd.DataFrame([r for r in rows if r["below_fit"]])
         summary = {
             "rmse": fit["rmse"],
             "max_abs_residual": fit["max_abs_residual"],
-            "n_points": float(len(points)),
+            "n_points": float(len(fitted)),
             "n_below_fit": float(below.model.nunique() if len(below) else 0),
         }
         for role in ("best", "final"):
             gaps = below[below.role == role].relative_gap if len(below) else pd.Series([])
             summary[f"mean_relative_gap_{role}"] = float(gaps.mean()) if len(gaps) else np.nan
+        summary["collapsed"] = float(fit["collapsed"])
         fit["summary"] = summary
         note = "; ".join(n for n in [fit["note"], *notes] if n) or None
         law = fit["law"] or {p: fixed.get(p, np.nan) for p in PARAMETERS}
@@ -320,17 +431,17 @@ def saturation_analysis(
             }
             for k, v in summary.items()
         ]
-        residual = fit.get("residuals", np.full(len(points), np.nan))
+        residual = fit.get("residuals", np.full(len(fitted), np.nan))
         pts.append(
             pd.DataFrame(
                 {
                     "parameters": count,
-                    "model": points.model,
-                    "step": points.step,
-                    "n_params": points[n_col],
-                    "tokens_seen": points.tokens_seen,
-                    "loss": points.loss_whole,
-                    "predicted_loss": points.loss_whole + residual,
+                    "model": fitted.model,
+                    "step": fitted.step,
+                    "n_params": fitted[n_col],
+                    "tokens_seen": fitted.tokens_seen,
+                    "loss": fitted.loss_whole,
+                    "predicted_loss": fitted.loss_whole + residual,
                     "residual": residual,
                 }
             )
@@ -397,7 +508,7 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         entropy_rate, min_width = facts["entropy_rate"], facts["softmax_rank_bound"]
     saturation_analysis(
         inputs["metrics"],
-        fit_models=scaling["models"],
+        fit_models=scaling["models"] or [],
         parameters=scaling["parameters"],
         min_step=scaling["min_step"],
         max_step=scaling.get("max_step"),
@@ -414,4 +525,5 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         seed=seed,
         out_by_size=outputs["by_size"],
         reference=scaling.get("reference"),
+        plan_note=fit_plan(scaling),
     )

@@ -7,6 +7,7 @@ moves or deletes anything under it.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -21,8 +22,10 @@ class SuiteError(ValueError):
 
 
 def schedule_steps(config: dict) -> list[int]:
-    """The run's checkpoint steps, from checkpoints.schedule."""
-    sched = config["checkpoints"]["schedule"]
+    """The run's checkpoint steps, from checkpoints.schedule ([] where it is not given)."""
+    sched = config["checkpoints"].get("schedule")
+    if sched is None:
+        return []
     return select_steps(
         checkpoint_steps(sched["final_step"], sched["log_spaced_until"], sched["every"]),
         sched.get("subset"),
@@ -61,7 +64,7 @@ def local_models(config: dict) -> dict[str, dict]:
 
     local = config["checkpoints"]["local"]
     text = config["corpus"]["source"] != "synthetic"
-    subset = config["checkpoints"]["schedule"].get("subset")
+    subset = (config["checkpoints"].get("schedule") or {}).get("subset")
     models = {}
     for i, entry in enumerate(local["models"]):
         key = f"checkpoints.local.models[{i}]"
@@ -83,25 +86,21 @@ def local_models(config: dict) -> dict[str, dict]:
             steps = {s: steps[s] for s in sorted(subset)}
         per_step = entry.get("tokens_per_step", local.get("tokens_per_step"))
         unlogged = sorted(set(steps) - set(listing.tokens))
-        if per_step is None and unlogged:
-            raise SuiteError(
-                f"config key '{key}.tokens_per_step' (or checkpoints.local.tokens_per_step) is "
-                f"missing: the tokens a training step consumed, for the scaling law's T (steps "
-                f"{unlogged[:5]} have no num_input_tokens_seen in a trainer_state.json)"
-            )
+        # Tokens seen: Trainer's count, else step x tokens_per_step, else 0 (not known).
         tokens = {s: listing.tokens.get(s, s * (per_step or 0)) for s in steps}
         tokenizer = None
         if text:  # a run's own tokenizer: its first checkpoint that holds one, which stays
             # the same as the run saves more (what reads it is not re-run for a new path)
             own = [f for f in steps.values() if any((f / n).is_file() for n in TOKENIZER_FILES)]
             tokenizer = entry.get("tokenizer") or (str(own[0]) if own else None)
-            tokenizer = tokenizer or config["corpus"]["tokenizer"]
+            tokenizer = located(tokenizer or config["corpus"]["tokenizer"])
         models[entry["name"]] = {
             "steps": steps,
             "tokens": tokens,
             "pending": listing.pending,
             "path": str(entry["path"]),
             "tokens_per_step": None if per_step is None else int(per_step),
+            "tokens_unknown": [] if per_step else unlogged,  # steps whose tokens are unknown
             "tokenizer": tokenizer,
         }
     return models
@@ -193,6 +192,11 @@ def hub_models(config: dict) -> dict[str, dict]:
                 tokens[step] = r.get("tokens", step * (per_step or 0))
         else:
             template = entry.get("revision_template", hub["revision_template"])
+            if not (entry.get("steps") or schedule):
+                raise SuiteError(
+                    f"config key '{key}': {entry['repo']} has no steps - give it steps, "
+                    "revisions or a revision_pattern, or give checkpoints.schedule"
+                )
             for step in entry.get("steps") or schedule:
                 tokens[step] = step * (per_step or 0)
                 try:
@@ -207,7 +211,7 @@ def hub_models(config: dict) -> dict[str, dict]:
             "repo": entry["repo"],
             "revisions": {s: revisions[s] for s in order},
             "tokens": {s: int(tokens[s]) for s in order},
-            "tokenizer": entry.get("tokenizer") or hub.get("tokenizer") or entry["repo"],
+            "tokenizer": located(entry.get("tokenizer") or hub.get("tokenizer") or entry["repo"]),
         }
     return models
 
@@ -276,9 +280,57 @@ def model_tokenizers(config: dict) -> dict[str, str | None]:
 
 
 def tokenizer_key(name: str) -> str:
-    """A tokenizer's name in paths: ``EleutherAI/pythia-160m`` -> ``EleutherAI--pythia-160m``
-    (a folder: its path, the separators likewise)."""
+    """A tokenizer's name in paths: ``EleutherAI/pythia-160m`` -> ``EleutherAI--pythia-160m``;
+    a folder: ``tokenizer-`` and its files' digest (:class:`TokenizerFolder`)."""
+    if isinstance(name, TokenizerFolder):
+        return f"tokenizer-{name.digest[:12]}"
     return re.sub(r"[^A-Za-z0-9._-]+", "--", name).strip("-.") or "tokenizer"
+
+
+# Files a tokenizer folder may hold, all read into its digest.
+TOKENIZER_CONTENT = (
+    *TOKENIZER_FILES,
+    "merges.txt",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+)
+
+
+class TokenizerFolder(str):
+    """A tokenizer folder on disk, identified by what it holds: the string is its path (what
+    jobs load), its ``repr`` the digest of its tokenizer files. Snakemake records a rule's
+    params by ``repr``, so a run's tokenizer found in another checkpoint folder with the same
+    files (Trainer deleting old checkpoints, a new first one) re-runs nothing, and edited
+    files re-run what read them."""
+
+    digest: str
+
+    def __new__(cls, path: str | Path):
+        folder = Path(path)
+        h = hashlib.blake2b(digest_size=16)
+        for name in TOKENIZER_CONTENT:
+            if (folder / name).is_file():
+                h.update(name.encode() + b"\0" + (folder / name).read_bytes() + b"\0")
+        self = super().__new__(cls, str(path))
+        self.digest = h.hexdigest()
+        return self
+
+    def __repr__(self) -> str:
+        return f"TokenizerFolder(digest={self.digest!r})"
+
+    def __reduce__(self):
+        return (TokenizerFolder, (str(self),))
+
+
+def located(name: str | None) -> str | None:
+    """A tokenizer as the workflow passes it on: a folder on disk as a
+    :class:`TokenizerFolder`, a hub repo id (or None) as it is."""
+    if name is None or isinstance(name, TokenizerFolder) or not Path(name).expanduser().is_dir():
+        return name
+    return TokenizerFolder(Path(name).expanduser())
 
 
 def other_tokenizers(config: dict) -> dict[str, str]:
@@ -287,10 +339,10 @@ def other_tokenizers(config: dict) -> dict[str, str]:
     reference = config["corpus"].get("tokenizer")
     keys = {}
     for name in model_tokenizers(config).values():
-        if name is None or name == reference:
+        if name is None or tokenizer_key(name) == tokenizer_key(reference or ""):
             continue
         key = tokenizer_key(name)
-        if keys.setdefault(key, name) != name:
+        if keys.setdefault(key, name) != name and not isinstance(name, TokenizerFolder):
             raise SuiteError(
                 f"tokenizers {keys[key]!r} and {name!r} share the file name {key!r}; "
                 "name one of them differently"
