@@ -15,7 +15,11 @@ from saturation.synthetic import logit_w_error, make_language
 def drawn(monkeypatch):
     """The figures drawn, kept open instead of saved."""
     figures = []
-    monkeypatch.setattr(plots.Style, "save", lambda self, fig, png, pdf: figures.append(fig))
+    def keep(self, fig, png, pdf):  # as Style.save leaves it, before writing
+        plots.readable_ticks(fig)
+        figures.append(fig)
+
+    monkeypatch.setattr(plots.Style, "save", keep)
     yield figures
     plt.close("all")
 

@@ -8,6 +8,7 @@ from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.defaults import expand_shorthands, fill_derived
 from saturation.suites import (
     CHECKPOINT_JOB,
+    TokenizerFolder,
     checkpoint_jobs,
     hub_models,
     hub_retry,

@@ -62,9 +62,68 @@ class Style:
         )
 
     def save(self, fig, png: str, pdf: str):
+        fig.set_dpi(self.s["dpi"])
+        readable_ticks(fig)
         fig.savefig(png, dpi=self.s["dpi"])
         fig.savefig(pdf)
         plt.close(fig)
+
+
+def log_tick(value: float, _pos=None) -> str:
+    """A log axis's tick as a plain number: 30, 0.05, 41k, 2.1M (not 3 x 10^1)."""
+    if value >= 1000:
+        return human(value)
+    return f"{value:.3g}"
+
+
+def log_minor_tick(value: float, _pos=None) -> str:
+    """A minor tick of a log axis labelled at 2 and 5 times a power of ten only."""
+    mantissa = value / 10 ** np.floor(np.log10(value) + 1e-9)
+    return log_tick(value) if np.isclose(mantissa, 2) or np.isclose(mantissa, 5) else ""
+
+
+def readable_ticks(fig) -> None:
+    """Tick labels that never run into each other: log axes labelled with plain numbers;
+    then on every axis a label that would overlap one already kept is left blank, major
+    labels kept first, left to right (bottom to top)."""
+    from matplotlib.ticker import FuncFormatter
+
+    axes = [(ax, axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    for _, axis in axes:
+        if axis.get_scale() == "log":
+            axis.set_major_formatter(FuncFormatter(log_tick))
+            lo, hi = sorted(abs(v) for v in axis.get_view_interval())
+            few_decades = lo > 0 and hi / lo < 1e3
+            axis.set_minor_formatter(
+                FuncFormatter(log_minor_tick if few_decades else (lambda *_: ""))
+            )
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for _, axis in axes:
+        horizontal = axis.axis_name == "x"
+        kept = []  # (low, high) extents of the labels kept
+        blanked = {"major": set(), "minor": set()}
+        for kind, ticks in (("major", axis.get_major_ticks()), ("minor", axis.get_minor_ticks())):
+            shown = [t for t in ticks if t.label1.get_visible() and t.label1.get_text()]
+            shown.sort(key=lambda t: t.get_loc())
+            for tick in shown:
+                box = tick.label1.get_window_extent(renderer)
+                span = (box.x0, box.x1) if horizontal else (box.y0, box.y1)
+                if any(span[0] < hi + 2 and lo - 2 < span[1] for lo, hi in kept):
+                    blanked[kind].add(tick.get_loc())
+                else:
+                    kept.append(span)
+        for kind, locs in blanked.items():
+            if locs:
+                formatter = (
+                    axis.get_major_formatter() if kind == "major" else axis.get_minor_formatter()
+                )
+                blank = FuncFormatter(
+                    lambda v, pos, f=formatter, locs=locs: (
+                        "" if any(np.isclose(v, x) for x in locs) else f(v, pos)
+                    )
+                )
+                (axis.set_major_formatter if kind == "major" else axis.set_minor_formatter)(blank)
 
 
 def plotted(frame: pd.DataFrame, units: dict[str, str]) -> pd.DataFrame:
@@ -407,8 +466,9 @@ def anisotropy_by_depth(ax, aniso, models, color, style) -> pd.DataFrame:
     for model in models:
         g = aniso[aniso.model == model].sort_values("layer")
         depth = g.layer / g.layer.max()
+        step = int(g.step.iloc[0])  # each model's own final step, in its label
         ax.plot(depth, g.value, marker="o", ms=3, lw=1.3, color=color(model),
-                label=label(style, model))  # fmt: skip
+                label=f"{label(style, model)}, step {human(step)}")  # fmt: skip
         drawn.append(pd.DataFrame({"model": model, "step": g.step, "layer": g.layer,
                                    "relative_depth": depth, "anisotropy": g.value}))  # fmt: skip
     return pd.concat(drawn, ignore_index=True)
@@ -436,7 +496,7 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
         data = anisotropy_by_depth(ax, aniso, style.models(), style.color, style)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("anisotropy (mean pairwise cosine)")
-        ax.set_title("Anisotropy across layers, final checkpoints")
+        ax.set_title("Anisotropy across layers, each model's last checkpoint")
         ax.legend(fontsize="small", ncol=2)
         style.save(fig, png, pdf)
         family = (families or {}).get
@@ -468,7 +528,7 @@ def fig2_anisotropy_layers(metrics, style, png, pdf, families=None):
         axes.flat[i - ncols].xaxis.set_tick_params(labelbottom=True)
     fig.supxlabel(xlabel, fontsize=style.s["font_size"])
     fig.supylabel("anisotropy (mean pairwise cosine)", fontsize=style.s["font_size"])
-    fig.suptitle("Anisotropy across layers, final checkpoints, by family")
+    fig.suptitle("Anisotropy across layers, each model's last checkpoint, by family")
     style.save(fig, png, pdf)
     return plotted(pd.concat(drawn, ignore_index=True), FIG2_UNITS)
 
