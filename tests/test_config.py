@@ -53,7 +53,7 @@ def with_value(config, value, *path):
 
 
 INVALID = {
-    "missing key": (without(DEFAULT, "corpus", "eval_tokens"), "corpus.eval_tokens"),
+    "missing key": (without(DEFAULT, "corpus", "source"), "corpus.source"),
     "wrong type": (with_value(DEFAULT, "many", "corpus", "eval_tokens"), "corpus.eval_tokens"),
     "negative size": (
         with_value(DEFAULT, -3, "corpus", "synthetic", "rank"),

@@ -217,3 +217,140 @@ def test_a_runs_own_tokenizer_stays_put_as_the_run_saves_more(tmp_path):
     after = local_models(config)["mine"]
     assert before["tokenizer"] == after["tokenizer"] == str(run / "step10")
     assert sorted(after["steps"]) == [10, 20, 30] and after["tokens"][30] == 240
+
+
+def trainer_study(folder, widths=(16, 32), steps=(2, 4, 6, 8)):
+    """What a researcher has: held-out English-like text, a byte-level BPE of their own, and
+    GPT-2 runs of two widths trained by transformers.Trainer on other text, each saved as
+    Trainer saves (checkpoint-{N}/ with the tokenizer, trainer_state.json, optimizer and
+    RNG states), under one folder of runs."""
+    import torch
+    from hub.repos import documents, tokenizer_files
+    from transformers import (
+        AutoTokenizer,
+        GPT2Config,
+        GPT2LMHeadModel,
+        Trainer,
+        TrainingArguments,
+    )
+
+    train, held = documents(300, seed=3), documents(1200, seed=4)
+    (folder / "tokenizer").mkdir(parents=True)
+    for name, data in tokenizer_files(train, vocab_size=300).items():
+        (folder / "tokenizer" / name).write_bytes(data)
+    (folder / "heldout.txt").write_text("\n\n".join(held) + "\n")
+    tok = AutoTokenizer.from_pretrained(folder / "tokenizer")
+    tok.pad_token = tok.eos_token
+    ids = tok(tok.eos_token.join(train))["input_ids"]
+    data = [{"input_ids": torch.tensor(ids[i : i + 32]), "labels": torch.tensor(ids[i : i + 32])}
+            for i in range(0, len(ids) - 32, 32)]  # fmt: skip
+    for d in widths:
+        torch.manual_seed(d)
+        model = GPT2LMHeadModel(
+            GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=d, n_layer=1, n_head=2)
+        )
+        args = TrainingArguments(
+            output_dir=str(folder / "all-runs" / f"gpt2-d{d}"),
+            max_steps=max(steps),
+            save_steps=min(steps),
+            per_device_train_batch_size=8,
+            learning_rate=3e-3,
+            report_to=[],
+            use_cpu=True,
+            include_num_input_tokens_seen=True,
+            seed=0,
+        )
+        Trainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
+    return folder
+
+
+def docs_command(run, text, study) -> list[str]:
+    """The common case's command as docs/your-models.md gives it, on this run and text."""
+    import re
+    import shlex
+
+    from conftest import ROOT
+
+    page = (ROOT / "docs" / "your-models.md").read_text()
+    line = next(ln for ln in re.findall(r"```bash\n(.*?)```", page, re.S)[0].splitlines()
+                if ln.startswith("snakemake"))  # fmt: skip
+    line = line.replace("/data/my-runs", str(run)).replace("/data/heldout.txt", str(text))
+    return shlex.split(line.replace("studies/my-runs", str(study)).split("#")[0])
+
+
+def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(tmp_path):
+    """The docs' one command - the starter config, the run's folder and the text - measures
+    two Trainer runs with their own tokenizer, in a results folder of the study's own, named
+    after their folders; Fig 1b is left out and the fit table says why. Two checkpoints
+    saved later are measured alone, a half-written one waits, and Trainer deleting the
+    first checkpoint (which held the tokenizer the text was sampled with) re-runs nothing
+    but the aggregation."""
+    import shutil
+    import subprocess
+
+    import pandas as pd
+
+    from conftest import copy_workflow, job_stats
+
+    study = trainer_study(tmp_path / "study")
+    run = study / "runs"
+    for d in (16, 32):  # the run as far as it had saved: checkpoints 2 and 4
+        for step in (2, 4):
+            shutil.copytree(study / "all-runs" / f"gpt2-d{d}" / f"checkpoint-{step}",
+                            run / f"gpt2-d{d}" / f"checkpoint-{step}")  # fmt: skip
+    workdir = copy_workflow(tmp_path / "wf")
+    command = docs_command(run, study / "heldout.txt", study / "results-of-mine")
+    assert command[command.index("--configfile") + 1] == "config/local-run.yaml"
+
+    def snakemake(*extra):
+        cmd = [*command[:1], *extra, *command[1:]]
+        return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
+
+    result = snakemake()
+    assert result.returncode == 0, result.stderr[-4000:]
+    out = study / "results-of-mine"
+    assert not (workdir / "results").exists()  # the study's folder holds the results
+    metrics = pd.read_parquet(out / "results/tables/checkpoint_metrics.parquet")
+    assert {(m, s) for m, s in zip(metrics.model, metrics.step, strict=True)} == {
+        (f"gpt2-d{d}", s) for d in (16, 32) for s in (2, 4)
+    }
+    state = json.loads((run / "gpt2-d16/checkpoint-4/trainer_state.json").read_text())
+    tokens = metrics[(metrics.model == "gpt2-d16") & (metrics.step == 4)].tokens_seen.iloc[0]
+    assert tokens == state["num_input_tokens_seen"]
+    sample = json.loads((out / "results/corpus/eval.json").read_text())
+    assert sample["tokenizer"] == str(run / "gpt2-d16" / "checkpoint-2")  # the run's own
+    assert sample["n_tokens"] == 50000  # the starter's evaluation sample
+    figures = {p.name for p in (out / "results/figures").glob("*.png")}
+    assert "fig1b_scaling.png" not in figures and "fig6_rank_heads.png" not in figures
+    assert {"fig1a_loss.png", "fig4_head_spectrum.png", "fig7_w_error.png"} <= figures
+    fit = pd.read_parquet(out / "results/tables/scaling_fit.parquet")
+    assert fit.note.str.contains("scaling.models is not set").all()
+    plotted = (out / "results/figures/fig7_w_error.csv").read_text()
+    assert "heldout" in plotted and str(run) not in plotted  # named, never a path
+    # Training saves two more checkpoints of gpt2-d32, and is writing a third.
+    later = study / "all-runs" / "gpt2-d32"
+    for step in (6, 8):
+        shutil.copytree(later / f"checkpoint-{step}", run / "gpt2-d32" / f"checkpoint-{step}")
+    shutil.copytree(later / "checkpoint-8", run / "gpt2-d32" / "checkpoint-10")
+    (run / "gpt2-d32" / "checkpoint-10" / "trainer_state.json").unlink()
+    plan = snakemake("-n")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    jobs = job_stats(plan.stdout)
+    assert jobs["measure_checkpoint"] == 2 and "sample_corpus" not in jobs
+    assert set(jobs) - {"measure_checkpoint", "all", "scaling_fit"} == {
+        "aggregate_metrics",
+        *(f.removesuffix(".png") for f in figures),
+    }
+    for step in (6, 8):
+        assert f"results/metrics/gpt2-d32/step{step}/metrics.parquet" in plan.stdout
+    assert "gpt2-d32 step 10 is left out of this run, still being written" in plan.stdout
+    # Trainer's save_total_limit deletes the first checkpoints, the tokenizer's among them:
+    # the same tokenizer is found in the next; nothing is sampled or measured again.
+    assert snakemake().returncode == 0
+    for d in (16, 32):
+        shutil.rmtree(run / f"gpt2-d{d}" / "checkpoint-2")
+    plan = snakemake("-n")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    jobs = job_stats(plan.stdout)
+    assert "measure_checkpoint" not in jobs and "sample_corpus" not in jobs
+    assert "ngram_spectrum" not in jobs and jobs["aggregate_metrics"] == 1

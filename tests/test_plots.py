@@ -15,6 +15,7 @@ from saturation.synthetic import logit_w_error, make_language
 def drawn(monkeypatch):
     """The figures drawn, kept open instead of saved."""
     figures = []
+
     def keep(self, fig, png, pdf):  # as Style.save leaves it, before writing
         plots.readable_ticks(fig)
         figures.append(fig)

@@ -26,7 +26,8 @@ def planned(workdir, overlay: dict, tmp_path) -> dict[str, int]:
     """Job counts by rule of a dry run with ``overlay`` merged over the run's config."""
     path = tmp_path / "overlay.yaml"
     path.write_text(yaml.safe_dump(overlay))
-    result = run_snakemake(workdir, "-n", "--cores", "1", "--configfile", str(path), timeout=120)
+    args = ("--configfile", "config/config.yaml", str(path))  # the overlay on the run's own
+    result = run_snakemake(workdir, "-n", "--cores", "1", *args, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     return job_stats(result.stdout)
 

@@ -324,9 +324,9 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         n = np.geomspace(sat.n_params.min() / 1.5, sat.n_params.max() * 1.5, 200)
         params = {k: law[k] for k in ("E", "A", "alpha", "B", "beta")}
         curve = scaling_law(n, t_final, **params)
-        ax.plot(
-            n, curve, color="0.2", lw=1.2, label=f"law at the final T = {human(t_final)} tokens"
-        )
+        collapsed = law.get("collapsed", 0) > 0  # flagged by the fit: drawn as suspect
+        ax.plot(n, curve, color="tab:red" if collapsed else "0.2", lw=1.2, ls="--" if collapsed else "-",
+                label=("COLLAPSED " if collapsed else "") + f"law at the final T = {human(t_final)} tokens")  # fmt: skip
         drawn.append(pd.DataFrame({"series": "law at the final T", "n_params": n,
                                    "tokens_seen": t_final, "loss": curve}))  # fmt: skip
     for role, rows in (("final", final), ("best", best)):
@@ -405,6 +405,11 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         "Gap to the law at each checkpoint's own T\n(shaded: models below the fitted range)",
         fontsize="small",
     )
+    if not fitted:  # no law, no gap to it: the panel says so
+        ax_gap.cla()
+        ax_gap.set_axis_off()
+        ax_gap.text(0.5, 0.5, "No law was fitted:\nno gap to draw", ha="center", va="center",
+                    transform=ax_gap.transAxes, color="0.4")  # fmt: skip
     style.save(fig, png, pdf)
     columns = ["series", "model", "role", "step", "n_params", "tokens_seen", "in_fit"]
     columns += ["loss", "extrapolated_loss", "relative_gap_percent"]
