@@ -20,6 +20,15 @@ Every key of the workflow's configuration: its type, its default and what it doe
 when you write or edit a configuration (start from one of `config/`, see
 [config/README.md](../config/README.md)).
 
+**Which files are read.** Without `--configfile`, `config/config.yaml` (the synthetic demo).
+With `--configfile`, only the files it names, in order, each later one overriding the ones
+before key by key; `config/config.yaml` is not read, so a study never takes the demo's
+values. Keys no file sets take the defaults below; a few follow from other keys or from the
+disk (the corpus's name, the n-gram corpus, a local run's tokenizer and context: their rows
+say so). `--config key=value` then overrides any of them (a section as a YAML mapping,
+`--config 'corpus={eval_tokens: 20000}'`, merges into it). `run` and `text` are the common
+case's shorthand ([your models](your-models.md)).
+
 The configuration is validated against `workflow/schemas/config.schema.yaml` before any job
 runs, and the defaults below are filled in. An unknown, misspelled, missing or ill-typed key
 stops the run with one message naming it, e.g. `Invalid configuration: config key

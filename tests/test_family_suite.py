@@ -230,10 +230,12 @@ def test_a_local_run_with_its_own_tokenizer_goes_through_every_stage(local_run):
     written, moved or deleted, nothing is copied in."""
     from transformers import AutoModelForCausalLM
 
+    from saturation.suites import TokenizerFolder, tokenizer_key
+
     workdir, run = local_run["workdir"], local_run["run"]
     assert tree_digest(run) == local_run["before"]  # read in place, nothing written or moved
     assert not (workdir / "results/checkpoints/my-llama").exists()  # nothing copied in either
-    key = str(run / "step500").strip("/").replace("/", "--")
+    key = tokenizer_key(TokenizerFolder(run / "step500"))  # identified by its files
     sample_path = workdir / f"results/corpus/eval/{key}.parquet"
     meta = json.loads(sample_path.with_suffix(".json").read_text())
     assert meta["tokenizer"] == str(run / "step500")  # the run's own, found beside it

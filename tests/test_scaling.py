@@ -6,7 +6,7 @@ import pyarrow as pa
 import pytest
 
 from saturation.io import write_parquet
-from saturation.scaling import fit_scaling_law, saturation_analysis, scaling_law
+from saturation.scaling import fit_plan, fit_scaling_law, saturation_analysis, scaling_law
 from saturation.tables import METRICS_SCHEMA
 
 PAPER = {"E": 1.69, "A": 119.09, "alpha": 0.246, "B": 410.7, "beta": 0.28}
@@ -184,7 +184,10 @@ def test_a_fit_that_cannot_run_is_skipped_with_a_note(tmp_path, caplog):
     fits, t = analyse(tmp_path, path, fit_models=["pythia-2.8b"], min_step=143000)
     assert fits["total"]["law"] is None
     fit = t["fit"]
-    assert fit.note.str.contains("1 points cannot determine 2 free parameters").all()
+    assert fit.note.str.contains(
+        r"fit skipped: 1 model size\(s\) with points above the floor; the free size "
+        r"parameters \['A', 'alpha'\] need 3"
+    ).all()
     assert not fit.fitted.any()
     sat = t["sat"]
     assert sat.extrapolated_loss.isna().all() and sat.loss.notna().all()
@@ -218,21 +221,78 @@ def test_fit_step_range_and_narrow_models_are_left_out(tmp_path):
 
 
 def test_a_parameter_at_its_bound_is_flagged(tmp_path):
-    """Two widths whose losses barely differ cannot determine alpha: the fit runs it to its
-    bound, and the table says so instead of presenting the law as determined."""
+    """Three widths whose losses barely differ cannot determine alpha: the fit runs it to
+    its bound, and the table says so instead of presenting the law as determined."""
     path = tmp_path / "metrics.parquet"
     rows = []
-    for model, n in (("w64", (130_000, 120_000)), ("w128", (460_000, 400_000))):
+    widths = (("w64", (130_000, 120_000), 0.002), ("w128", (460_000, 400_000), 0.0),
+              ("w256", (1_700_000, 1_500_000), 0.0))  # fmt: skip
+    for model, n, worse in widths:
         for step in STEPS:
-            loss = 2.0 + 50.0 / (step * 1000) ** 0.5 + (0.002 if model == "w64" else 0.0)
+            loss = 2.0 + 50.0 / (step * 1000) ** 0.5 + worse
             rows += metrics_rows(model, step, n, loss, hidden=64)
     write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
     fits, t = analyse(
         tmp_path,
         path,
-        fit_models=["w64", "w128"],
+        fit_models=["w64", "w128", "w256"],
         fixed={"E": 2.0},
         initial={"A": 10.0, "alpha": 0.5, "B": 10.0, "beta": 0.5},
     )
     assert fits["total"]["law"]["alpha"] == pytest.approx(3.0, abs=1e-3)
     assert t["fit"].note.str.contains("alpha ended at its bound").all()
+
+
+def test_a_fit_needs_a_size_more_than_its_free_size_parameters():
+    """Chinchilla's E, B, beta held: A and alpha need three sizes; alpha held too: two; no
+    scaling.models: no fit. The plan says which."""
+    chinchilla = {"E": 1.69, "B": 410.7, "beta": 0.28}
+    assert fit_plan({"models": None, "fixed": chinchilla}) == ("no fit: scaling.models is not set")
+    two = fit_plan({"models": ["a", "b"], "fixed": chinchilla})
+    assert "names 2 model(s)" in two and "['A', 'alpha'] need 3 sizes" in two
+    assert fit_plan({"models": ["a", "b", "c"], "fixed": chinchilla}) is None
+    assert fit_plan({"models": ["a", "b"], "fixed": {**chinchilla, "alpha": 0.3}}) is None
+
+
+def test_points_below_the_held_floor_are_left_out_and_a_collapsed_fit_is_flagged(tmp_path):
+    """Three sizes on the paper's law, and a fourth, tiny run whose losses lie below the
+    floor E + B / T^beta the held parameters set at its few tokens (no size term can
+    explain them): its points are left out, named, and the law is recovered exactly. Then
+    three sizes whose losses do not fall with N: the fit's size term vanishes and the table
+    flags the fit as collapsed."""
+    rows = []
+    for model in ("pythia-410m", "pythia-1b", "pythia-1.4b"):
+        for step in STEPS:
+            loss = scaling_law(PYTHIA[model][0], step * TOKENS_PER_STEP, **PAPER)
+            rows += metrics_rows(model, step, PYTHIA[model], loss)
+    for step in (1, 2):  # 2M and 4M tokens: the floor is about 6 nats
+        rows += metrics_rows("tiny", step, (1_000_000, 500_000), 5.0)
+    path = tmp_path / "metrics.parquet"
+    write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    floor = PAPER["E"] + PAPER["B"] / (1 * TOKENS_PER_STEP) ** PAPER["beta"]
+    assert floor > 5.0
+    fits, t = analyse(tmp_path, path, fit_models=["tiny", "pythia-410m", "pythia-1b", "pythia-1.4b"],
+                      min_step=1)  # fmt: skip
+    law = fits["total"]["law"]
+    assert law["A"] == pytest.approx(PAPER["A"], rel=1e-6)
+    assert law["alpha"] == pytest.approx(PAPER["alpha"], rel=1e-6)
+    assert "tiny" not in set(t["pts"].model)
+    note = t["fit"].note.iloc[0]
+    assert "2 of 26 points left out of the fit: their loss is below the floor" in note
+    assert f"tiny step 1: 5.000 < {floor:.3f} nats" in note
+    fit = t["fit"].set_index(["parameters", "parameter"]).value
+    assert fit[("total", "collapsed")] == 0
+    # Larger models worse: a size term falling with N can only vanish.
+    rows = []
+    for i, model in enumerate(("pythia-410m", "pythia-1b", "pythia-1.4b")):
+        for step in STEPS:
+            loss = (
+                PAPER["E"] + 0.1 * (i + 1) + PAPER["B"] / (step * TOKENS_PER_STEP) ** PAPER["beta"]
+            )
+            rows += metrics_rows(model, step, PYTHIA[model], loss)
+    write_parquet(pa.Table.from_pylist(rows, schema=METRICS_SCHEMA), path)
+    fits, t = analyse(tmp_path, path, fit_models=["pythia-410m", "pythia-1b", "pythia-1.4b"])
+    assert fits["total"]["collapsed"]
+    fit = t["fit"].set_index(["parameters", "parameter"])
+    assert fit.loc[("total", "collapsed"), "value"] == 1
+    assert fit.loc[("total", "A"), "note"].count("fit collapsed") == 1

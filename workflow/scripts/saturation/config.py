@@ -48,7 +48,8 @@ def describe(error) -> str:
         return f"config key '{where}': {error.instance!r} is not one of: {options}"
     if error.validator == "minItems" and error.validator_value == 1:
         return f"config key '{where}': the list is empty; give at least one entry"
-    if error.validator == "type" and isinstance(error.instance, str) and is_number(error.instance):
+    numeric_text = isinstance(error.instance, str) and is_number(error.instance)
+    if error.validator in ("type", "anyOf") and numeric_text:
         return (
             f"config key '{where}': {error.instance!r} is a string to YAML, not a number "
             f"(YAML reads 1e6 as text: write {number_hint(error.instance)})"

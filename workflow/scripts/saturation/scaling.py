@@ -217,22 +217,32 @@ def fittable_points(points: pd.DataFrame, n_col: str, fixed: dict) -> tuple[pd.D
     return points, notes
 
 
-def collapse_note(fit: dict, points: pd.DataFrame, n_col: str) -> str | None:
-    """Why a fitted law has collapsed (its size term vanishing at the smallest fitted model,
-    or an RMSE above the spread of the losses it fits, which a constant would match), or
-    None."""
+def held_part(points: pd.DataFrame, fixed: dict) -> np.ndarray:
+    """What the held parameters alone add to each point's loss (E; B / T^beta where both are
+    held)."""
+    part = np.full(len(points), float(fixed.get("E", 0.0)))
+    if "B" in fixed and "beta" in fixed:
+        t = points.tokens_seen.to_numpy(dtype=np.float64)
+        part += fixed["B"] / np.power(t, fixed["beta"])
+    return part
+
+
+def collapse_note(fit: dict, points: pd.DataFrame, n_col: str, fixed: dict) -> str | None:
+    """Why a fitted law has collapsed, or None: its size term vanishing at the smallest
+    fitted model, or an RMSE no better than a constant's (the spread of what the fitted
+    parameters had to explain, the losses less the held parameters' part)."""
     n_min = float(points[n_col].min())
     size_term = fit["A"] / n_min ** fit["alpha"]
-    spread = float(points.loss_whole.std(ddof=0))
+    spread = float(np.std(points.loss_whole.to_numpy() - held_part(points, fixed)))
     if size_term < 1e-6:
         return (
             f"fit collapsed: the size term A / N^alpha is {size_term:.2g} nats at N = "
             f"{n_min:.3g} (A = {fit['A']:.3g}); these points do not follow the law"
         )
-    if len(points) > 2 and fit["rmse"] > spread:
+    if len(points) > 2 and spread > 0 and fit["rmse"] >= 0.99 * spread:
         return (
-            f"fit collapsed: RMSE {fit['rmse']:.3g} exceeds the spread of the losses "
-            f"({spread:.3g} nats); these points do not follow the law"
+            f"fit collapsed: RMSE {fit['rmse']:.3g} nats is no better than a constant's "
+            f"({spread:.3g}); these points do not follow the law"
         )
     return None
 
@@ -305,7 +315,7 @@ def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dic
                 "hold it in scaling.fixed or fit on more models or steps"
             )
             log.warning("%s", notes[-1])
-    collapsed = collapse_note(fit, points, n_col)
+    collapsed = collapse_note(fit, points, n_col, fixed)
     if collapsed:
         notes.append(collapsed)
         log.warning("scaling: %s", collapsed)
