@@ -72,6 +72,48 @@ def test_revisions_are_read_through_the_cache_once(hub):
     assert server.downloads() == []  # in the cache: nothing fetched again
 
 
+def test_weights_altered_on_the_way_are_never_measured_nor_kept(hub):
+    """The hub's tree and ETag give a file's true sha256, and the bytes that arrive have
+    three flipped: the revision is refused naming the file and both digests, the bad blob
+    leaves the Hugging Face cache, and the next read downloads the true bytes."""
+    import hashlib
+
+    from safetensors.torch import save
+
+    from conftest import tiny_gpt_neox
+
+    server, facts = hub
+    model = tiny_gpt_neox(hidden=16, vocab=32, seed=4242)  # weights no other test serves
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    weights = save(state)
+    server.add_branch("model", "EleutherAI/pythia-31m", "altered-on-the-way",
+                      {"config.json": model.config.to_json_string().encode(),
+                       "model.safetensors": weights})  # fmt: skip
+    table = build_manifest("pythia-31m", "EleutherAI/pythia-31m", {7: "altered-on-the-way"},
+                           [], None, RETRY)  # fmt: skip
+    row = table.to_pylist()[0]
+    true = hashlib.sha256(weights).hexdigest()
+    assert row["weights_files"] == [{"path": "model.safetensors", "sha256": true,
+                                     "size": len(weights)}]  # fmt: skip
+    server.clear()
+    server.inject("flip", r"GET .*/resolve/.*/model.safetensors$")
+    with (
+        pytest.raises(CheckpointError) as refused,
+        hub_checkpoint(row, False, evict=False, retry=RETRY),
+    ):
+        pytest.fail("altered weights were handed on")
+    message = str(refused.value)
+    assert "model.safetensors has the digest" in message and f"not the {true}" in message
+    assert "removed from the Hugging Face cache" in message
+    blob = Path(message.split("Hugging Face cache (")[1].split(")")[0])
+    assert blob.name == true and not blob.exists()
+    assert sorted(r["file"] for r in server.downloads()) == ["config.json", "model.safetensors"]
+    server.clear()
+    with hub_checkpoint(row, False, evict=False, retry=RETRY) as folder:
+        assert (folder / "model.safetensors").read_bytes() == weights
+    assert [r["file"] for r in server.downloads()] == ["model.safetensors"]
+
+
 def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monkeypatch):
     import saturation.hub
 

@@ -51,7 +51,7 @@ def trainer_run(folder, steps=(2, 4), seed=0, hidden=16, vocab=20, context=16):
     """A tiny GPT-NeoX trained by transformers.Trainer for max(steps) steps, saved as
     Trainer saves (checkpoint-{N}/ with trainer_state.json, optimizer and RNG states)."""
     import torch
-    from transformers import Trainer, TrainingArguments
+    from transformers import Trainer
 
     from conftest import tiny_gpt_neox
 
@@ -61,20 +61,26 @@ def trainer_run(folder, steps=(2, 4), seed=0, hidden=16, vocab=20, context=16):
         {"input_ids": ids, "labels": ids}
         for ids in torch.randint(0, vocab, (64, context), generator=g)
     ]
-    args = TrainingArguments(
+    Trainer(model=model, args=trainer_args(folder, steps, 4, seed), train_dataset=data).train()
+    return folder
+
+
+def trainer_args(folder, steps, batch_size, seed):
+    """Trainer's arguments for a tiny CPU run to max(steps), saved every min(steps), the
+    tokens it saw logged."""
+    from transformers import TrainingArguments
+
+    return TrainingArguments(
         output_dir=str(folder),
         max_steps=max(steps),
         save_steps=min(steps),
-        per_device_train_batch_size=4,
+        per_device_train_batch_size=batch_size,
         learning_rate=1e-3,
         report_to=[],
         use_cpu=True,
         include_num_input_tokens_seen=True,
-        logging_steps=1,
         seed=seed,
     )
-    Trainer(model=model, args=args, train_dataset=data).train()
-    return folder
 
 
 def local_workflow(folder, run, backbone_step, checkpoints_per_job=None):
@@ -226,13 +232,7 @@ def trainer_study(folder, widths=(16, 32), steps=(2, 4, 6, 8)):
     RNG states), under one folder of runs."""
     import torch
     from hub.repos import documents, tokenizer_files
-    from transformers import (
-        AutoTokenizer,
-        GPT2Config,
-        GPT2LMHeadModel,
-        Trainer,
-        TrainingArguments,
-    )
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, Trainer
 
     train, held = documents(300, seed=3), documents(1200, seed=4)
     (folder / "tokenizer").mkdir(parents=True)
@@ -249,17 +249,7 @@ def trainer_study(folder, widths=(16, 32), steps=(2, 4, 6, 8)):
         model = GPT2LMHeadModel(
             GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=d, n_layer=1, n_head=2)
         )
-        args = TrainingArguments(
-            output_dir=str(folder / "all-runs" / f"gpt2-d{d}"),
-            max_steps=max(steps),
-            save_steps=min(steps),
-            per_device_train_batch_size=8,
-            learning_rate=3e-3,
-            report_to=[],
-            use_cpu=True,
-            include_num_input_tokens_seen=True,
-            seed=0,
-        )
+        args = trainer_args(folder / "all-runs" / f"gpt2-d{d}", steps, 8, 0)
         Trainer(model=model, args=args, train_dataset=data, processing_class=tok).train()
     return folder
 

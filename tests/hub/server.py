@@ -112,7 +112,7 @@ def scan_branch(name: str, folder: Path) -> Branch:
 class Fault:
     """Answer matching requests with a fault, ``times`` times (None: always)."""
 
-    kind: str  # "429", "status", "cut"
+    kind: str  # "429", "status", "cut" (half the body, then hang up), "flip" (3 bytes altered)
     pattern: str  # a regex searched in "METHOD path"
     times: int | None = 1
     status: int = 500
@@ -352,7 +352,7 @@ class HubHandler(BaseHTTPRequestHandler):
             self.record("ratelimit", 429, reset=int(self.rate_headers["Retry-After"]))
             return self.reply_json({"error": "429 Too Many Requests: rate limit reached"}, 429)
         fault = self.hub.take_fault(self.command, unquote(raw_path))
-        if fault is not None and fault.kind != "cut":
+        if fault is not None and fault.kind not in ("cut", "flip"):
             self.record("fault", 429 if fault.kind == "429" else fault.status)
             if fault.kind == "429":
                 self.reply_json(
@@ -557,18 +557,24 @@ class HubHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(length))
         self.end_headers()
         sent = 0
+        cut = fault is not None and fault.kind == "cut"
         if self.command == "GET":
+            flip = start + length // 2 if fault is not None and fault.kind == "flip" else None
             with entry.file.open("rb") as fh:
                 fh.seek(start)
-                todo = length if fault is None else length // 2  # "cut": half, then hang up
+                todo = length if not cut else length // 2  # "cut": half, then hang up
                 while todo > 0:
-                    block = fh.read(min(todo, 1 << 20))
+                    block = bytearray(fh.read(min(todo, 1 << 20)))
                     if not block:
                         break
+                    at = None if flip is None else flip - (start + sent)
+                    if at is not None and 0 <= at < len(block):  # "flip": the same length,
+                        for i in range(at, min(at + 3, len(block))):  # the true hash claimed
+                            block[i] ^= 0xFF
                     self.wfile.write(block)
                     sent += len(block)
                     todo -= len(block)
-            if fault is not None:
+            if cut:
                 self.wfile.flush()
                 self.close_connection = True
                 self.record(

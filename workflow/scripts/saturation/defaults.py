@@ -71,27 +71,24 @@ def text_files(path: str) -> list[str]:
     return files
 
 
+# The common case's keys: what each fills (the section, its local key) and how.
+SHORTHANDS = {"run": ("checkpoints", "models", run_models), "text": ("corpus", "paths", text_files)}
+
+
 def expand_shorthands(config: dict) -> None:
-    """``run`` and ``text`` into ``checkpoints.local`` and ``corpus.local``, in place; the
-    sections' other keys stay as given."""
-    if config.get("run") is not None:
-        ckpt = config.setdefault("checkpoints", {})
-        if ckpt.get("source", "local") != "local" or (ckpt.get("local") or {}).get("models"):
+    """``run`` and ``text`` into ``checkpoints.local.models`` and ``corpus.local.paths``, in
+    place (each section's source then local); the sections' other keys stay as given."""
+    for key, (section, field, expand) in SHORTHANDS.items():
+        if config.get(key) is None:
+            continue
+        part = config.setdefault(section, {})
+        if part.get("source", "local") != "local" or (part.get("local") or {}).get(field):
             raise error(
-                "config keys 'run' and 'checkpoints': give the run's folder as run, or the "
-                "models as checkpoints.local.models, not both"
+                f"config keys '{key}' and '{section}': give {key}, or {section}.local.{field} "
+                f"with {section}.source local, not both"
             )
-        ckpt["source"] = "local"
-        ckpt.setdefault("local", {})["models"] = run_models(config["run"])
-    if config.get("text") is not None:
-        corpus = config.setdefault("corpus", {})
-        if corpus.get("source", "local") != "local" or (corpus.get("local") or {}).get("paths"):
-            raise error(
-                "config keys 'text' and 'corpus': give the text as text, or as "
-                "corpus.local.paths, not both"
-            )
-        corpus["source"] = "local"
-        corpus.setdefault("local", {})["paths"] = text_files(config["text"])
+        part["source"] = "local"
+        part.setdefault("local", {})[field] = expand(config[key])
 
 
 # --- after the schema --------------------------------------------------------------------

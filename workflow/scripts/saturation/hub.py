@@ -53,6 +53,13 @@ MANIFEST_SCHEMA = pa.schema(
         ("weights_format", pa.string()),  # safetensors | bin | none
         ("weights_sha256", pa.string()),  # digest of the weights files' sha256 and names
         ("weights_bytes", pa.int64()),
+        # each weights file as the hub's tree gave it: every download is checked against it
+        (
+            "weights_files",
+            pa.list_(
+                pa.struct([("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
+            ),
+        ),  # fmt: skip
         ("duplicate_steps", pa.list_(pa.int64())),  # the other scheduled steps it equals
         ("same_as_reference", pa.bool_()),
     ],
@@ -278,6 +285,7 @@ def build_manifest(
             "weights_format": "none",
             "weights_sha256": None,
             "weights_bytes": 0,
+            "weights_files": [],
             "duplicate_steps": [],
             "same_as_reference": False,
         }
@@ -286,6 +294,7 @@ def build_manifest(
             row["weights_format"] = fmt
             row["weights_sha256"] = weights_digest(weights)
             row["weights_bytes"] = sum(f["size"] for f in weights.values())
+            row["weights_files"] = [{"path": p, **weights[p]} for p in sorted(weights)]
             if row["weights_sha256"]:
                 digests.setdefault(row["weights_sha256"], []).append(step)
         else:
@@ -429,12 +438,56 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
             "HF_HUB_DISABLE_XET=1 downloads over plain HTTP"
         ) from exc
     try:
+        verify_download(Path(folder), row, in_cache=staged is None)
         weights_files(folder, allow_pickle, where=where)
         yield Path(folder)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
             log.info("evicted %s", where)
+
+
+def content_digest(path: Path, sha256: bool) -> str:
+    """A file's sha256, or its git blob id (the hub's digest of a file not in LFS)."""
+    if sha256:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    h = hashlib.sha1(b"blob %d\0" % path.stat().st_size)
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def forget_cached(path: Path) -> str:
+    """Remove a file of a Hugging Face cache snapshot and the blob it links to, so that the
+    next read downloads it again; says what it did."""
+    blob = path.resolve()
+    for p in {blob, path}:
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    return (
+        f"it is removed from the Hugging Face cache ({blob}), and the next run downloads it again"
+    )
+
+
+def verify_download(folder: Path, row: dict, in_cache: bool) -> None:
+    """Every weights file of a downloaded revision against the digest the hub's tree gave
+    for it when the manifest was made (sha256 for LFS files, the git blob id otherwise), so
+    that bytes altered on the way, or on the disk since, are never measured. A bad file in
+    the cache is removed from it, and the error names it."""
+    for entry in row.get("weights_files") or []:
+        path = folder / entry["path"]
+        if not path.is_file():  # a format allow_patterns does not fetch (.bin beside .safetensors)
+            continue
+        got = content_digest(path, sha256=len(entry["sha256"]) == 64)
+        if got != entry["sha256"]:
+            fate = forget_cached(path) if in_cache else "it was not kept"
+            raise CheckpointError(
+                f"{describe(row)}: {entry['path']} has the digest {got}, not the "
+                f"{entry['sha256']} the hub's tree gives for it (its bytes were altered on "
+                f"the way or on the disk); it is not measured, and {fate}"
+            )
 
 
 _XET_CACHE: list[Path] = []  # this process's Xet cache in evict mode, once set
