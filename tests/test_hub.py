@@ -74,8 +74,9 @@ def test_revisions_are_read_through_the_cache_once(hub):
 
 def test_weights_altered_on_the_way_are_never_measured_nor_kept(hub):
     """The hub's tree and ETag give a file's true sha256, and the bytes that arrive have
-    three flipped: the revision is refused naming the file and both digests, the bad blob
-    leaves the Hugging Face cache, and the next read downloads the true bytes."""
+    three flipped, twice: the revision is refused naming the file and both digests, and the
+    bad blob leaves the Hugging Face cache. Flipped once: downloaded again, the true bytes
+    handed on."""
     import hashlib
 
     from safetensors.torch import save
@@ -96,7 +97,7 @@ def test_weights_altered_on_the_way_are_never_measured_nor_kept(hub):
     assert row["weights_files"] == [{"path": "model.safetensors", "sha256": true,
                                      "size": len(weights)}]  # fmt: skip
     server.clear()
-    server.inject("flip", r"GET .*/resolve/.*/model.safetensors$")
+    server.inject("flip", r"GET .*/resolve/.*/model.safetensors$", times=2)  # twice: refused
     with (
         pytest.raises(CheckpointError) as refused,
         hub_checkpoint(row, False, evict=False, retry=RETRY),
@@ -107,11 +108,14 @@ def test_weights_altered_on_the_way_are_never_measured_nor_kept(hub):
     assert "removed from the Hugging Face cache" in message
     blob = Path(message.split("Hugging Face cache (")[1].split(")")[0])
     assert blob.name == true and not blob.exists()
-    assert sorted(r["file"] for r in server.downloads()) == ["config.json", "model.safetensors"]
+    fetched = sorted(r["file"] for r in server.downloads())
+    assert fetched == ["config.json", "model.safetensors", "model.safetensors"]
+    # Altered once, on the way: downloaded once more, and the true bytes handed on.
     server.clear()
+    server.inject("flip", r"GET .*/resolve/.*/model.safetensors$", times=1)
     with hub_checkpoint(row, False, evict=False, retry=RETRY) as folder:
         assert (folder / "model.safetensors").read_bytes() == weights
-    assert [r["file"] for r in server.downloads()] == ["model.safetensors"]
+    assert [r["file"] for r in server.downloads()] == ["model.safetensors"] * 2
 
 
 def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monkeypatch):

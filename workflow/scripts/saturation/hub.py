@@ -380,9 +380,36 @@ def check_usable(row: dict, allow_pickle: bool) -> None:
 def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, staging_root=None):
     """The folder of one manifest revision, read through the Hugging Face cache.
 
-    Yields a local folder with config and weights, checked. With ``evict``, a revision not
-    already in the cache is fetched into a private folder that is deleted on exit.
+    Yields a local folder with config and weights, checked: each weights file has the digest
+    the hub's tree gave for it (a file that does not is downloaded once more, then refused).
+    With ``evict``, a revision not already in the cache is fetched into a private folder that
+    is deleted on exit.
     """
+    check_usable(row, allow_pickle)
+    for attempt in (1, 2):
+        folder, staged = fetch_revision(row, allow_pickle, evict, retry, staging_root)
+        try:
+            verify_download(Path(folder), row, in_cache=staged is None)
+            break
+        except AlteredDownload as exc:
+            if staged is not None:
+                shutil.rmtree(staged, ignore_errors=True)
+            if attempt == 2:
+                raise
+            log.warning("%s; downloading it once more", exc)
+    try:
+        weights_files(folder, allow_pickle, where=describe(row))
+        yield Path(folder)
+    finally:
+        if staged is not None:
+            shutil.rmtree(staged, ignore_errors=True)
+            log.info("evicted %s", describe(row))
+
+
+def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, staging_root=None):
+    """(folder, staged) of one manifest revision: the Hugging Face cache's snapshot, or with
+    ``evict`` and the revision not cached, a private folder under ``staging_root`` (staged,
+    the caller deletes it). Errors name the revision."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -392,19 +419,16 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
         RevisionNotFoundError,
     )
 
-    check_usable(row, allow_pickle)
     where = describe(row)
-    patterns = allow_patterns(allow_pickle, row["weights_format"])
     fetch = {
         "repo_id": row["repo_id"],
         "revision": row["commit"],  # the weights the manifest names, even if the branch moves
-        "allow_patterns": patterns,
+        "allow_patterns": allow_patterns(allow_pickle, row["weights_format"]),
     }
-    staged = None
     try:
         if evict:
             try:
-                folder = snapshot_download(**fetch, local_files_only=True)
+                return snapshot_download(**fetch, local_files_only=True), None
             except LocalEntryNotFoundError:
                 staging_root = Path(staging_root or tempfile.gettempdir())
                 staging_root.mkdir(parents=True, exist_ok=True)
@@ -417,8 +441,8 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
                 except BaseException:  # a failed download leaves nothing on the disk
                     shutil.rmtree(staged, ignore_errors=True)
                     raise
-        else:
-            folder = with_backoff(lambda: snapshot_download(**fetch), where, **retry)
+                return folder, staged
+        return with_backoff(lambda: snapshot_download(**fetch), where, **retry), None
     except RevisionNotFoundError as exc:
         raise CheckpointError(f"commit {row['commit']} of {where} is not on the hub") from exc
     except GatedRepoError as exc:
@@ -437,14 +461,10 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
             f"download of {where} failed: {exc}. Where the hub's Xet storage is the cause, "
             "HF_HUB_DISABLE_XET=1 downloads over plain HTTP"
         ) from exc
-    try:
-        verify_download(Path(folder), row, in_cache=staged is None)
-        weights_files(folder, allow_pickle, where=where)
-        yield Path(folder)
-    finally:
-        if staged is not None:
-            shutil.rmtree(staged, ignore_errors=True)
-            log.info("evicted %s", where)
+
+
+class AlteredDownload(CheckpointError):
+    """A downloaded file whose bytes do not have the digest the hub's tree gave for it."""
 
 
 def content_digest(path: Path, sha256: bool) -> str:
@@ -483,7 +503,7 @@ def verify_download(folder: Path, row: dict, in_cache: bool) -> None:
         got = content_digest(path, sha256=len(entry["sha256"]) == 64)
         if got != entry["sha256"]:
             fate = forget_cached(path) if in_cache else "it was not kept"
-            raise CheckpointError(
+            raise AlteredDownload(
                 f"{describe(row)}: {entry['path']} has the digest {got}, not the "
                 f"{entry['sha256']} the hub's tree gives for it (its bytes were altered on "
                 f"the way or on the disk); it is not measured, and {fate}"
