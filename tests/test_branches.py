@@ -157,3 +157,31 @@ def test_a_pattern_model_plans_offline_with_snakemake(olmo, tmp_path):
     pythia["checkpoints"]["hub"]["models"] = ["EleutherAI/pythia-14m"]
     n_pythia = len(hub_models(pythia)["pythia-14m"]["revisions"])
     assert int(jobs["measure_checkpoint"]) == n_pythia + n_olmo
+
+
+def test_a_hostile_pattern_or_branch_list_is_named_and_never_hangs(tmp_path):
+    """A pattern whose nested quantifiers backtrack without end on a long branch name is
+    refused within a second a name (re would run for hours); a step group that captures
+    letters, and a damaged branch-list file, are named; so is a local folder pattern's."""
+    import time
+
+    from saturation.branches import BranchError, listed_branches, pattern_revisions
+    from saturation.local_runs import LocalRunError, list_run
+
+    long_name = "stage1-step" + "1" * 40 + "-y"
+    start = time.monotonic()
+    with pytest.raises(BranchError, match=r"'k': .* takes more than 1 s to match"):
+        pattern_revisions("o/r", r"stage1-step(?P<step>(?:\d|\d\d)+)-x", [long_name], 1, "k")
+    assert time.monotonic() - start < 30
+    with pytest.raises(BranchError, match=r"its step group captured 'abc' in 'stage1-abc'"):
+        pattern_revisions("o/r", r"stage1-(?P<step>\w+)", ["stage1-abc"], 1, "k")
+    folder = tmp_path / "lists"
+    folder.mkdir()
+    (folder / "o--r.json").write_text('{"branches": ["main", ')  # cut short
+    with pytest.raises(BranchError, match=r"o--r.json, is not one this workflow wrote.*delete it"):
+        listed_branches("o/r", folder, {})
+    run = tmp_path / "run" / "ckpt_ab"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text("{}")
+    with pytest.raises(LocalRunError, match=r"'m.pattern': its step group captured 'ab'"):
+        list_run(run.parent, "m.path", pattern=r"ckpt_(?P<step>\w+)")

@@ -170,10 +170,12 @@ def test_a_tokenizer_the_head_does_not_cover_is_refused_before_measuring(family_
     )
     assert result.returncode != 0
     log = (workdir / "logs/metrics/pythia-14m/step0.log").read_text()
-    assert (
+    refusal = (
         "pythia-14m step 0 has an output vocabulary of 384 rows, but its tokenizer "
-        "'google/gemma-2b' has 400 ids" in log
+        "'google/gemma-2b' has 400 ids"
     )
+    assert refusal in log
+    assert refusal in result.stdout + result.stderr  # the log shown (profiles/default)
     assert not (workdir / target).exists()
 
 

@@ -14,14 +14,50 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
+import regex  # the re module's syntax, and a timeout: no pattern can hang a plan
+
 GROUPS = ("step", "tokens", "tokens_b")
+MATCH_SECONDS = 1.0  # the longest one name may take to match
 
 
 class BranchError(ValueError):
     """Branches that cannot be listed or matched; the message names the config key or repo."""
+
+
+def compile_pattern(pattern: str, key: str, error=None):
+    """A user's pattern compiled, or ``error`` (default BranchError) naming the key."""
+    try:
+        return regex.compile(pattern)
+    except regex.error as exc:
+        raise (error or BranchError)(
+            f"config key '{key}': {pattern!r} is not a regular expression: {exc}"
+        ) from None
+
+
+def bounded_fullmatch(compiled, name: str, key: str, error=None):
+    """``compiled.fullmatch(name)`` within MATCH_SECONDS: a pattern that backtracks without
+    end on a long name (nested quantifiers) is refused naming the key, never a hung plan."""
+    try:
+        return compiled.fullmatch(name, timeout=MATCH_SECONDS)
+    except TimeoutError:
+        raise (error or BranchError)(
+            f"config key '{key}': {compiled.pattern!r} takes more than {MATCH_SECONDS:g} s to "
+            f"match {name[:80]!r} (nested quantifiers backtrack without end); simplify it, "
+            "e.g. (?P<step>\\d+)"
+        ) from None
+
+
+def whole_number(found: str | None, group: str, name: str, key: str, error=None) -> int:
+    """A pattern group's capture as a whole number, or ``error`` naming the key and name."""
+    try:
+        return int(found)
+    except (TypeError, ValueError):
+        raise (error or BranchError)(
+            f"config key '{key}': its {group} group captured {found!r} in {name!r}, not a "
+            f"whole number; make it (?P<{group}>\\d+)"
+        ) from None
 
 
 def branch_list_path(folder: str | Path, repo_id: str) -> Path:
@@ -33,7 +69,17 @@ def listed_branches(repo_id: str, folder: str | Path, retry: dict) -> list[str]:
     written there."""
     path = branch_list_path(folder, repo_id)
     if path.is_file():
-        return json.loads(path.read_text())["branches"]
+        try:
+            names = json.loads(path.read_text())["branches"]
+            if isinstance(names, list) and all(isinstance(n, str) for n in names):
+                return names
+        except (ValueError, KeyError, TypeError):
+            pass
+        raise BranchError(
+            f"the branch list of {repo_id}, {path}, is not one this workflow wrote (a JSON "
+            "object whose 'branches' are names): delete it, and the next plan where the "
+            "network is lists the repo again"
+        )
     from huggingface_hub import HfApi
     from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
 
@@ -66,14 +112,9 @@ def pattern_revisions(
 
     Tokens come from the name's ``tokens`` or ``tokens_b`` group where the pattern has one,
     else step x tokens_per_step."""
-    try:
-        regex = re.compile(pattern)
-    except re.error as exc:
-        raise BranchError(
-            f"config key '{key}': {pattern!r} is not a regular expression: {exc}"
-        ) from None
-    unknown = sorted(set(regex.groupindex) - set(GROUPS))
-    if "step" not in regex.groupindex or unknown:
+    compiled = compile_pattern(pattern, key)
+    unknown = sorted(set(compiled.groupindex) - set(GROUPS))
+    if "step" not in compiled.groupindex or unknown:
         raise BranchError(
             f"config key '{key}': {pattern!r} needs a named group (?P<step>...) and may have "
             f"(?P<tokens>...) or (?P<tokens_b>...)"
@@ -81,10 +122,10 @@ def pattern_revisions(
         )
     revisions, tokens = {}, {}
     for name in branches:
-        m = regex.fullmatch(name)
+        m = bounded_fullmatch(compiled, name, key)
         if m is None:
             continue
-        step = int(m["step"])
+        step = whole_number(m["step"], "step", name, key)
         if step in revisions:
             raise BranchError(
                 f"config key '{key}': branches {revisions[step]!r} and {name!r} of {repo_id} "
@@ -93,9 +134,15 @@ def pattern_revisions(
         revisions[step] = name
         found = m.groupdict()
         if found.get("tokens") is not None:
-            tokens[step] = int(found["tokens"])
+            tokens[step] = whole_number(found["tokens"], "tokens", name, key)
         elif found.get("tokens_b") is not None:
-            tokens[step] = round(float(found["tokens_b"]) * 1e9)
+            try:
+                tokens[step] = round(float(found["tokens_b"]) * 1e9)
+            except ValueError:
+                raise BranchError(
+                    f"config key '{key}': its tokens_b group captured {found['tokens_b']!r} "
+                    f"in {name!r}, not a number of billions"
+                ) from None
         else:
             tokens[step] = step * (tokens_per_step or 0)
     if not revisions:

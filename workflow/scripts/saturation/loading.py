@@ -97,38 +97,79 @@ def safetensors_header(path: Path) -> tuple[int, dict]:
             if len(raw) < 8:
                 raise ValueError("shorter than the 8-byte header length")
             (n,) = struct.unpack("<Q", raw)
-            if n > size - 8:
+            if n > min(MAX_HEADER, size - 8):
                 raise ValueError(f"header of {n} bytes does not fit in a file of {size} bytes")
             return n, json.loads(fh.read(n))
     except (ValueError, UnicodeDecodeError) as exc:
         raise UnreadableCheckpoint(f"corrupt safetensors file {path}: {exc}") from None
 
 
-def check_safetensors(path: str | Path) -> None:
-    """Check a safetensors file's header and that its size matches the tensors it declares.
+# Bytes an element of each safetensors dtype takes (the format's own list).
+SAFETENSORS_DTYPES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8,
+}  # fmt: skip
+MAX_HEADER = 100_000_000  # the largest header safetensors itself reads
 
-    Catches truncated downloads and corrupt headers with a message naming the file, before
-    torch meets them.
-    """
-    path = Path(path)
-    size = path.stat().st_size
-    n, header = safetensors_header(path)
-    end = 0
+
+def safetensors_tensors(header: dict, data_bytes: int, where: str) -> dict[str, tuple]:
+    """{name: (dtype, shape, begin, end)} of a safetensors header, validated as the
+    safetensors library validates it before any tensor is read: every dtype known, every
+    shape a list of whole numbers, each tensor's bytes exactly its elements times its dtype's
+    size, the tensors laid end to end from the data's start without a gap or an overlap, and
+    the last ending where the file does (``data_bytes`` after the header). A header that
+    breaks any of these is refused naming ``where`` and the tensor."""
+
+    def bad(why: str):
+        return UnreadableCheckpoint(f"corrupt safetensors file {where}: {why}")
+
+    if not isinstance(header, dict):
+        raise bad("its header is not a JSON object")
+    tensors = {}
     for name, info in header.items():
         if name == "__metadata__":
             continue
         try:
-            start, stop = info["data_offsets"]
+            dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         except (KeyError, TypeError, ValueError):
-            raise UnreadableCheckpoint(
-                f"corrupt safetensors file {path}: bad entry for {name}"
-            ) from None
-        end = max(end, stop)
-    if 8 + n + end != size:
+            raise bad(f"{name}'s entry lacks dtype, shape or two data_offsets") from None
+        if dtype not in SAFETENSORS_DTYPES:
+            raise bad(f"{name} has the unknown dtype {dtype!r}")
+        numbers = [*shape, begin, end] if isinstance(shape, list) else None
+        if numbers is None or not all(type(x) is int and x >= 0 for x in numbers):
+            raise bad(f"{name}'s shape {shape!r} or offsets {[begin, end]!r} are not whole numbers")
+        if end - begin != math.prod(shape) * SAFETENSORS_DTYPES[dtype]:
+            raise bad(
+                f"{name} holds {end - begin} bytes, and its shape {shape} of {dtype} needs "
+                f"{math.prod(shape) * SAFETENSORS_DTYPES[dtype]}"
+            )
+        tensors[name] = (dtype, tuple(shape), begin, end)
+    at = 0
+    for name, (_, _, begin, end) in sorted(tensors.items(), key=lambda kv: kv[1][2:]):
+        if begin != at:
+            raise bad(
+                f"{name} starts at byte {begin} of the data, where the tensors before it end "
+                f"at {at} (tensors must lie end to end, not overlap nor leave gaps)"
+            )
+        at = end
+    if at != data_bytes:
         raise UnreadableCheckpoint(
-            f"truncated or corrupt safetensors file {path}: its header declares "
-            f"{8 + n + end} bytes, the file has {size}"
+            f"truncated or corrupt safetensors file {where}: its header declares {at} bytes "
+            f"of tensors, and the file holds {data_bytes} after the header"
         )
+    return tensors
+
+
+def check_safetensors(path: str | Path) -> None:
+    """Check a safetensors file's header (:func:`safetensors_tensors`) against its size.
+
+    Catches truncated downloads and corrupt or hostile headers with a message naming the
+    file, before torch meets them.
+    """
+    path = Path(path)
+    n, header = safetensors_header(path)
+    safetensors_tensors(header, path.stat().st_size - 8 - n, str(path))
 
 
 def check_pickle(path: str | Path) -> None:

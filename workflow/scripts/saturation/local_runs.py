@@ -13,14 +13,17 @@ and ``trainer_state.json`` are read; never the optimizer, scheduler or RNG files
 from __future__ import annotations
 
 import json
-import re
 import struct
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-STEP_FOLDER = re.compile(r"^step(?P<step>\d+)$")
-TRAINER_FOLDER = re.compile(r"^checkpoint-(?P<step>\d+)$")
+import regex
+
+from saturation.branches import bounded_fullmatch, compile_pattern, whole_number
+
+STEP_FOLDER = regex.compile(r"^step(?P<step>\d+)$")
+TRAINER_FOLDER = regex.compile(r"^checkpoint-(?P<step>\d+)$")
 SINGLE_FILES = (".ckpt", ".pt", ".pth")
 EXPORT = (
     "the workflow reads Hugging Face checkpoint folders (config.json + safetensors weights): "
@@ -40,17 +43,12 @@ class Listing:
     pending: dict[int, str] = field(default_factory=dict)  # still being written: why
 
 
-def folder_pattern(pattern: str | None, key: str) -> list[re.Pattern]:
+def folder_pattern(pattern: str | None, key: str) -> list:
     """The folder names read as checkpoints: the user's pattern (a regex with a ``step``
     group), else ``step{N}`` and Trainer's ``checkpoint-{N}``."""
     if pattern is None:
         return [STEP_FOLDER, TRAINER_FOLDER]
-    try:
-        compiled = re.compile(pattern)
-    except re.error as exc:
-        raise LocalRunError(
-            f"config key '{key}': {pattern!r} is not a regular expression: {exc}"
-        ) from None
+    compiled = compile_pattern(pattern, key, LocalRunError)
     if "step" not in compiled.groupindex:
         raise LocalRunError(f"config key '{key}': {pattern!r} has no (?P<step>...) group")
     return [compiled]
@@ -132,12 +130,18 @@ def list_run(path: str | Path, key: str, step: int | None = None, pattern=None) 
     if (path / "config.json").is_file():
         folders = {0 if step is None else int(step): path}
     else:
-        patterns = folder_pattern(pattern, key.replace(".path", ".pattern"))
+        pattern_key = key.replace(".path", ".pattern")
+        patterns = folder_pattern(pattern, pattern_key)
         folders = {}
         for child in sorted(path.iterdir()):
-            match = next((m for p in patterns if (m := p.fullmatch(child.name))), None)
+            match = next(
+                (m for p in patterns
+                 if (m := bounded_fullmatch(p, child.name, pattern_key, LocalRunError))),
+                None,
+            )  # fmt: skip
             if match and child.is_dir():
-                n = int(match.group("step"))
+                n = whole_number(match.group("step"), "step", child.name, pattern_key,
+                                 LocalRunError)  # fmt: skip
                 if n in folders:
                     raise LocalRunError(
                         f"config key '{key}': {folders[n].name} and {child.name} are both step {n}"

@@ -358,8 +358,10 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         held = [p for p in ("E", "A", "alpha", "B", "beta") if p not in fitted]
         title += "; held: " + ", ".join(f"{p} = {law[p]:.4g}" for p in held) if held else ""
         title += f"\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points"
-    if note:
-        title += f"\n{note}"
+    if note:  # wrapped to the panel: a long note must not run into the next panel's title
+        import textwrap
+
+        title += "\n" + textwrap.fill(note, 75)
     ax.set_title(title, fontsize="small")
 
     ax_gap.axhline(0, color="0.3", lw=0.8)

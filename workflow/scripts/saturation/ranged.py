@@ -67,6 +67,13 @@ class RangeReader:
         body, _, size = self.fetch(filename, f"-{length}")
         return body, size
 
+    def head(self, filename: str, length: int) -> tuple[bytes, int]:
+        """The first ``length`` bytes of ``filename``, and its size."""
+        body, first, size = self.fetch(filename, f"0-{length - 1}")
+        if first != 0 or len(body) != min(length, size):
+            raise OSError(f"bytes 0-{length - 1} of {filename}: {len(body)} bytes from {first}")
+        return body, size
+
     def fetch(self, filename: str, spec: str) -> tuple[bytes, int, int]:
         """The bytes of ``Range: bytes={spec}``, their first offset and the file's size, as
         the 206 answer's ``Content-Range`` gives them; an answer that is not 206, or a body
@@ -108,10 +115,17 @@ class Header:
 
 
 def read_header(reader: RangeReader, filename: str) -> Header:
-    (n,) = struct.unpack("<Q", reader.read(filename, 0, 8))
-    if n > 100_000_000:
+    """A safetensors file's tensors from its header, read by range and validated as the
+    full loader validates it (``loading.safetensors_tensors``): a ranged read never trusts
+    an offset the file's own layout contradicts."""
+    from saturation.loading import MAX_HEADER, safetensors_tensors
+
+    first, size = reader.head(filename, 8)
+    (n,) = struct.unpack("<Q", first)
+    if n > min(MAX_HEADER, size - 8):
         raise UnreadableCheckpoint(
-            f"{reader.where}: {filename} declares a header of {n} bytes; not a safetensors file?"
+            f"{reader.where}: {filename} declares a header of {n} bytes in a file of {size}; "
+            "not a safetensors file?"
         )
     try:
         raw = json.loads(reader.read(filename, 8, n))
@@ -119,18 +133,11 @@ def read_header(reader: RangeReader, filename: str) -> Header:
         raise UnreadableCheckpoint(
             f"{reader.where}: corrupt safetensors header in {filename}"
         ) from exc
-    tensors = {}
-    for name, info in raw.items():
-        if name == "__metadata__":
-            continue
-        begin, end = info["data_offsets"]
-        tensors[name] = {
-            "dtype": info["dtype"],
-            "shape": tuple(info["shape"]),
-            "start": 8 + n + begin,
-            "length": end - begin,
-        }
-    return Header(filename, tensors)
+    tensors = safetensors_tensors(raw, size - 8 - n, f"{reader.where}: {filename}")
+    return Header(filename, {
+        name: {"dtype": dtype, "shape": shape, "start": 8 + n + begin, "length": end - begin}
+        for name, (dtype, shape, begin, end) in tensors.items()
+    })  # fmt: skip
 
 
 def decode(raw: bytes, dtype: str, shape: tuple, where: str):
@@ -444,6 +451,10 @@ class LocalReader:
         size = self.paths[filename].stat().st_size
         start = max(size - length, 0)
         return self.read(filename, start, size - start), size
+
+    def head(self, filename: str, length: int) -> tuple[bytes, int]:
+        size = self.paths[filename].stat().st_size
+        return self.read(filename, 0, min(length, size)), size
 
 
 def store_path(store: str | Path, row: dict) -> Path:

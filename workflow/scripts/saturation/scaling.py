@@ -237,12 +237,12 @@ def collapse_note(fit: dict, points: pd.DataFrame, n_col: str, fixed: dict) -> s
     if size_term < 1e-6:
         return (
             f"fit collapsed: the size term A / N^alpha is {size_term:.2g} nats at N = "
-            f"{n_min:.3g} (A = {fit['A']:.3g}); these points do not follow the law"
+            f"{n_min:.3g} (A = {fit['A']:.3g}): the fitted models' losses do not fall with N"
         )
     if len(points) > 2 and spread > 0 and fit["rmse"] >= 0.99 * spread:
         return (
             f"fit collapsed: RMSE {fit['rmse']:.3g} nats is no better than a constant's "
-            f"({spread:.3g}); these points do not follow the law"
+            f"({spread:.3g}): these points do not follow the law"
         )
     return None
 
