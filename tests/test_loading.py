@@ -72,6 +72,53 @@ def test_corrupt_header_gives_a_clear_error(checkpoint):
         load_model(checkpoint)
 
 
+def rewritten_header(path, edit):
+    """The safetensors file at ``path`` with its header edited by ``edit`` (in place, the
+    same tensor bytes after it)."""
+    import json
+    import struct
+
+    data = path.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n :])
+
+
+def test_a_hostile_header_is_refused_by_the_full_and_the_ranged_reader_alike(checkpoint):
+    """Headers safetensors itself would refuse - the head's offsets overlapping the input
+    embedding's (a ranged read measured the embedding as the head), an unknown dtype, a
+    length that is not the shape's - are unreadable checkpoints in both modes, naming the
+    tensor, before any tensor is read; the true header passes both."""
+    from saturation.ranged import LocalReader, read_header
+
+    weights = checkpoint / "model.safetensors"
+    original = weights.read_bytes()
+    reader = LocalReader({"model.safetensors": weights}, where="ckpt")
+    assert set(read_header(reader, "model.safetensors").tensors) >= {"embed_out.weight"}
+
+    def overlap(h):  # the head's bytes: the input embedding's
+        h["embed_out.weight"]["data_offsets"] = h["gpt_neox.embed_in.weight"]["data_offsets"]
+
+    def dtype(h):
+        h["embed_out.weight"]["dtype"] = "F99"
+
+    def length(h):
+        h["embed_out.weight"]["shape"] = [16, 9]
+
+    for edit, why in ((overlap, "starts at byte"), (dtype, "unknown dtype 'F99'"),
+                      (length, r"embed_out.weight holds 512 bytes, and its shape \[16, 9\]")):  # fmt: skip
+        weights.write_bytes(original)
+        rewritten_header(weights, edit)
+        with pytest.raises(UnreadableCheckpoint, match=why):
+            check_safetensors(weights)
+        with pytest.raises(UnreadableCheckpoint, match=why):
+            load_model(checkpoint)
+        with pytest.raises(UnreadableCheckpoint, match=why):
+            read_header(reader, "model.safetensors")
+
+
 def test_missing_weights_and_config(tmp_path, checkpoint):
     (checkpoint / "model.safetensors").unlink()
     with pytest.raises(CheckpointError, match="no \\*.safetensors weights"):
