@@ -280,7 +280,7 @@ def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(t
 
     import pandas as pd
 
-    from conftest import copy_workflow, job_stats
+    from conftest import SNAKEMAKE, copy_workflow, job_stats
 
     study = trainer_study(tmp_path / "study")
     run = study / "runs"
@@ -293,7 +293,7 @@ def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(t
     assert command[command.index("--configfile") + 1] == "config/local-run.yaml"
 
     def snakemake(*extra):
-        cmd = [*command[:1], *extra, *command[1:]]
+        cmd = [SNAKEMAKE, *extra, *command[1:]]  # this environment's snakemake
         return subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=900)
 
     result = snakemake()
