@@ -317,3 +317,10 @@ def test_a_checkpoint_too_large_for_the_jobs_memory_is_refused_before_loading(ch
     with pytest.raises(MemoryError, match=r"'metrics.mem_mb': 0.001 MB cannot hold checkpoint"):
         load_model(checkpoint, dtype=torch.float32, mem_mb=0.001)
     assert load_model(checkpoint, dtype=torch.float32, mem_mb=need * 1.01) is not None
+    # A config.json that declares a vocabulary of 50M: refused before anything is built.
+    import json
+
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "vocab_size": 50_000_000}))
+    with pytest.raises(MemoryError, match=r"its config.json describes 800,00\d,\d+ parameters"):
+        load_model(checkpoint, dtype=torch.float32, mem_mb=need * 1.01)

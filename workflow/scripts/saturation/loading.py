@@ -220,14 +220,36 @@ def load_memory_mb(files: list[Path], dtype) -> float:
     return (total_bytes + params * element) / 2**20
 
 
+def config_parameters(directory) -> int:
+    """The parameters of the model a checkpoint's config.json describes, counted on the meta
+    device (nothing allocated): transformers builds that model before it reads any weight."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=False)
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config, trust_remote_code=False)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UnreadableCheckpoint(f"cannot read {directory}/config.json: {exc}") from exc
+    return sum(p.numel() for p in model.parameters())
+
+
 def check_load_memory(directory, files: list[Path], dtype, mem_mb: float) -> None:
-    """Stop before loading a checkpoint the job's memory cannot hold, naming the key."""
-    need = load_memory_mb(files, dtype)
+    """Stop before loading a checkpoint the job's memory cannot hold, naming the key: its
+    weights files and parameters, or the model its config.json describes, whichever is
+    larger (a config that declares absurd sizes is refused before anything is built)."""
+    import torch
+
+    element = torch.empty((), dtype=dtype).element_size() if dtype is not None else 4
+    described = config_parameters(directory)
+    need = max(load_memory_mb(files, dtype), described * element / 2**20)
     if need > mem_mb:
         raise MemoryError(
             f"config key 'metrics.mem_mb': {mem_mb} MB cannot hold checkpoint {directory} "
             f"loaded in {str(dtype).removeprefix('torch.')}: about {need:.0f} MB (its weights "
-            "files and the parameters); raise metrics.mem_mb"
+            f"files and the parameters; its config.json describes {described:,} parameters); "
+            "raise metrics.mem_mb"
         )
 
 
