@@ -67,6 +67,11 @@ INVALID = {
         "checkpoints.minisuite.models",
     ),
     "unknown source kind": (with_value(DEFAULT, "wikipedia", "corpus", "source"), "corpus.source"),
+    "forward alone": (with_value(DEFAULT, ["forward"], "metrics", "parts"), "metrics.parts"),
+    "a model named ..": (
+        with_value(DEFAULT, "..", "checkpoints", "minisuite", "models", 0, "name"),
+        "checkpoints.minisuite.models[0].name",
+    ),
     "misspelled key": (
         with_value(
             without(DEFAULT, "corpus", "synthetic", "rank"), 32, "corpus", "synthetic", "rnak"

@@ -284,3 +284,45 @@ def test_sharded_bin_heads_are_read_through_the_zip_directory(loopback_hub, tmp_
     with pytest.raises(UnreadableCheckpoint, match=r"names io\.open.*refused"):
         spectrum_tables(row, "payload", 0, 0, "float32", RETRY, allow_pickle=True)
     assert not sentinel.exists()
+
+
+def test_bin_files_with_bool_buffers_lists_or_overrunning_tensors(tmp_path):
+    """The Pythia-era causal mask, a bool buffer, is recorded and the head still read (its
+    bytes equal the tensor's); a pickle that holds a list, not a state dict, and a tensor
+    whose offset runs past its storage's zip record are unreadable checkpoints, named."""
+    import io
+    import zipfile
+
+    from saturation.ranged import LocalReader, bin_header, tensor_start
+
+    head = torch.randn(12, 4, dtype=torch.float16)
+    mask = torch.tril(torch.ones(1, 1, 8, 8, dtype=torch.bool))
+    path = tmp_path / "pytorch_model.bin"
+    path.write_bytes(
+        torch_bin({"gpt_neox.layers.0.attention.bias": mask, "embed_out.weight": head})
+    )
+    reader = LocalReader({"pytorch_model.bin": path}, where="ckpt")
+    header = bin_header(reader, "pytorch_model.bin")
+    assert header.tensors["gpt_neox.layers.0.attention.bias"]["dtype"] == "BOOL"
+    t = header.tensors["embed_out.weight"]
+    raw = reader.read("pytorch_model.bin", tensor_start(reader, header, t), t["length"])
+    assert raw == head.numpy().tobytes()
+
+    path.write_bytes(torch_bin([head]))
+    with pytest.raises(UnreadableCheckpoint, match="pickle holds a list, not a state dict"):
+        bin_header(reader, "pytorch_model.bin")
+
+    # The head's storage cut to half its bytes in the zip: its tensor would run past it.
+    source = zipfile.ZipFile(io.BytesIO(torch_bin({"embed_out.weight": head})))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_STORED) as out:
+        for item in source.infolist():
+            data = source.read(item)
+            out.writestr(
+                item.filename, data[: len(data) // 2] if "/data/" in item.filename else data
+            )
+    path.write_bytes(buffer.getvalue())
+    with pytest.raises(
+        UnreadableCheckpoint, match="embed_out.weight runs past the end of its storage"
+    ):
+        bin_header(reader, "pytorch_model.bin")

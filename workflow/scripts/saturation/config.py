@@ -216,6 +216,12 @@ def check_semantics(config: dict) -> None:
     """Rules across keys, checked after defaults are filled in."""
     corpus, ckpt = config["corpus"], config["checkpoints"]
     parts = config["metrics"].get("parts", ["forward", "spectrum"])  # the default where unfilled
+    if parts == ["forward"]:
+        raise ConfigError(
+            "config key 'metrics.parts': [forward] alone is not a measurement this workflow "
+            "makes: a forward pass measures the head's spectrum too (it costs little beside "
+            "it); give [forward, spectrum], or [spectrum] for the head alone"
+        )
     if "forward" not in parts and ckpt["source"] != "hub":
         raise ConfigError(
             f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "

@@ -159,13 +159,21 @@ EOCD, EOCD64_LOCATOR, EOCD64, CENTRAL, LOCAL = (
     b"PK\x01\x02",
     b"PK\x03\x04",
 )
-STORAGES = {  # torch's typed storage classes, as its pickles name them
+STORAGES = {  # torch's typed storage classes, as its pickles name them; the integer and
+    # bool ones (a causal mask buffer, position ids) are recorded, never read for the head
     "HalfStorage": "F16",
     "BFloat16Storage": "BF16",
     "FloatStorage": "F32",
     "DoubleStorage": "F64",
+    "BoolStorage": "BOOL",
+    "ByteStorage": "U8",
+    "CharStorage": "I8",
+    "ShortStorage": "I16",
+    "IntStorage": "I32",
+    "LongStorage": "I64",
 }
-ELEMENT = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
+ELEMENT = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "BOOL": 1, "U8": 1, "I8": 1, "I16": 2,
+           "I32": 4, "I64": 8}  # fmt: skip
 
 
 def zip_entries(reader, filename: str) -> dict[str, tuple[int, int, int]]:
@@ -301,6 +309,11 @@ def bin_header(reader, filename: str) -> Header:
         state = RecordingUnpickler(data, f"{reader.where}: {filename}").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as exc:
         raise UnreadableCheckpoint(str(exc)) from exc
+    if not isinstance(state, dict):
+        raise UnreadableCheckpoint(
+            f"{reader.where}: {filename}'s pickle holds a {type(state).__name__}, not a state "
+            "dict of tensors"
+        )
     tensors = {}
     for name, ref in state.items():
         if not isinstance(ref, TensorRef):
@@ -316,6 +329,11 @@ def bin_header(reader, filename: str) -> Header:
                 f"{reader.where}: {filename}: the storage of {name} is missing or compressed"
             )
         element = ELEMENT[ref.storage.dtype]
+        if (ref.offset + int(np.prod(ref.shape, dtype=np.int64))) * element > entry[1]:
+            raise UnreadableCheckpoint(
+                f"{reader.where}: {filename}: {name} runs past the end of its storage "
+                f"({entry[1]} bytes); its offset or shape is not the file's"
+            )
         tensors[name] = {  # where its storage's bytes begin is read for the head alone
             "dtype": ref.storage.dtype,
             "shape": ref.shape,
