@@ -326,3 +326,35 @@ def test_bin_files_with_bool_buffers_lists_or_overrunning_tensors(tmp_path):
         UnreadableCheckpoint, match="embed_out.weight runs past the end of its storage"
     ):
         bin_header(reader, "pytorch_model.bin")
+
+
+def test_a_stale_or_broken_head_store_file_is_read_again(loopback_hub, tmp_path, caplog):
+    """Another revision's head file under this revision's name, then a file cut short: each
+    is named, removed, and the head read again by range; the values are this revision's."""
+    import shutil
+
+    from hub import families
+
+    from saturation.ranged import prefetch_head, ranged_head, store_path
+
+    server, _ = loopback_hub
+    rows = {}
+    for seed in (11, 12):
+        torch.manual_seed(seed)
+        rows[seed] = add_model(server, "tests/store", f"seed{seed}", families.gpt_neox(300).eval())
+    store = tmp_path / "heads"
+    for seed, row in rows.items():
+        prefetch_head(row, RETRY, store, tmp_path / f"{seed}.json")
+    truth = ranged_head(rows[12], RETRY).weight
+    mine, other = store_path(store, rows[12]), store_path(store, rows[11])
+    shutil.copy(other, mine)  # another revision's head, under this one's commit
+    server.clear()
+    head = ranged_head(rows[12], RETRY, store)
+    assert torch.equal(head.weight, truth) and head.bytes_read > 0  # read again, by range
+    assert f"holds the head of tests/store at commit {rows[11]['commit']}" in caplog.text
+    assert not mine.exists()  # removed; prefetch stores it anew
+    prefetch_head(rows[12], RETRY, store, tmp_path / "again.json")
+    mine.write_bytes(mine.read_bytes()[:100])  # cut short
+    head = ranged_head(rows[12], RETRY, store)
+    assert torch.equal(head.weight, truth)
+    assert "is not whole" in caplog.text

@@ -532,7 +532,11 @@ def ranged_head(
 
     model = meta_model(small("config.json").parent)
     if store is not None and store_path(store, row).is_file():
-        return stored_head(store_path(store, row), model, where)
+        try:
+            return stored_head(store_path(store, row), model, where, row)
+        except StaleHead as exc:  # repaired: read again by range (prefetch stores it anew)
+            log.warning("%s; it is removed, and the head read again by range", exc)
+            store_path(store, row).unlink(missing_ok=True)
     try:
         files = sorted(set(json.loads(small(index_name).read_text())["weight_map"].values()))
     except EntryNotFoundError:
@@ -581,13 +585,16 @@ def is_tied(model) -> bool:
     return model.get_output_embeddings().weight is model.get_input_embeddings().weight
 
 
-def save_head(head: RangedHead, path: Path) -> None:
+def save_head(head: RangedHead, path: Path, row: dict) -> None:
     """Keep a head read by range in the head store: the tensor as stored, and what the
-    check against the config needs (every tensor's shape), its source file and sha256."""
+    check against the config needs (every tensor's shape), its source file and sha256, and
+    the revision it was read from (repo and commit)."""
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {
+        "repo_id": row["repo_id"],
+        "commit": row["commit"],
         "source_file": head.filename,
         "sha256": head.sha256,
         "shapes": json.dumps({k: list(v) for k, v in head.shapes.items()}),
@@ -597,23 +604,38 @@ def save_head(head: RangedHead, path: Path) -> None:
     partial.replace(path)
 
 
-def stored_head(path: Path, model, where: str) -> RangedHead:
-    """A head from the head store, checked as a ranged read is: the shapes against the
-    config's model, the tensor's bytes against the sha256 recorded when it was read."""
-    import torch
-    from safetensors import safe_open
+class StaleHead(UnreadableCheckpoint):
+    """A head-store file that is not this revision's head as it was read."""
 
-    with safe_open(str(path), "pt") as fh:
-        meta = fh.metadata()
-        (name,) = list(fh.keys())
-        weight = fh.get_tensor(name)
-    shapes = {k: tuple(v) for k, v in json.loads(meta["shapes"]).items()}
+
+def stored_head(path: Path, model, where: str, row: dict) -> RangedHead:
+    """A head from the head store, checked as a ranged read is: the revision it was read
+    from (a file written since repo and commit are recorded), the shapes against the config's
+    model, the tensor's bytes against the sha256 recorded when it was read. A file that fails
+    any of these is :class:`StaleHead`."""
+    import torch
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+            (name,) = list(fh.keys())
+            weight = fh.get_tensor(name)
+        shapes = {k: tuple(v) for k, v in json.loads(meta["shapes"]).items()}
+    except (SafetensorError, OSError, ValueError, KeyError) as exc:
+        raise StaleHead(f"{where}: the head store's {path} is not whole ({exc})") from None
+    read_from = (meta.get("repo_id", row["repo_id"]), meta.get("commit", row["commit"]))
+    if read_from != (row["repo_id"], row["commit"]):
+        raise StaleHead(
+            f"{where}: the head store's {path} holds the head of {read_from[0]} at commit "
+            f"{read_from[1]}, not of commit {row['commit']}"
+        )
     found = check_tensors(model, shapes, where)
     if head_name(model, found) != name:
-        raise UnreadableCheckpoint(f"{where}: the head store's {path} holds {name}, not the head")
+        raise StaleHead(f"{where}: the head store's {path} holds {name}, not the head")
     raw = weight.contiguous().flatten().view(torch.uint8).numpy().tobytes()
     if hashlib.sha256(raw).hexdigest() != meta["sha256"]:
-        raise UnreadableCheckpoint(f"{where}: {path} does not hold the bytes read (sha256)")
+        raise StaleHead(f"{where}: {path} does not hold the bytes read (sha256)")
     return RangedHead(
         weight, model, name, meta["source_file"], meta["sha256"], is_tied(model), 0, 0, shapes
     )
@@ -634,6 +656,6 @@ def prefetch_head(
         path = store_path(store, row)
         head = ranged_head(row, retry, store, allow_pickle)
         if not path.is_file():
-            save_head(head, path)
+            save_head(head, path, row)
         record.update(head_store=str(path), tensor=head.tensor, bytes=head.bytes_read)
     write_json(record, out_path)
