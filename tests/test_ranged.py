@@ -358,3 +358,30 @@ def test_a_stale_or_broken_head_store_file_is_read_again(loopback_hub, tmp_path,
     head = ranged_head(rows[12], RETRY, store)
     assert torch.equal(head.weight, truth)
     assert "is not whole" in caplog.text
+
+
+def test_a_ranged_read_is_bounded_whatever_the_server_answers(loopback_hub):
+    """A server that ignores Range (the whole file, 200) is refused at its status line, its
+    body not read; one that rate-limits for ever gets one request per attempt of ours (the
+    client's own retries are off), and the error names the file."""
+    from hub import families
+
+    from saturation.ranged import RangeReader
+
+    server, _ = loopback_hub
+    torch.manual_seed(21)
+    row = add_model(server, "tests/bounded", "main", families.gpt_neox(300).eval())
+    reader = RangeReader(row["repo_id"], row["commit"], {"attempts": 3, "base": 0.01, "cap": 0.02})
+    server.clear()
+    server.inject("norange", r"GET .*/resolve/.*model.safetensors", times=None)
+    with pytest.raises(Exception, match=r"answered 200 without a byte range"):
+        reader.read("model.safetensors", 0, 8)
+    size = (server.root / "models/tests/bounded/main/model.safetensors").stat().st_size
+    assert reader.bytes_read == 0 and reader.requests == 1  # refused, not retried
+    print(f"the whole file would be {size} bytes")
+    server.clear()
+    server.inject("status", r"GET .*/resolve/.*model.safetensors", times=None, status=503)
+    with pytest.raises(Exception, match="model.safetensors"):
+        reader.read("model.safetensors", 0, 8)
+    requests = [r for r in server.log if r.get("route") == "fault"]
+    assert len(requests) == 3  # attempts, not attempts x the client's retries

@@ -112,7 +112,9 @@ def scan_branch(name: str, folder: Path) -> Branch:
 class Fault:
     """Answer matching requests with a fault, ``times`` times (None: always)."""
 
-    kind: str  # "429", "status", "cut" (half the body, then hang up), "flip" (3 bytes altered)
+    # "429", "status", "cut" (half the body, then hang up), "flip" (3 bytes altered),
+    # "norange" (the Range header ignored: the whole file, 200)
+    kind: str
     pattern: str  # a regex searched in "METHOD path"
     times: int | None = 1
     status: int = 500
@@ -352,7 +354,7 @@ class HubHandler(BaseHTTPRequestHandler):
             self.record("ratelimit", 429, reset=int(self.rate_headers["Retry-After"]))
             return self.reply_json({"error": "429 Too Many Requests: rate limit reached"}, 429)
         fault = self.hub.take_fault(self.command, unquote(raw_path))
-        if fault is not None and fault.kind not in ("cut", "flip"):
+        if fault is not None and fault.kind not in ("cut", "flip", "norange"):
             self.record("fault", 429 if fault.kind == "429" else fault.status)
             if fault.kind == "429":
                 self.reply_json(
@@ -533,6 +535,8 @@ class HubHandler(BaseHTTPRequestHandler):
                 headers["Link"] = f'<{token}>; rel="xet-auth"'
         start, end, status = 0, entry.size - 1, 200
         rng = self.headers.get("Range")
+        if fault is not None and fault.kind == "norange":
+            rng, fault = None, None
         if rng:
             m = re.match(r"bytes=(\d*)-(\d*)$", rng.strip())
             if not m:

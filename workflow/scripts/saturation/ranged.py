@@ -76,28 +76,54 @@ class RangeReader:
 
     def fetch(self, filename: str, spec: str) -> tuple[bytes, int, int]:
         """The bytes of ``Range: bytes={spec}``, their first offset and the file's size, as
-        the 206 answer's ``Content-Range`` gives them; an answer that is not 206, or a body
-        shorter than that range, is an ``OSError``, retried as a body cut short is."""
+        the 206 answer's ``Content-Range`` gives them. The answer is streamed and never
+        read past the range asked: one that is not a 206 for at most that range (a server
+        that ignores ``Range`` sends the whole file with a 200) is refused before its body is
+        read; a body cut short is an ``OSError``, retried. One layer of retries: the
+        client's own are off."""
         from huggingface_hub import hf_hub_url
-        from huggingface_hub.utils import build_hf_headers, hf_raise_for_status, http_backoff
+        from huggingface_hub.utils import (
+            build_hf_headers,
+            hf_raise_for_status,
+            http_stream_backoff,
+        )
 
         from saturation.hub import with_backoff
 
         url = hf_hub_url(self.repo_id, filename, revision=self.commit)
         headers = {**build_hf_headers(), "Range": f"bytes={spec}"}
+        first, _, last = spec.partition("-")
+        asked = int(last) - int(first) + 1 if first else int(last)
 
         def get() -> tuple[bytes, int, int]:
             self.requests += 1
-            response = http_backoff("GET", url, headers=headers, follow_redirects=True)
-            hf_raise_for_status(response)
-            m = re.match(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", ""))
-            if response.status_code != 206 or m is None:
-                raise OSError(f"bytes {spec} of {filename}: answered {response.status_code}")
-            start, end, size = map(int, m.groups())
-            body = response.content
+            with http_stream_backoff(
+                "GET", url, headers=headers, follow_redirects=True, max_retries=0
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    hf_raise_for_status(response)
+                m = re.match(r"bytes (\d+)-(\d+)/(\d+)", response.headers.get("Content-Range", ""))
+                if response.status_code != 206 or m is None:
+                    raise CheckpointError(
+                        f"bytes {spec} of {filename}: the server answered {response.status_code} "
+                        "without a byte range (it does not serve ranges); nothing more is read. "
+                        "Measure with metrics.parts [forward, spectrum], which downloads whole files"
+                    )
+                start, end, size = map(int, m.groups())
+                if end - start + 1 > asked:
+                    raise CheckpointError(
+                        f"bytes {spec} of {filename}: the server answered {end - start + 1} "
+                        f"bytes, more than the {asked} asked; nothing more is read"
+                    )
+                body = bytearray()
+                for chunk in response.iter_bytes():
+                    body += chunk
+                    if len(body) > end - start + 1:
+                        raise OSError(f"bytes {spec} of {filename}: a body longer than its range")
             if len(body) != end - start + 1:
                 raise OSError(f"bytes {spec} of {filename}: {len(body)} of {end - start + 1}")
-            return body, start, size
+            return bytes(body), start, size
 
         body, start, size = with_backoff(
             get, f"{self.where or self.repo_id}: {filename}", **self.retry
@@ -172,6 +198,8 @@ STORAGES = {  # torch's typed storage classes, as its pickles name them; the int
     "IntStorage": "I32",
     "LongStorage": "I64",
 }
+MAX_ZIP_DIRECTORY = 64 * 2**20  # a shard of thousands of tensors has a few hundred KB
+MAX_PICKLE = 256 * 2**20  # a state dict's pickle: names, shapes, strides (Pythia 12B: 0.1 MB)
 ELEMENT = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8, "BOOL": 1, "U8": 1, "I8": 1, "I16": 2,
            "I32": 4, "I64": 8}  # fmt: skip
 
@@ -197,6 +225,11 @@ def zip_entries(reader, filename: str) -> dict[str, tuple[int, int, int]]:
         if record[:4] != EOCD64:
             raise UnreadableCheckpoint(f"{reader.where}: {filename}: bad zip64 record")
         n, cd_size, cd_offset = struct.unpack("<28xQQQ", record[4:56])
+    if cd_offset + cd_size > size or cd_size > MAX_ZIP_DIRECTORY:
+        raise UnreadableCheckpoint(
+            f"{reader.where}: {filename}: its zip directory claims {cd_size} bytes at "
+            f"{cd_offset}, in a file of {size} (at most {MAX_ZIP_DIRECTORY} are read)"
+        )
     directory = reader.read(filename, cd_offset, cd_size)
     entries, p = {}, 0
     for _ in range(n):
@@ -209,6 +242,10 @@ def zip_entries(reader, filename: str) -> dict[str, tuple[int, int, int]]:
         name = directory[p + 46 : p + 46 + nlen].decode()
         extra = directory[p + 46 + nlen : p + 46 + nlen + elen]
         csize, offset = zip64_fields(extra, _usize, csize, offset)
+        if offset + csize > size:
+            raise UnreadableCheckpoint(
+                f"{reader.where}: {filename}: its zip entry {name} claims bytes past the file's end"
+            )
         entries[name] = (offset, csize, method)
         p += 46 + nlen + elen + clen
     return entries
@@ -304,6 +341,11 @@ def bin_header(reader, filename: str) -> Header:
     offset, size_pkl, method = entries[pkl[0]]
     if method != 0:
         raise UnreadableCheckpoint(f"{reader.where}: {filename}: its pickle is compressed")
+    if size_pkl > MAX_PICKLE:
+        raise UnreadableCheckpoint(
+            f"{reader.where}: {filename}: its pickle claims {size_pkl} bytes, more than a "
+            f"state dict's ({MAX_PICKLE} are read at most)"
+        )
     data = reader.read(filename, entry_data(reader, filename, offset), size_pkl)
     try:
         state = RecordingUnpickler(data, f"{reader.where}: {filename}").load()
