@@ -25,6 +25,14 @@ def test_local_listing_and_its_errors(tmp_path):
     assert local_revisions(run / "step200", "k", step=143000) == {143000: run / "step200"}
     (run / "step5").mkdir()  # being written: no config.json yet
     assert list(local_revisions(run, "k")) == [0, 10, 200]
+    # Two folders that name one step: refused naming both, never one dropped.
+    for twin in ("step010", "checkpoint-10"):
+        (run / twin).mkdir()
+        with pytest.raises(
+            SuiteError, match=rf"(step10 and {twin}|{twin} and step10) are both step 10"
+        ):
+            local_revisions(run, "k")
+        (run / twin).rmdir()
     with pytest.raises(SuiteError, match="holds no step"):
         local_revisions(run / "logs", "k")
     (run / "logs" / "last.ckpt").write_bytes(b"lightning")
