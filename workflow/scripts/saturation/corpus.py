@@ -470,20 +470,28 @@ def local_stream(params: dict, split: str, counts: dict | None = None) -> tuple[
     return seeded_shuffle(texts, params["seed"]), eval_fraction
 
 
-def local_capacity(params: dict, split: str) -> int:
-    """The tokens the ``split`` sample of a local source could hold at most: its documents
-    tokenized as the sample tokenizes them, each cut to max_document_tokens."""
+def local_capacity(params: dict, splits=("eval", "train")) -> dict[str, int]:
+    """The tokens each split's sample of a local source could hold at most: its documents
+    tokenized as the sample tokenizes them (one batch call: the fast tokenizers' threads),
+    each cut to max_document_tokens."""
     tokenizer = load_tokenizer(params["tokenizer"])
-    separator = document_separator(tokenizer, params.get("document_separator", "auto"))
-    texts, eval_fraction = local_stream(params, split)
-    cap = params["max_document_tokens"] or np.inf
-    return int(
-        sum(
-            min(len(tokens), cap)
-            for index, (tokens, _) in enumerate(tokenize(texts, tokenizer, separator))
-            if split_of(index, params["seed"], eval_fraction) == split
-        )
+    head = (
+        0 if document_separator(tokenizer, params.get("document_separator", "auto")) is None else 1
     )
+    cap = params["max_document_tokens"] or np.inf
+    held = {}
+    for split in splits:
+        texts, eval_fraction = local_stream(params, split)
+        mine = [
+            t for i, t in enumerate(texts) if split_of(i, params["seed"], eval_fraction) == split
+        ]
+        lengths = (
+            [len(ids) for ids in tokenizer(mine, add_special_tokens=False)["input_ids"]]
+            if mine
+            else []
+        )
+        held[split] = int(sum(min(n + head, cap) for n in lengths if n))
+    return held
 
 
 def sample_split(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None) -> None:
