@@ -33,6 +33,24 @@ SHARED_RUN_GROUPS = {
 }
 
 
+# Modules whose every test runs the workflow end to end or a hub-backed run of it: left out
+# of the fast command (docs/development.md), each with pytest.mark.slow.
+SLOW_MODULES = {
+    "test_paper_path", "test_family_suite", "test_module", "test_harness_offline",
+    "test_gpu_check", "test_workflow", "test_reruns", "test_eval_corpora",
+}  # fmt: skip
+
+
+def pytest_collection_modifyitems(config, items):
+    """``slow`` on the SLOW_MODULES' tests, ``slurm`` on those that use the cluster."""
+    for item in items:
+        if item.module.__name__.rpartition(".")[2] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)
+        if "slurm_cluster" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_xdist_make_scheduler(config, log):
     from xdist.scheduler import LoadScopeScheduling

@@ -179,6 +179,7 @@ def test_a_trainer_run_is_planned_with_its_tokens_and_a_half_written_checkpoint_
     assert "no trainer_state.json yet" in out
 
 
+@pytest.mark.slow
 def test_new_checkpoints_of_a_trainer_run_are_measured_alone(tmp_path):
     """A Trainer run measured at its first two checkpoints; two more saved; the next plan
     measures exactly the two new ones and gathers the tables again, nothing else."""
@@ -276,6 +277,7 @@ def docs_command(run, text, study) -> list[str]:
     return shlex.split(line.replace("studies/my-runs", str(study)).split("#")[0])
 
 
+@pytest.mark.slow
 def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(tmp_path):
     """The docs' one command - the starter config, the run's folder and the text - measures
     two Trainer runs with their own tokenizer, in a results folder of the study's own, named
