@@ -150,3 +150,20 @@ def test_pythia_spectra_config_plans_offline(tmp_path):
     assert "results/figures/fig5_singular_entropy.png" in out
     for absent in ("sample_corpus", "scaling_fit", "rank_head", "ngram_spectrum", "fig1a_loss"):
         assert absent not in out, absent
+
+
+def test_a_revision_no_git_ref_can_have_is_refused_naming_its_key():
+    """'../main' would be looked up, found missing and said only in a job's log."""
+    config = {
+        "checkpoints": {
+            "source": "hub",
+            "schedule": {"final_step": 10, "log_spaced_until": 0, "every": 10},
+            "hub": {"models": [{"repo": "o/r", "revisions": [{"step": 0, "revision": "../main"}]}],
+                    "revision_template": "step{step}", "tokens_per_step": 1, "branch_lists": "x"},
+        }
+    }  # fmt: skip
+    with pytest.raises(SuiteError, match=r"'checkpoints.hub.models\[0\].revisions': '../main'"):
+        hub_models(config)
+    config["checkpoints"]["hub"]["models"] = [{"repo": "o/r", "revision_template": "v {step}"}]
+    with pytest.raises(SuiteError, match=r"\[0\].revision_template': 'v 0' cannot name"):
+        hub_models(config)

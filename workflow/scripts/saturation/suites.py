@@ -188,7 +188,7 @@ def hub_models(config: dict) -> dict[str, dict]:
                 step = int(r["step"])
                 if step in revisions:
                     raise SuiteError(f"config key '{key}.revisions': step {step} is listed twice")
-                revisions[step] = r["revision"]
+                revisions[step] = ref_name(r["revision"], f"{key}.revisions")
                 tokens[step] = r.get("tokens", step * (per_step or 0))
         else:
             template = entry.get("revision_template", hub["revision_template"])
@@ -200,7 +200,9 @@ def hub_models(config: dict) -> dict[str, dict]:
             for step in entry.get("steps") or schedule:
                 tokens[step] = step * (per_step or 0)
                 try:
-                    revisions[step] = revision_name(template, step, tokens[step])
+                    revisions[step] = ref_name(
+                        revision_name(template, step, tokens[step]), f"{key}.revision_template"
+                    )
                 except (KeyError, IndexError) as exc:
                     raise SuiteError(
                         f"config key '{key}.revision_template': {template!r} uses an unknown "
@@ -214,6 +216,22 @@ def hub_models(config: dict) -> dict[str, dict]:
             "tokenizer": located(entry.get("tokenizer") or hub.get("tokenizer") or entry["repo"]),
         }
     return models
+
+
+# What git allows in a branch or tag name (git check-ref-format), and a commit's hex.
+BAD_REF = re.compile(r"(^[/.-])|(\.\.)|([\x00-\x20~^:?*\[\\])|(//)|(/\.)|(\.lock$)|([/.]$)|(@\{)")
+
+
+def ref_name(name: str, key: str) -> str:
+    """A revision name as git allows a branch, tag or commit to be named, else refused naming
+    the key (``../main`` would otherwise be looked up, found missing, and said only in a job's
+    log)."""
+    if not name or BAD_REF.search(name):
+        raise SuiteError(
+            f"config key '{key}': {name!r} cannot name a branch, tag or commit (git refuses "
+            "'..', a leading '/', '.' or '-', spaces and ~^:?*[\\)"
+        )
+    return name
 
 
 def model_steps(config: dict) -> dict[str, list[int]]:
