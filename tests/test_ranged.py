@@ -385,3 +385,17 @@ def test_a_ranged_read_is_bounded_whatever_the_server_answers(loopback_hub):
         reader.read("model.safetensors", 0, 8)
     requests = [r for r in server.log if r.get("route") == "fault"]
     assert len(requests) == 3  # attempts, not attempts x the client's retries
+
+
+def test_a_commit_deleted_since_the_manifest_is_named_with_what_to_do(loopback_hub):
+    from hub import families
+
+    from saturation.loading import CheckpointError
+    from saturation.ranged import ranged_head
+
+    server, _ = loopback_hub
+    torch.manual_seed(31)
+    row = add_model(server, "tests/deleted", "main", families.gpt_neox(300).eval())
+    gone = {**row, "commit": "0" * 40}  # the branch force-pushed, its old commit gone
+    with pytest.raises(CheckpointError, match=r"no longer serves commit 0{40}.*revisions.parquet"):
+        ranged_head(gone, RETRY)

@@ -533,7 +533,25 @@ def ranged_head(
 ) -> RangedHead:
     """The LM head of a manifest revision (``saturation.hub`` row): from the head store where
     ``prefetch`` put it, else from weights files already in the Hugging Face cache, else by
-    HTTP range from the hub (offline: an error that says to prefetch)."""
+    HTTP range from the hub (offline: an error that says to prefetch). A commit or file the
+    hub no longer has (deleted since the manifest was made) is named with what to do."""
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    try:
+        return read_head(row, retry, store, allow_pickle)
+    except (RevisionNotFoundError, EntryNotFoundError) as exc:
+        from saturation.hub import describe
+
+        raise CheckpointError(
+            f"{describe(row)}: the hub no longer serves commit {row['commit']} or its files "
+            f"({type(exc).__name__}), as the revision manifest recorded them; delete "
+            f"results/checkpoints/{row['model']}/revisions.parquet and run again to list the "
+            "repo anew"
+        ) from exc
+
+
+def read_head(row: dict, retry: dict, store, allow_pickle: bool) -> RangedHead:
+    """:func:`ranged_head`'s reading, from the store, the cache or by range."""
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
