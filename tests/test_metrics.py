@@ -343,6 +343,22 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     report = left_out_report(str(outputs[2]))
     assert report.startswith("1 checkpoint(s) were unreadable and are left out")
     assert f"tiny step 10: checkpoint {dirs[10]}" in report
+    # Every checkpoint unreadable: nothing is left to analyse, and skip says so by name.
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    only = tmp_path / "only"
+    only.mkdir()
+    for name in ("metrics", "spectrum", "checkpoint"):
+        t = pq.read_table(job / f"{name}.parquet")
+        pq.write_table(t.filter(pc.equal(t.column("step"), 10)), only / f"{name}.parquet")
+    inputs = [
+        [only / "metrics.parquet"],
+        [only / "spectrum.parquet"],
+        [only / "checkpoint.parquet"],
+    ]
+    with pytest.raises(UnreadableCheckpoints, match=r"none of the run's checkpoints could be read"):
+        aggregate(*inputs, *outputs, unreadable="skip")
 
 
 def test_a_device_this_machine_lacks_names_its_key():

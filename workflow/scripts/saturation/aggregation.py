@@ -150,6 +150,14 @@ def check_unreadable(tables: list[pa.Table], paths: list[str], policy: str) -> N
     if not lines:
         return
     if policy == "skip":
+        measured = sum((t.column("status").to_numpy(zero_copy_only=False) == "measured").sum()
+                       for t in tables)  # fmt: skip
+        if not measured:
+            raise UnreadableCheckpoints(
+                "none of the run's checkpoints could be read, so nothing is left to analyse "
+                "(metrics.unreadable: skip leaves out the unreadable ones):\n  "
+                + "\n  ".join(lines)
+            )
         for line in lines:
             log.warning("left out, unreadable: %s", line)
         return
