@@ -128,8 +128,29 @@ def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monke
     server, facts = hub
     row = manifest("pythia-31m", facts)[512]
     server.clear()
+    # What a job on this host left when it was killed (its process gone), and what a live
+    # job (this one) and another host's job are using: only the first is swept.
+    import socket
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    host = socket.gethostname()
+    left = [tmp_path / f"checkpoint-{host}.{dead}-abc123", tmp_path / f"xet-{host}.{dead}-x_9"]
+    kept = [
+        tmp_path / f"checkpoint-{host}.{os.getpid()}-live",
+        tmp_path / f"xet-other-host.{dead}-zz",
+    ]
+    for folder in left + kept:
+        (folder / "partial").mkdir(parents=True)
     with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=tmp_path) as folder:
         assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+        assert not any(f.exists() for f in left) and all(f.exists() for f in kept)
+    for folder in kept:
+        import shutil
+
+        shutil.rmtree(folder)
     # What is left is the job's Xet cache (deleted when the job's process ends).
     (xet,) = saturation.hub._XET_CACHE
     assert [p for p in tmp_path.iterdir() if p != xet] == []

@@ -27,6 +27,7 @@ import logging
 import os
 import random
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -432,8 +433,9 @@ def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
             except LocalEntryNotFoundError:
                 staging_root = Path(staging_root or tempfile.gettempdir())
                 staging_root.mkdir(parents=True, exist_ok=True)
+                sweep_dead_jobs(staging_root)
                 bound_xet_cache(staging_root)
-                staged = Path(tempfile.mkdtemp(prefix="checkpoint-", dir=staging_root))
+                staged = Path(tempfile.mkdtemp(prefix=f"checkpoint-{job_tag()}-", dir=staging_root))
                 try:
                     folder = with_backoff(
                         lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
@@ -510,6 +512,32 @@ def verify_download(folder: Path, row: dict, in_cache: bool) -> None:
             )
 
 
+def job_tag() -> str:
+    """This job's host and process, in the names of the folders it stages."""
+    return f"{socket.gethostname()}.{os.getpid()}"
+
+
+def sweep_dead_jobs(staging_root: Path) -> list[Path]:
+    """Remove the staging and Xet folders that jobs on this host left when they were killed
+    (their process is gone), before a job stages its own; returns them. Folders of other
+    hosts (a cluster's shared disk) are left to their own hosts' jobs."""
+    host, removed = socket.gethostname(), []
+    for folder in staging_root.glob("*-*"):
+        kind, _, rest = folder.name.partition("-")
+        owner, _, pid = rest.rpartition("-")[0].rpartition(".")  # mkdtemp's suffix has no -
+        if kind not in ("checkpoint", "xet") or owner != host or not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+            log.warning("removed %s, left by a job on this host that was killed", folder)
+        except PermissionError:  # alive, another user's
+            pass
+    return removed
+
+
 _XET_CACHE: list[Path] = []  # this process's Xet cache in evict mode, once set
 
 
@@ -527,7 +555,7 @@ def bound_xet_cache(staging_root: Path) -> Path:
     """
     if _XET_CACHE:
         return _XET_CACHE[0]
-    folder = Path(tempfile.mkdtemp(prefix="xet-", dir=staging_root))
+    folder = Path(tempfile.mkdtemp(prefix=f"xet-{job_tag()}-", dir=staging_root))
     os.environ["HF_XET_CACHE"] = str(folder)
     os.environ["HF_XET_CHUNK_CACHE_SIZE_BYTES"] = "0"
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
