@@ -309,3 +309,28 @@ def test_running_out_of_documents_says_what_each_file_held(tmp_path, tokenizer_d
         f"the files hold {one}: 1 document (a .txt file's documents are separated by blank "
         f"lines; this one has none), {small}: 1 document"
     )
+
+
+def test_a_held_out_file_is_the_evaluation_sample_whole_and_capacities_are_exact(
+    tmp_path, tokenizer_dir
+):
+    """corpus.local.eval_files: the evaluation sample is drawn from it alone (every
+    document, in the seeded order), the training split from paths alone; null train_tokens
+    takes every training document; the plan's capacity count equals what sampling takes."""
+    from saturation.corpus import local_capacity
+
+    train_texts, held_texts = make_texts(40), [f"held {t}" for t in make_texts(15)]
+    (tmp_path / "train.txt").write_text("\n\n".join(train_texts))
+    (tmp_path / "held.txt").write_text("\n\n".join(held_texts))
+    params = local_params("eval", [tmp_path / "train.txt"], tokenizer_dir, None)
+    params["local"]["eval_files"] = [str(tmp_path / "held.txt")]
+    params["max_document_tokens"] = None
+    capacity = local_capacity(params)
+    out = {}
+    for split in ("eval", "train"):
+        sample_split({**params, "split": split}, {}, tmp_path / f"{split}.parquet",
+                     tmp_path / f"{split}.json")  # fmt: skip
+        out[split] = pq.read_table(tmp_path / f"{split}.parquet").to_pydict()
+        assert sum(len(t) for t in out[split]["tokens"]) == capacity[split]
+    assert sorted(out["eval"]["text"]) == sorted(held_texts)
+    assert sorted(out["train"]["text"]) == sorted(train_texts)

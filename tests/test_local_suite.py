@@ -354,3 +354,20 @@ def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(t
     jobs = job_stats(plan.stdout)
     assert "measure_checkpoint" not in jobs and "sample_corpus" not in jobs
     assert "ngram_spectrum" not in jobs and jobs["aggregate_metrics"] == 1
+    # Rank heads on a backbone that follows the last checkpoint: heads trained at step 4,
+    # the run now at step 8, the plan says why they are trained anew.
+    trained = out / "results/rank_heads/gpt2-d32/step4/r1-full.parquet"
+    trained.parent.mkdir(parents=True)
+    trained.write_text("")
+    heads = study / "heads.yaml"
+    heads.write_text(yaml.safe_dump({"rank_heads": {
+        "backbones": [{"model": "gpt2-d32", "step": None}], "ranks": [1, 2],
+        "train_tokens": 4096, "sequence_length": None}}))  # fmt: skip
+    at = command.index("config/local-run.yaml") + 1
+    command[at:at] = [str(heads)]
+    plan = snakemake("-n")
+    assert plan.returncode == 0, plan.stderr[-4000:]
+    assert (
+        "rank heads of gpt2-d32 follow its last checkpoint, now step 8: they are trained anew "
+        "there (those of step 4 stay)" in plan.stdout + plan.stderr
+    )
