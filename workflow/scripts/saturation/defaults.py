@@ -40,9 +40,9 @@ def run_models(path: str) -> list[dict]:
             return "holds no" not in str(exc) and "not a folder" not in str(exc)
         return True
 
-    root = Path(path).expanduser()
+    root = Path(path).expanduser().absolute()  # a relative path: from the study's folder
     if not root.is_dir():
-        raise error(f"config key 'run': {root} is not a folder")
+        raise error(f"config key 'run': {root} is not a folder (give the run's absolute path)")
     runs = [root] if holds_run(root) else [f for f in sorted(root.iterdir()) if f.is_dir()]
     runs = [f for f in runs if f == root or holds_run(f)]
     if not runs:
@@ -60,11 +60,13 @@ def model_name(folder: str) -> str:
 
 def text_files(path: str) -> list[str]:
     """``corpus.local.paths`` for ``text``: the file, or the text files of the folder."""
-    p = Path(path).expanduser()
+    p = Path(path).expanduser().absolute()  # a relative path: from the study's folder
     if p.is_file():
         return [str(p)]
     if not p.is_dir():
-        raise error(f"config key 'text': {p} is neither a file nor a folder")
+        raise error(
+            f"config key 'text': {p} is neither a file nor a folder (give the text's absolute path)"
+        )
     files = sorted(str(f) for f in p.iterdir() if f.suffix in TEXT_SUFFIXES and f.is_file())
     if not files:
         raise error(f"config key 'text': {p} holds no {', '.join(TEXT_SUFFIXES)} files")
