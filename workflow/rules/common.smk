@@ -37,6 +37,12 @@ except ConfigError as exc:
         if workflow.overwrite_configfiles and "is missing" in str(exc)
         else ""
     )
+    if "'checkpoints' is missing" in str(exc) and config.get("run") is None:
+        standalone = (  # the starter config planned without its two command-line keys
+            ": give your run's folder and your text on the command line, --config "
+            "run=/path/to/run text=/path/to/text (docs/your-models.md), or a checkpoints "
+            "section"
+        )
     raise WorkflowError(f"Invalid configuration: {exc}{standalone}") from None
 
 
@@ -254,7 +260,9 @@ def all_targets():
         )
     targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
     targets.append("results/tables/saturation_by_size.parquet")
-    targets += expand("results/figures/{fig}.{ext}", fig=RUN_FIGURES, ext=("png", "pdf"))
+    targets += expand(
+        "results/figures/{fig}.{ext}", fig=RUN_FIGURES, ext=("png", "pdf")
+    )
     if SOURCE == "minisuite":
         targets += expand("results/training/{model}.parquet", model=MODELS)
     if DOWNSTREAM["activate"]:

@@ -24,5 +24,8 @@ def corpus_inputs(wildcards):
     if CORPUS["source"] == "synthetic":
         return {"language": "results/corpus/synthetic_language.npz"}
     if CORPUS["source"] == "local":
-        return {"documents": CORPUS["local"]["paths"] + (CORPUS["local"]["eval_files"] or [])}
+        return {
+            "documents": CORPUS["local"]["paths"]
+            + (CORPUS["local"]["eval_files"] or [])
+        }
     return {}

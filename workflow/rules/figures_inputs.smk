@@ -7,7 +7,9 @@ from saturation.scaling import fit_plan
 # Why Fig 1b is not drawn (no fit to draw, as the config tells), or None.
 FIT_SKIPPED = fit_plan(config["scaling"])
 if FIT_SKIPPED and not SPECTRUM_ONLY:
-    logger.info(f"Fig 1b is not drawn: {FIT_SKIPPED} (results/tables/scaling_fit.parquet)")
+    logger.info(
+        f"Fig 1b is not drawn: {FIT_SKIPPED} (results/tables/scaling_fit.parquet)"
+    )
 # The figures this run draws: those whose tables it makes.
 RUN_FIGURES = {
     fig: spec

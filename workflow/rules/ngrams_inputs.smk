@@ -17,13 +17,17 @@ def ngram_tokenizer(name):
     """The tokenizer an n-gram corpus is counted in, as the tables and Fig 7 name it: a hub
     repo id, or the models whose tokenizer a folder is (never its path)."""
     entry = NGRAM_ENTRIES[name]
-    tokenizer = CORPUS["tokenizer"] if entry["source"] == "workflow" else entry["tokenizer"]
+    tokenizer = (
+        CORPUS["tokenizer"] if entry["source"] == "workflow" else entry["tokenizer"]
+    )
     if tokenizer is None:
         return "synthetic"
     if isinstance(tokenizer, TokenizerFolder):
         key = tokenizer_key(tokenizer)
         users = [m for m, t in MODEL_TOKENIZER.items() if t and tokenizer_key(t) == key]
-        return f"tokenizer of {', '.join(users)}" if users else f"{Path(tokenizer).name}"
+        return (
+            f"tokenizer of {', '.join(users)}" if users else f"{Path(tokenizer).name}"
+        )
     return tokenizer
 
 

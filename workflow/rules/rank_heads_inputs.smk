@@ -8,7 +8,9 @@ BACKBONES = [
     }
     for b in RANK_HEADS["backbones"]
 ]
-for _i, _b in enumerate(RANK_HEADS["backbones"]):  # a backbone following its last checkpoint
+for _i, _b in enumerate(
+    RANK_HEADS["backbones"]
+):  # a backbone following its last checkpoint
     if _b.get("step") is None:
         _step = MODEL_STEPS[_b["model"]][-1]
         _trained = sorted(

@@ -10,7 +10,6 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm  # noqa: E402
@@ -70,10 +69,13 @@ class Style:
 
 
 def log_tick(value: float, _pos=None) -> str:
-    """A log axis's tick as a plain number: 30, 0.05, 41k, 2.1M (not 3 x 10^1)."""
-    if value >= 1000:
-        return human(value)
-    return f"{value:.3g}"
+    """A log axis's tick as a plain number, never 3 x 10^1: 30, 0.05, 2k, 2.5M where that is
+    exact, else the whole number (a base-2 axis's 1,024)."""
+    if value < 1000:
+        return f"{value:.3g}"
+    short = human(value)
+    unit = {"k": 1e3, "M": 1e6, "B": 1e9}[short[-1]]
+    return short if np.isclose(float(short[:-1]) * unit, value) else f"{value:,.0f}"
 
 
 def log_minor_tick(value: float, _pos=None) -> str:
@@ -88,8 +90,8 @@ def readable_ticks(fig) -> None:
     labels kept first, left to right (bottom to top)."""
     from matplotlib.ticker import FuncFormatter
 
-    axes = [(ax, axis) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
-    for _, axis in axes:
+    axes = [axis for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)]
+    for axis in axes:
         if axis.get_scale() == "log":
             axis.set_major_formatter(FuncFormatter(log_tick))
             lo, hi = sorted(abs(v) for v in axis.get_view_interval())
@@ -99,7 +101,7 @@ def readable_ticks(fig) -> None:
             )
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
-    for _, axis in axes:
+    for axis in axes:
         horizontal = axis.axis_name == "x"
         kept = []  # (low, high) extents of the labels kept
         blanked = {"major": set(), "minor": set()}
@@ -752,8 +754,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
         for ax in (ax_loss, ax_acc):
             rank_bound_line(ax, language["softmax_rank_bound"])  # R + 1: the bias adds one
     for ax in (ax_loss, ax_acc):
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.set_xscale("log", base=2)  # labelled as every log axis is (readable_ticks)
         ax.set_xlabel("head rank r")
     ax_loss.set_ylabel("evaluation loss (nats / token)")
     ax_acc.set_ylabel("next-token accuracy")

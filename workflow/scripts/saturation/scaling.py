@@ -183,9 +183,7 @@ def floor_of(points: pd.DataFrame, fixed: dict) -> np.ndarray | None:
     size term being positive), where E, B and beta are all held; else None."""
     if not all(isinstance(fixed.get(p), (int, float)) for p in ("E", "B", "beta")):
         return None
-    t = points.tokens_seen.to_numpy(dtype=np.float64)
-    with np.errstate(divide="ignore"):
-        return fixed["E"] + fixed["B"] / np.power(t, fixed["beta"])
+    return held_part(points, fixed)
 
 
 def fittable_points(points: pd.DataFrame, n_col: str, fixed: dict) -> tuple[pd.DataFrame, list]:
@@ -223,7 +221,8 @@ def held_part(points: pd.DataFrame, fixed: dict) -> np.ndarray:
     part = np.full(len(points), float(fixed.get("E", 0.0)))
     if "B" in fixed and "beta" in fixed:
         t = points.tokens_seen.to_numpy(dtype=np.float64)
-        part += fixed["B"] / np.power(t, fixed["beta"])
+        with np.errstate(divide="ignore"):
+            part += fixed["B"] / np.power(t, fixed["beta"])
     return part
 
 
@@ -278,13 +277,8 @@ def fit_points(
     return points, kept, notes
 
 
-def skipped_fit(free: list[str], notes: list[str], points=None) -> dict:
-    """A fit not made: no law, and why."""
-    points = (
-        pd.DataFrame(columns=["model", "step", "tokens_seen", "loss_whole", *N_COLUMNS.values()])
-        if points is None
-        else points
-    )
+def skipped_fit(free: list[str], notes: list[str], points: pd.DataFrame) -> dict:
+    """A fit not made: no law, no points fitted (``points``' columns), and why."""
     return {"law": None, "free": free, "note": "; ".join(notes), "rmse": np.nan,
             "max_abs_residual": np.nan, "collapsed": False, "points": points.iloc[:0]}  # fmt: skip
 
@@ -296,7 +290,7 @@ def run_fit(points: pd.DataFrame, n_col: str, fixed: dict, initial: dict) -> dic
     free = [p for p in PARAMETERS if p not in fixed]
     points, notes = fittable_points(points, n_col, fixed)
     if points.empty:
-        return skipped_fit(free, notes)
+        return skipped_fit(free, notes, points)
     if len(points) < len(free):
         note = (
             f"fit skipped: {len(points)} points cannot determine {len(free)} free parameters "
@@ -396,7 +390,7 @@ def saturation_analysis(
     for count, n_col in N_COLUMNS.items():
         selected = count == parameters
         fit = fits[count] = (
-            skipped_fit([p for p in PARAMETERS if p not in fixed], [plan_note])
+            skipped_fit([p for p in PARAMETERS if p not in fixed], [plan_note], points)
             if plan_note
             else run_fit(points, n_col, fixed, initial)
         )
