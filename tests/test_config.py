@@ -86,6 +86,35 @@ INVALID = {
         with_value(DEFAULT, [1, 4, 129], "rank_heads", "ranks"),
         "rank_heads.ranks",
     ),
+    "learning-rate grid with the cached protocol": (
+        with_value(DEFAULT, [0.01, 0.02], "rank_heads", "lr_grid"),
+        "rank_heads.lr_grid",
+    ),
+    "learning-rate grid with no selection tokens": (
+        merged(DEFAULT, {"rank_heads": {"protocol": "paper", "lr_grid": [0.01]}}),
+        "rank_heads.select_tokens",
+    ),
+    "paper protocol's tokens beyond the training split": (
+        merged(
+            DEFAULT,
+            {"rank_heads": {"protocol": "paper", "train_tokens": 10**9, "select_tokens": 5}},
+        ),
+        "corpus.train_tokens",
+    ),
+    "paper protocol's heads beyond the job's memory": (
+        merged(
+            DEFAULT,
+            {
+                "rank_heads": {
+                    "protocol": "paper",
+                    "lr_grid": [0.01] * 10**4,
+                    "select_tokens": 5,
+                    "train_tokens": 5,
+                }
+            },
+        ),  # fmt: skip
+        "rank_heads.mem_mb",
+    ),
     "rank-head backbone not a model": (
         with_value(DEFAULT, [{"model": "mini-d999", "step": None}], "rank_heads", "backbones"),
         "rank_heads.backbones[0].model",
@@ -110,8 +139,13 @@ INVALID = {
 
 
 def validate(config):
+    """As the workflow does (rules/common.smk): the schema, its defaults, the semantics."""
+    from snakemake.utils import validate as fill_defaults
+
     check_schema(config, SCHEMA)
-    check_semantics(merged(config, {}))
+    config = merged(config, {})
+    fill_defaults(config, str(SCHEMA))
+    check_semantics(config)
 
 
 @pytest.mark.parametrize("case", sorted(INVALID))
@@ -207,13 +241,32 @@ def test_rank_head_memory_check_says_what_to_lower():
     assert parts["full-rank head and AdamW state"] == 50304 * 2560 * 16 / 2**20
     pythia = load_yaml(ROOT / "config" / "pythia.yaml")
     config = merged(DEFAULT, pythia)
-    config["rank_heads"]["shard_tokens"] = 4_000_000
+    config["rank_heads"] |= {"protocol": "cached", "lr_grid": None, "shard_tokens": 4_000_000,
+                             "cache_dtype": "bfloat16", "chunk_tokens": 1024}  # fmt: skip
     config["rank_heads"]["mem_mb"] = 16000
     with pytest.raises(
         ConfigError,
         match="pythia-1b \\(d = 2048\\).*the cache shard \\(rank_heads.shard_tokens\\) takes 15625 MB",
     ):
         check_semantics(config)
+
+
+def test_the_paper_protocols_memory_check_counts_every_head_at_every_rate():
+    """pythia.yaml's paper protocol against 16 GB: pythia-410m (d = 1024) trains ranks 1 to
+    1,024 (2,047 in all) and the full-rank control at 6 rates, each weight with its gradient
+    and two AdamW moments (16 bytes)."""
+    from snakemake.utils import validate as fill_defaults
+
+    config = merged(DEFAULT, load_yaml(ROOT / "config" / "pythia.yaml"))
+    fill_defaults(config, str(SCHEMA))
+    config["rank_heads"]["mem_mb"] = 16000
+    params = 2047 * (50304 + 1024) + 50304 * 1024
+    with pytest.raises(ConfigError, match="pythia-410m") as info:
+        check_semantics(config)
+    assert (
+        f"AdamW state (rank_heads.ranks, kinds, lr_grid) takes {params * 6 * 16 / 2**20:.0f} MB"
+        in str(info.value)
+    )
 
 
 # --- whole numbers written as floats --------------------------------------------------------

@@ -33,25 +33,76 @@ def vertical_lines(ax):
     ]
 
 
-def test_fig6_marks_r_plus_one(drawn):
+HEAD_ROW = {"kind": "linear", "components": 1, "protocol": "cached", "lr": 0.01,
+            "select_loss": None, "chosen": True, "eval_accuracy": 0.1}  # fmt: skip
+
+
+def head_row(**values) -> dict:
+    return HEAD_ROW | {"trainable_params": 100 * values.get("r", 1)} | values
+
+
+def test_fig6_marks_r_plus_one_and_draws_each_kind_against_r_and_its_parameters(drawn):
     heads = pd.DataFrame(
-        [
-            {
-                "backbone": "m",
-                "step": 10,
-                "head": "rank",
-                "r": r,
-                "eval_loss": 3 / r,
-                "eval_accuracy": 0.1,
-            }
-            for r in (1, 4, 16, 64)
+        [head_row(backbone="m", step=10, head="rank", r=r, eval_loss=3 / r) for r in (1, 4, 16, 64)]
+        + [
+            head_row(
+                backbone="m",
+                step=10,
+                head="rank",
+                kind="mixture",
+                components=4,
+                r=r,
+                trainable_params=400 * r,
+                eval_loss=2 / r,
+            )  # fmt: skip
+            for r in (1, 4)
         ]
     )
     style = plots.Style({}, {"m": 1000})
     language = {"rank": 32, "softmax_rank_bound": 33, "entropy_rate": 1.0}
-    plots.fig6_rank_heads(heads, style, language, "x.png", "x.pdf")
-    for ax in drawn[0].axes:
+    data = plots.fig6_rank_heads(heads, style, language, "x.png", "x.pdf")
+    loss, accuracy, params = drawn[0].axes
+    for ax in (loss, accuracy):
         assert vertical_lines(ax) == [33]
+    mixture = next(line for line in params.get_lines() if "mixture of 4" in line.get_label())
+    assert list(mixture.get_xdata()) == [400, 1600] and list(mixture.get_ydata()) == [2, 0.5]
+    assert len(data) == 6 and set(data.kind) == {"linear", "mixture"}
+
+
+def test_fig6_shows_the_chosen_rate_and_fig9_every_grid_point(drawn):
+    """With a grid, Fig 6 shows each rank at its chosen rate; Fig 9 the chosen rates and,
+    right, the runner-up's selection loss above the chosen one's."""
+    select = {(1, 0.001): 3.0, (1, 0.01): 2.5, (1, 0.05): 2.7, (8, 0.001): 2.9,
+              (8, 0.01): 2.2, (8, 0.05): 2.1}  # fmt: skip
+    rows = [
+        head_row(
+            backbone="m",
+            step=10,
+            head="rank",
+            r=r,
+            lr=lr,
+            select_loss=loss,
+            chosen=(r, lr) in ((1, 0.01), (8, 0.05)),
+            eval_loss=loss + 0.01,
+            protocol="paper",
+        )  # fmt: skip
+        for (r, lr), loss in select.items()
+    ]
+    rows.append(head_row(backbone="m", step=10, head="original", r=8, eval_loss=2.0,
+                         protocol=None, lr=0.0))  # fmt: skip
+    heads = pd.DataFrame(rows)
+    style = plots.Style({}, {"m": 1000})
+    data6 = plots.fig6_rank_heads(heads, style, None, "x.png", "x.pdf")
+    assert sorted(zip(data6.r, data6.lr, strict=True)) == [(1, 0.01), (8, 0.0), (8, 0.05)]
+    data9 = plots.fig9_learning_rates(heads, style, "x.png", "x.pdf")
+    assert len(data9) == 6 and set(data9.select_loss) == set(select.values())
+    chosen_ax, gap_ax = drawn[1].axes
+    [line] = chosen_ax.get_lines()
+    assert list(line.get_xdata()) == [1, 8] and list(line.get_ydata()) == [0.01, 0.05]
+    [gap] = gap_ax.get_lines()
+    np.testing.assert_allclose(gap.get_ydata(), [2.7 - 2.5, 2.2 - 2.1])
+    with pytest.raises(ValueError, match="no head was trained on a learning-rate grid"):
+        plots.fig9_learning_rates(heads.assign(select_loss=None), style, "x.png", "x.pdf")
 
 
 def test_fig7_draws_the_logit_reference_with_its_knee(drawn):
@@ -265,11 +316,14 @@ def test_fig8_x_is_the_backbones_own_head_w_error_from_a_direct_svd(drawn):
     )
     ranks = {"a": [1, 2, 4, 8, 16], "b": [1, 4, 8]}
     rows = [
-        {"backbone": m, "step": s, "head": "rank", "r": r, "eval_loss": 5 - np.log(r)}
+        head_row(backbone=m, step=s, head="rank", r=r, eval_loss=5 - np.log(r))
         for (m, s) in (("a", 100), ("b", 50))
         for r in ranks[m]
     ]
-    rows.append({"backbone": "a", "step": 100, "head": "full", "r": 16, "eval_loss": 1.0})
+    rows.append(head_row(backbone="a", step=100, head="full", r=16, eval_loss=1.0))
+    # a mixture head and a grid point not chosen: neither is Fig 8's
+    rows.append(head_row(backbone="a", step=100, head="rank", kind="mixture", r=2, eval_loss=0.1))
+    rows.append(head_row(backbone="a", step=100, head="rank", r=2, chosen=False, eval_loss=0.1))
     ngram = pd.DataFrame({"corpus": "c", "d": np.arange(0, 20), "w_error": np.linspace(1, 0, 20)})
     style = plots.Style({}, {"a": 2e6, "b": 1e6})
     data = plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra, ngram, "c", style, "x", "y")

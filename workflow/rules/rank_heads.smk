@@ -1,73 +1,147 @@
 include: "rank_heads_inputs.smk"
 
 
-rule feature_cache:
-    input:
-        checkpoint=checkpoint_source_input,
-        weights=checkpoint_files_input,
-        train=sample_input("train"),
-        eval=sample_input("eval"),
-    output:
-        # One backbone pass per token for the whole sweep; deleted after the sweep unless
-        # rank_heads.keep_cache is set.
-        cache=cache_output("results/rank_heads/{model}/step{step}/cache"),
-        original="results/rank_heads/{model}/step{step}/original.json",
-    log:
-        "logs/rank_heads/{model}/step{step}/cache.log",
-    benchmark:
-        "benchmarks/rank_heads/{model}/step{step}/cache.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: RANK_HEADS["threads"]
-    resources:
-        mem_mb=RANK_HEADS["mem_mb"],
-        runtime=RANK_HEADS["runtime"],
-        gpu=RANK_HEADS["gpu"],
-    params:
-        code=code_of("feature_cache.py"),
-        cache={
-            k: RANK_HEADS[k]
-            for k in (
-                "train_tokens",
-                "sequence_length",
-                "batch_size",
-                "shard_tokens",
-                "chunk_tokens",
-                "dtype",
-                "cache_dtype",
-                "device",
-            )
-        },
-        allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
-        hub=HUB_ACCESS,
-    script:
-        "../scripts/feature_cache.py"
+if RANK_HEADS["protocol"] == "cached":
 
+    rule feature_cache:
+        input:
+            checkpoint=checkpoint_source_input,
+            weights=checkpoint_files_input,
+            train=sample_input("train"),
+            eval=sample_input("eval"),
+        output:
+            # One backbone pass per token for the whole sweep; deleted after the sweep unless
+            # rank_heads.keep_cache is set.
+            cache=cache_output("results/rank_heads/{model}/step{step}/cache"),
+            original="results/rank_heads/{model}/step{step}/original.json",
+        log:
+            "logs/rank_heads/{model}/step{step}/cache.log",
+        benchmark:
+            "benchmarks/rank_heads/{model}/step{step}/cache.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: RANK_HEADS["threads"]
+        resources:
+            mem_mb=RANK_HEADS["mem_mb"],
+            runtime=RANK_HEADS["runtime"],
+            gpu=RANK_HEADS["gpu"],
+        params:
+            code=code_of("feature_cache.py"),
+            cache={
+                k: RANK_HEADS[k]
+                for k in (
+                    "train_tokens",
+                    "sequence_length",
+                    "batch_size",
+                    "shard_tokens",
+                    "chunk_tokens",
+                    "dtype",
+                    "cache_dtype",
+                    "device",
+                )
+            },
+            allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
+            hub=HUB_ACCESS,
+        script:
+            "../scripts/feature_cache.py"
 
-rule rank_head:
-    input:
-        cache="results/rank_heads/{model}/step{step}/cache",
-        original="results/rank_heads/{model}/step{step}/original.json",
-    output:
-        "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
-    log:
-        "logs/rank_heads/{model}/step{step}/r{ranks}.log",
-    benchmark:
-        "benchmarks/rank_heads/{model}/step{step}/r{ranks}.tsv"
-    conda:
-        "../envs/torch.yaml"
-    threads: RANK_HEADS["threads"]
-    resources:
-        mem_mb=RANK_HEADS["mem_mb"],
-        runtime=lambda wildcards: RANK_HEADS["runtime"] * len(rank_head_job(wildcards)),
-        gpu=RANK_HEADS["gpu"],
-    params:
-        code=code_of("rank_head.py"),
-        ranks=rank_head_job,
-        setup={k: RANK_HEADS[k] for k in HEAD_TRAINING_KEYS} | {"seed": config["seed"]},
-        device=RANK_HEADS["device"],
-    script:
-        "../scripts/rank_head.py"
+    rule rank_head:
+        input:
+            cache="results/rank_heads/{model}/step{step}/cache",
+            original="results/rank_heads/{model}/step{step}/original.json",
+        output:
+            "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
+        log:
+            "logs/rank_heads/{model}/step{step}/r{ranks}.log",
+        benchmark:
+            "benchmarks/rank_heads/{model}/step{step}/r{ranks}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: RANK_HEADS["threads"]
+        resources:
+            mem_mb=RANK_HEADS["mem_mb"],
+            runtime=lambda wildcards: RANK_HEADS["runtime"]
+            * len(rank_head_job(wildcards)),
+            gpu=RANK_HEADS["gpu"],
+        params:
+            code=code_of("rank_head.py"),
+            ranks=rank_head_job,
+            setup=head_setup(HEAD_TRAINING_KEYS),
+            kinds=RANK_HEADS["kinds"],
+            device=RANK_HEADS["device"],
+        script:
+            "../scripts/rank_head.py"
+
+else:
+
+    rule score_original_head:
+        input:
+            checkpoint=checkpoint_source_input,
+            weights=checkpoint_files_input,
+            eval=sample_input("eval"),
+        output:
+            "results/rank_heads/{model}/step{step}/original.json",
+        log:
+            "logs/rank_heads/{model}/step{step}/original.log",
+        benchmark:
+            "benchmarks/rank_heads/{model}/step{step}/original.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: RANK_HEADS["threads"]
+        resources:
+            mem_mb=RANK_HEADS["mem_mb"],
+            runtime=RANK_HEADS["runtime"],
+            gpu=RANK_HEADS["gpu"],
+        params:
+            code=code_of("score_original_head.py"),
+            stream={
+                k: RANK_HEADS[k]
+                for k in (
+                    "dtype",
+                    "device",
+                    "sequence_length",
+                    "batch_size",
+                    "chunk_tokens",
+                )
+            },
+            allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
+            hub=HUB_ACCESS,
+        script:
+            "../scripts/score_original_head.py"
+
+    rule stream_rank_heads:
+        input:
+            checkpoint=checkpoint_source_input,
+            weights=checkpoint_files_input,
+            train=sample_input("train"),
+            eval=sample_input("eval"),
+        output:
+            "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
+        log:
+            "logs/rank_heads/{model}/step{step}/r{ranks}.log",
+        benchmark:
+            "benchmarks/rank_heads/{model}/step{step}/r{ranks}.tsv"
+        conda:
+            "../envs/torch.yaml"
+        threads: RANK_HEADS["threads"]
+        resources:
+            mem_mb=RANK_HEADS["mem_mb"],
+            runtime=lambda wildcards: RANK_HEADS["runtime"]
+            * len(rank_head_job(wildcards)),
+            gpu=RANK_HEADS["gpu"],
+        params:
+            code=code_of("stream_rank_heads.py"),
+            ranks=rank_head_job,
+            kinds=RANK_HEADS["kinds"],
+            setup=head_setup(STREAM_TRAINING_KEYS),
+            stream={
+                k: RANK_HEADS[k]
+                for k in ("train_tokens", "select_tokens", "dtype", "device")
+            },
+            allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
+            hub=HUB_ACCESS,
+        script:
+            "../scripts/stream_rank_heads.py"
 
 
 rule aggregate_rank_heads:

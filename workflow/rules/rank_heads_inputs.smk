@@ -40,6 +40,8 @@ def rank_head_job(wildcards):
         ) from None
 
 
+# The settings of heads.HeadTraining (protocol cached) and streamed_heads.StreamTraining
+# (protocol paper), each from its rank_heads key of the same name.
 HEAD_TRAINING_KEYS = (
     "steps",
     "batch_tokens",
@@ -51,6 +53,30 @@ HEAD_TRAINING_KEYS = (
     "weight_decay",
     "chunk_tokens",
 )
+STREAM_TRAINING_KEYS = (
+    "batch_sequences",
+    "batch_size",
+    "sequence_length",
+    "lr_grid",
+    "lr_base",
+    "lr_reference_params",
+    "lr_exponent",
+    "warmup_steps",
+    "min_lr_ratio",
+    "weight_decay",
+    "grad_clip",
+    "chunk_tokens",
+)
+
+
+def head_setup(keys):
+    """A training setup's settings: ``keys`` of rank_heads, the heads' initialisation, the
+    mixture's components and the run's seed."""
+    return {k: RANK_HEADS[k] for k in keys} | {
+        "init": RANK_HEADS["init"],
+        "components": RANK_HEADS["mixture_components"],
+        "seed": config["seed"],
+    }
 
 
 def cache_output(path):

@@ -12,6 +12,7 @@ train_rank_heads(
     backbone=snakemake.wildcards.model,
     step=int(snakemake.wildcards.step),
     setup=snakemake.params.setup,
+    kinds=snakemake.params.kinds,
     device=snakemake.params.device,
     threads=snakemake.threads,
     out_path=snakemake.output[0],

@@ -370,6 +370,7 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
                 f"config key 'rank_heads.backbones[{i}].step': {b['step']} is not a "
                 "checkpoint step of this run"
             )
+    check_head_protocol(config)
     if ckpt["source"] != "minisuite":
         return
     hidden = {m["name"]: m["hidden_size"] for m in ckpt["minisuite"]["models"]}
@@ -378,15 +379,42 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
         if config["corpus"]["source"] == "synthetic"
         else None
     )
-    for b in heads["backbones"]:
-        limit = min(hidden[b["model"]], vocab or hidden[b["model"]])
-        too_big = sorted(r for r in heads["ranks"] if r > limit)
-        if too_big:
+    limits = {
+        b["model"]: min(hidden[b["model"]], vocab or hidden[b["model"]]) for b in heads["backbones"]
+    }
+    too_big = sorted(r for r in heads["ranks"] if r > max(limits.values()))
+    if too_big:  # a backbone trains the ranks up to its own limit; these no backbone has
+        raise ConfigError(
+            f"config key 'rank_heads.ranks': {too_big} exceed min(d, V) of every backbone "
+            f"({limits}{', vocabulary ' + str(vocab) if vocab else ''})"
+        )
+
+
+def check_head_protocol(config: dict) -> None:
+    """The paper's protocol: a rate grid needs a selection split, and the training split
+    must hold the training and selection tokens; the grid is the paper protocol's."""
+    heads = config["rank_heads"]
+    if heads["protocol"] != "paper":
+        if heads.get("lr_grid"):
             raise ConfigError(
-                f"config key 'rank_heads.ranks': {too_big} exceed min(d, V) = {limit} of "
-                f"backbone {b['model']} (hidden size {hidden[b['model']]}"
-                + (f", vocabulary {vocab})" if vocab else ")")
+                "config key 'rank_heads.lr_grid': a learning-rate grid is searched with "
+                "rank_heads.protocol: paper (the cached protocol takes one rate a head, from "
+                "lr_base)"
             )
+        return
+    if heads.get("lr_grid") and heads["select_tokens"] == 0:
+        raise ConfigError(
+            "config key 'rank_heads.select_tokens': 0, but rank_heads.lr_grid needs held-out "
+            "training tokens to choose each rank's rate on; give e.g. 1000000"
+        )
+    needed = heads["train_tokens"] + heads["select_tokens"]
+    have = config["corpus"].get("train_tokens")
+    if have is not None and have < needed:
+        raise ConfigError(
+            f"config key 'corpus.train_tokens': {have} tokens cannot hold the rank heads' "
+            f"rank_heads.train_tokens ({heads['train_tokens']}) and select_tokens "
+            f"({heads['select_tokens']}), each seen once; raise it to {needed}"
+        )
 
 
 # Widths and padded vocabularies of the Pythia suite (model cards), for checks before any
@@ -442,6 +470,32 @@ def rank_head_memory_mb(heads: dict, eval_tokens: int, d: int, vocab: int | None
     return parts
 
 
+def streamed_head_memory_mb(heads: dict, d: int, vocab: int | None) -> dict:
+    """What one paper-protocol job holds at once, in MB, where V is known: every head of the
+    job (each rank in each kind, the full-rank control, at each rate of the grid) with its
+    gradient and AdamW moments, and the chunks of logits of one head (K of them for a
+    mixture) with their softmax and gradient. The backbone's weights come on top."""
+    if not vocab:
+        return {}
+    mb = 1 / 2**20
+    ranks = [r for r in heads["ranks"] if r <= min(d, vocab)]
+    k = heads["mixture_components"]
+    per_kind = {"linear": 1, "mixture": k}
+    params = sum(per_kind[kind] * r * (vocab + d) for r in ranks for kind in heads["kinds"])
+    params += vocab * d  # the full-rank control
+    rates = len(heads.get("lr_grid") or [1])
+    widest = max(per_kind[kind] for kind in heads["kinds"])
+    return {
+        "heads and their AdamW state (rank_heads.ranks, kinds, lr_grid)": params * rates * 16 * mb,
+        "logits chunk (rank_heads.chunk_tokens)": heads["chunk_tokens"]
+        * vocab
+        * widest
+        * 4
+        * 3
+        * mb,
+    }
+
+
 def check_rank_head_memory(config: dict) -> None:
     """Each rank-head job's memory against rank_heads.mem_mb, before any job runs."""
     heads = config["rank_heads"]
@@ -449,7 +503,10 @@ def check_rank_head_memory(config: dict) -> None:
         shape = known_shape(config, b["model"])
         if shape is None:
             continue
-        parts = rank_head_memory_mb(heads, config["corpus"]["eval_tokens"], *shape)
+        if heads["protocol"] == "paper":
+            parts = streamed_head_memory_mb(heads, *shape)
+        else:
+            parts = rank_head_memory_mb(heads, config["corpus"]["eval_tokens"], *shape)
         total = sum(parts.values())
         if total > heads["mem_mb"]:
             largest = max(parts, key=parts.get)
@@ -459,7 +516,7 @@ def check_rank_head_memory(config: dict) -> None:
                 f"the {largest} takes {parts[largest]:.0f} MB; lower that setting or raise "
                 "rank_heads.mem_mb"
             )
-        if heads["shard_tokens"] < heads["batch_tokens"]:
+        if heads["protocol"] == "cached" and heads["shard_tokens"] < heads["batch_tokens"]:
             raise ConfigError(
                 f"config key 'rank_heads.shard_tokens': {heads['shard_tokens']} is smaller than "
                 f"a batch (rank_heads.batch_tokens {heads['batch_tokens']}); batches are drawn "

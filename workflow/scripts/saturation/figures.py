@@ -83,6 +83,12 @@ def rank_heads(inputs, shared) -> dict:
     return {"heads": pd.read_parquet(inputs["rank_heads"]), "language": shared["language"]}
 
 
+def rank_head_grid(inputs, shared) -> dict:
+    import pandas as pd
+
+    return {"heads": pd.read_parquet(inputs["rank_heads"])}
+
+
 def w_errors(inputs, shared) -> dict:
     """The n-gram spectra's W-errors; on the synthetic language also its true logits'."""
     import pandas as pd
@@ -127,6 +133,8 @@ FIGURES = {
     "fig8_loss_vs_w_error": Figure(
         ("metrics", "rank_heads", "head_spectra", "ngram_spectra"), RANK_HEADS, heads_and_w_errors
     ),
+    # drawn where rank_heads.lr_grid is set (rules/figures_inputs.smk)
+    "fig9_learning_rates": Figure(("rank_heads",), RANK_HEADS, rank_head_grid),
 }
 
 

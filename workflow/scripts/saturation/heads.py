@@ -187,32 +187,112 @@ def load_cache(cache_dir, split: str, device="cpu") -> tuple[torch.Tensor, torch
 # --- heads and the chunked loss ------------------------------------------------------------
 
 
+INITS = ("scaled", "normal")
+
+
+def init_scale(fan_in: int, init: str) -> float:
+    """The standard deviation of a head's initial entries: N(0, 1) as the paper draws them
+    (``normal``), or ours (``scaled``): 1/sqrt(fan_in), so that a unit-variance feature of
+    norm ~sqrt(d) (a layer-norm output) gives logits of variance ~1 whatever r and d."""
+    if init not in INITS:
+        raise ValueError(f"head initialisation {init!r} is not one of {INITS}")
+    return 1.0 if init == "normal" else 1.0 / math.sqrt(fan_in)
+
+
 class RankHead(torch.nn.Module):
-    """W = A B with A in R^{V x r}, B in R^{r x d}.
+    """W = A B with A in R^{V x r}, B in R^{r x d}, entries drawn as ``init_scale`` says."""
 
-    Initialisation: entries N(0, 1), scaled by 1/sqrt(d) for B and 1/sqrt(r) for A, so a unit
-    -variance feature of norm ~sqrt(d) (a layer-norm output) gives logits of variance ~1
-    whatever r and d.
-    """
-
-    def __init__(self, d: int, vocab: int, rank: int, generator: torch.Generator):
+    def __init__(
+        self, d: int, vocab: int, rank: int, generator: torch.Generator, init: str = "scaled"
+    ):
         super().__init__()
-        self.B = torch.nn.Parameter(torch.randn(rank, d, generator=generator) / math.sqrt(d))
-        self.A = torch.nn.Parameter(torch.randn(vocab, rank, generator=generator) / math.sqrt(rank))
+        self.B = torch.nn.Parameter(torch.randn(rank, d, generator=generator) * init_scale(d, init))
+        self.A = torch.nn.Parameter(
+            torch.randn(vocab, rank, generator=generator) * init_scale(rank, init)
+        )
 
     def forward(self, h):
         return (h @ self.B.T) @ self.A.T
 
 
 class FullHead(torch.nn.Module):
-    """An unconstrained V x d head, initialised N(0, 1/d): the full-rank control."""
+    """An unconstrained V x d head: the full-rank control."""
 
-    def __init__(self, d: int, vocab: int, generator: torch.Generator):
+    def __init__(self, d: int, vocab: int, generator: torch.Generator, init: str = "scaled"):
         super().__init__()
-        self.W = torch.nn.Parameter(torch.randn(vocab, d, generator=generator) / math.sqrt(d))
+        self.W = torch.nn.Parameter(
+            torch.randn(vocab, d, generator=generator) * init_scale(d, init)
+        )
 
     def forward(self, h):
         return h @ self.W.T
+
+
+class MixtureHead(torch.nn.Module):
+    """A mixture of K softmaxes (Yang et al. 2018) whose components are rank-r heads:
+
+        p(y | h) = sum_k pi_k(h) softmax(A_k B_k h)_y,   pi(h) = softmax(G h),
+
+    G in R^{K x d} the learned gate, initialised at zero (an even mixture at the start); the
+    components are drawn as ``RankHead``'s. Its log-probabilities are not those of any
+    rank-r logit matrix: the mixture escapes the linear head's bottleneck.
+
+    ``forward`` returns the mixture's log-probabilities, already normalised, so the cross-
+    entropy of its output is the mixture's negative log-likelihood and its argmax the most
+    probable token, as for the linear heads' logits.
+    """
+
+    def __init__(
+        self,
+        d: int,
+        vocab: int,
+        rank: int,
+        components: int,
+        generator: torch.Generator,
+        init: str = "scaled",
+    ):
+        super().__init__()
+        self.B = torch.nn.Parameter(
+            torch.randn(components, rank, d, generator=generator) * init_scale(d, init)
+        )
+        self.A = torch.nn.Parameter(
+            torch.randn(components, vocab, rank, generator=generator) * init_scale(rank, init)
+        )
+        self.G = torch.nn.Parameter(torch.zeros(components, d))
+
+    def forward(self, h):
+        log_gate = torch.log_softmax(h @ self.G.T, dim=1)  # (n, K)
+        z = torch.einsum("nd,krd->knr", h, self.B)
+        log_p = torch.log_softmax(torch.bmm(z, self.A.transpose(1, 2)).float(), dim=2)  # (K, n, V)
+        return torch.logsumexp(log_p + log_gate.T[:, :, None], dim=0)
+
+
+KINDS = ("linear", "mixture")
+
+
+def make_head(
+    kind: str,
+    rank: int | None,
+    d: int,
+    vocab: int,
+    seed: int,
+    init: str = "scaled",
+    components: int = 1,
+) -> torch.nn.Module:
+    """A head of ``kind`` (linear, mixture) and ``rank`` (None: the full-rank linear
+    control), its initialisation drawn from ``seed``."""
+    generator = torch.Generator().manual_seed(seed)
+    if kind == "mixture":
+        if rank is None:
+            raise ValueError("a mixture head needs a rank (the full-rank control is linear)")
+        return MixtureHead(d, vocab, rank, components, generator, init)
+    if kind != "linear":
+        raise ValueError(f"head kind {kind!r} is not one of {KINDS}")
+    return (
+        FullHead(d, vocab, generator, init)
+        if rank is None
+        else RankHead(d, vocab, rank, generator, init)
+    )
 
 
 def chunked_cross_entropy(
@@ -260,10 +340,39 @@ class HeadTraining:
     weight_decay: float
     chunk_tokens: int
     seed: int
+    init: str = "scaled"
+    components: int = 4
 
     def learning_rate(self, trainable_params: int) -> float:
-        """lr = lr_base * (lr_reference_params / trainable_params) ** lr_exponent."""
-        return self.lr_base * (self.lr_reference_params / trainable_params) ** self.lr_exponent
+        return scaled_learning_rate(
+            self.lr_base, self.lr_reference_params, self.lr_exponent, trainable_params
+        )
+
+
+def head_specs(ranks: list[int | None], kinds=("linear",)) -> list[tuple[str, int | None]]:
+    """(kind, rank) of every head a job trains: each rank in each kind, the full-rank control
+    (rank None) linear only."""
+    return [(kind, r) for r in ranks for kind in (kinds if r is not None else ("linear",))]
+
+
+def scaled_learning_rate(lr_base: float, reference_params: int, exponent: float, params: int):
+    """Our rule for a head's peak rate: lr_base * (reference_params / params) ** exponent."""
+    return lr_base * (reference_params / params) ** exponent
+
+
+def trainable_params(head: torch.nn.Module) -> int:
+    return sum(p.numel() for p in head.parameters())
+
+
+def result_row(kind, components, params, tokens, steps, lr) -> dict:
+    return {
+        "kind": kind,
+        "components": components if kind == "mixture" else 1,
+        "trainable_params": params,
+        "training_tokens": tokens,
+        "steps": steps,
+        "lr": lr,
+    }
 
 
 def train_head(
@@ -274,9 +383,10 @@ def train_head(
     setup: HeadTraining,
     device="cpu",
     progress_file=None,
+    kind: str = "linear",
 ) -> dict:
     """Train one head from the cache: ``rank`` an int, or None for the full-rank control."""
-    return train_heads([rank], vocab, train, evaluation, setup, device, progress_file)[0]
+    return train_heads([rank], vocab, train, evaluation, setup, device, progress_file, (kind,))[0]
 
 
 def train_heads(
@@ -287,9 +397,11 @@ def train_heads(
     setup: HeadTraining,
     device="cpu",
     progress_file=None,
+    kinds=("linear",),
 ) -> list[dict]:
-    """Train a head of each rank (an int, or None for the full-rank control) from the cache,
-    side by side: each step's batch is read and gathered once and given to every head.
+    """Train a head of each rank (an int, or None for the full-rank control) in each of
+    ``kinds`` from the cache, side by side: each step's batch is read and gathered once and
+    given to every head. Rows in ``head_specs`` order.
 
     ``train`` is a :class:`FeatureShards` (streamed from disk) or (features, targets).
 
@@ -303,15 +415,12 @@ def train_heads(
 
     if isinstance(train, tuple):
         train = FeatureTensors(*train)
-    d = train.d
+    specs = head_specs(ranks, kinds)
     heads, n_params, optimizers, lrs = [], [], [], []
-    for rank in ranks:
-        generator = torch.Generator().manual_seed(setup.seed)
-        head = (
-            FullHead(d, vocab, generator) if rank is None else RankHead(d, vocab, rank, generator)
-        ).to(device)
-        heads.append(head)
-        n_params.append(sum(p.numel() for p in head.parameters()))
+    for kind, rank in specs:
+        head = make_head(kind, rank, train.d, vocab, setup.seed, setup.init, setup.components)
+        heads.append(head.to(device))
+        n_params.append(trainable_params(head))
         lrs.append(setup.learning_rate(n_params[-1]))
         optimizers.append(
             torch.optim.AdamW(
@@ -325,8 +434,8 @@ def train_heads(
     rng = np.random.default_rng(setup.seed)
     batch = min(setup.batch_tokens, len(train))
     batches = train.batches(rng, batch, device)
-    names = ", ".join(str(r or "full") for r in ranks)
-    for step in tqdm(range(setup.steps), desc=f"rank {names}", file=progress_file, mininterval=10):
+    names = ", ".join(f"{kind} {r or 'full'}" for kind, r in specs)
+    for step in tqdm(range(setup.steps), desc=names, file=progress_file, mininterval=10):
         features, targets = next(batches)
         scale = warmup_cosine(step, setup.steps, setup.warmup_steps, setup.min_lr_ratio)
         for head, optimizer, lr in zip(heads, optimizers, lrs, strict=True):
@@ -338,18 +447,10 @@ def train_heads(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
     results = []
-    for head, params, lr in zip(heads, n_params, lrs, strict=True):
+    for (kind, _), head, params, lr in zip(specs, heads, n_params, lrs, strict=True):
         loss, accuracy = evaluate(head, *evaluation, setup.chunk_tokens)
-        results.append(
-            {
-                "trainable_params": params,
-                "training_tokens": setup.steps * batch,
-                "steps": setup.steps,
-                "lr": lr,
-                "eval_loss": loss,
-                "eval_accuracy": accuracy,
-            }
-        )
+        row = result_row(kind, setup.components, params, setup.steps * batch, setup.steps, lr)
+        results.append(row | {"eval_loss": loss, "eval_accuracy": accuracy})
     return results
 
 
@@ -430,45 +531,28 @@ def cache_features(
     )
 
 
-def train_rank_heads(
-    cache_dir,
-    original_json,
-    ranks: list[str],
-    backbone,
-    step,
-    setup: dict,
-    device,
-    threads,
-    out_path,
-    progress_file=None,
-):
-    """Train a head of each of ``ranks`` (ints as strings, or "full") from one backbone's
-    cache, one after another; one table, a row per head."""
-    from saturation.io import read_json
-
-    torch.set_num_threads(threads)
-    device = resolve_device(device, "rank_heads.device")
-    deterministic(device)
-    info = read_json(original_json)
-    d, vocab = info["head_input_size"], info["vocab_size"]
+def backbone_ranks(ranks: list[str], d: int, vocab: int, backbone: str) -> list[int | None]:
+    """The ranks of a job a backbone has: ints, None for "full" (the full-rank control);
+    ranks above min(d, V) are left out (the control stands for r = min(d, V)), so one rank
+    list serves backbones of every width, each up to its own d."""
     wanted = [None if rank == "full" else int(rank) for rank in ranks]
-    for r in wanted:
-        if r is not None and r > min(d, vocab):
-            raise ValueError(
-                f"rank {r} exceeds min(hidden size {d}, vocabulary {vocab}) of {backbone}"
-            )
-    evaluation = load_cache(cache_dir, "eval", device)
-    results = train_heads(
-        wanted,
-        vocab,
-        FeatureShards(cache_dir, "train"),
-        evaluation,
-        HeadTraining(**setup),
-        device,
-        progress_file,
-    )
+    above = [r for r in wanted if r is not None and r > min(d, vocab)]
+    if above:
+        log.info(
+            "ranks %s exceed min(hidden size %d, vocabulary %d) of %s: not trained for it",
+            above,
+            d,
+            vocab,
+            backbone,
+        )
+    return [r for r in wanted if r is None or r <= min(d, vocab)]
+
+
+def head_rows(ranked, *, backbone, step, d, vocab, init, protocol) -> list[dict]:
+    """The table's rows of trained heads, in ``RANK_HEADS_SCHEMA``, from (rank, result)
+    pairs (rank None: the full-rank control)."""
     rows = []
-    for r, result in zip(wanted, results, strict=True):
+    for r, result in ranked:
         row = {
             "backbone": backbone,
             "step": step,
@@ -476,8 +560,61 @@ def train_rank_heads(
             "r": r or min(d, vocab),
             "hidden_size": d,
             "vocab_size": vocab,
+            "init": init,
+            "protocol": protocol,
+            "select_loss": None,
+            "chosen": True,
             **result,
         }
         log.info("%s", row)
         rows.append(row)
+    return rows
+
+
+def train_rank_heads(
+    cache_dir,
+    original_json,
+    ranks: list[str],
+    backbone,
+    step,
+    setup: dict,
+    kinds: list[str],
+    device,
+    threads,
+    out_path,
+    progress_file=None,
+):
+    """Train a head of each of ``ranks`` (ints as strings, or "full") in each of ``kinds``
+    from one backbone's cache, side by side; one table, a row per head."""
+    from saturation.io import read_json
+
+    torch.set_num_threads(threads)
+    device = resolve_device(device, "rank_heads.device")
+    deterministic(device)
+    info = read_json(original_json)
+    d, vocab = info["head_input_size"], info["vocab_size"]
+    wanted = backbone_ranks(ranks, d, vocab, backbone)
+    results = []
+    if wanted:
+        setup = HeadTraining(**setup)
+        results = train_heads(
+            wanted,
+            vocab,
+            FeatureShards(cache_dir, "train"),
+            load_cache(cache_dir, "eval", device),
+            setup,
+            device,
+            progress_file,
+            kinds,
+        )
+    ranks_of = [r for _, r in head_specs(wanted, kinds)]
+    rows = head_rows(
+        zip(ranks_of, results, strict=True),
+        backbone=backbone,
+        step=step,
+        d=d,
+        vocab=vocab,
+        init=setup.init if wanted else None,
+        protocol="cached",
+    )
     write_parquet(pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA), out_path)

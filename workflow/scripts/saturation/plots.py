@@ -720,57 +720,142 @@ def fig5_singular_entropy(metrics, style, png, pdf):
     return plotted(data, over_steps_units(data, value="KL(sigma / sum sigma || uniform), nats"))
 
 
+def shown_heads(heads: pd.DataFrame) -> pd.DataFrame:
+    """The heads the figures show: with a learning-rate grid, each (kind, rank)'s chosen
+    rate (every grid point stays in the table and in Fig 9's data)."""
+    return heads[heads["chosen"].fillna(True).astype(bool)]
+
+
+KIND_STYLE = {"linear": ("-", "o"), "mixture": ("--", "s")}
+
+
+def kind_label(kind: str, components: int) -> str:
+    return "rank-r head" if kind == "linear" else f"mixture of {components} rank-r softmaxes"
+
+
 def fig6_rank_heads(heads, style, language, png, pdf):
-    fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7)
-    ax_loss, ax_acc = axes[0]
+    """The paper's Fig 6 (loss and accuracy against r), and the loss against each head's
+    trainable parameters, where the mixture heads (when trained) meet the linear ones."""
+    heads = shown_heads(heads)
+    fig, axes = style.figure(1, 3, width=style.s["width"] * 2.4)
+    ax_loss, ax_acc, ax_params = axes[0]
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
         c = style.color(backbone)
-        ranks = g[g["head"] == "rank"].sort_values("r")
         name = f"{backbone} @ {step}"
-        for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
-            ax.plot(
-                ranks.r,
-                ranks[col],
-                marker="o",
-                ms=3.5,
-                lw=1.4,
-                color=c,
-                label=f"{name}, rank-r head",
-            )
-            for kind, ls in (("full", "--"), ("original", ":")):
-                ref = g[g["head"] == kind]
-                if len(ref):
-                    ax.axhline(
-                        ref[col].iloc[0],
-                        color=c,
-                        ls=ls,
-                        lw=1,
-                        label=f"{name}, {kind} head"
-                        if kind == "full"
-                        else f"{name}, original head",
-                    )
+        trained = g[g["head"] == "rank"]
+        for (kind, components), k in trained.groupby(["kind", "components"], sort=True):
+            k = k.sort_values("r")
+            ls, marker = KIND_STYLE[kind]
+            what = dict(marker=marker, ms=3.5, lw=1.4, color=c, ls=ls)
+            what["label"] = f"{name}, {kind_label(kind, components)}"
+            for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
+                ax.plot(k.r, k[col], **what)
+            ax_params.plot(k.trainable_params, k.eval_loss, **what)
+        for kind, ls in (("full", "--"), ("original", ":")):
+            ref = g[g["head"] == kind]
+            if len(ref):
+                label = f"{name}, {kind} head"
+                for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
+                    ax.axhline(ref[col].iloc[0], color=c, ls=ls, lw=1, label=label)
+                if kind == "full":
+                    ax_params.plot(ref.trainable_params, ref.eval_loss, marker="*", ms=8,
+                                   ls="none", color=c, label=label)  # fmt: skip
+                else:
+                    ax_params.axhline(ref.eval_loss.iloc[0], color=c, ls=ls, lw=1)
     if language is not None:
-        floor_line(ax_loss, language["entropy_rate"])
+        for ax in (ax_loss, ax_params):
+            floor_line(ax, language["entropy_rate"])
         for ax in (ax_loss, ax_acc):
             rank_bound_line(ax, language["softmax_rank_bound"])  # R + 1: the bias adds one
     for ax in (ax_loss, ax_acc):
         ax.set_xscale("log", base=2)  # labelled as every log axis is (readable_ticks)
         ax.set_xlabel("head rank r")
-    ax_loss.set_ylabel("evaluation loss (nats / token)")
+    ax_params.set_xscale("log")
+    ax_params.set_xlabel("trainable parameters of the head")
+    for ax in (ax_loss, ax_params):
+        ax.set_ylabel("evaluation loss (nats / token)")
     ax_acc.set_ylabel("next-token accuracy")
     ax_loss.legend(fontsize="x-small")
-    fig.suptitle("Rank-constrained heads on frozen backbones")
+    protocol = heads.protocol.dropna().unique()
+    how = " (the paper's protocol, each rank at its chosen rate)" if "paper" in protocol else ""
+    fig.suptitle("Rank-constrained heads on frozen backbones" + how)
     style.save(fig, png, pdf)
-    data = heads[["backbone", "step", "head", "r", "eval_loss", "eval_accuracy"]]
+    columns = ["backbone", "step", "head", "kind", "components", "r", "trainable_params", "lr",
+               "eval_loss", "eval_accuracy"]  # fmt: skip
     return plotted(
-        data.sort_values(["backbone", "step", "head", "r"]),
+        heads[columns].sort_values(["backbone", "step", "head", "kind", "r"]),
         {
             "backbone": "the frozen model",
             "step": "its checkpoint's training step",
             "head": "rank (a rank-r head) | full (a trained full-rank head) | original",
+            "kind": "linear (W = A B) | mixture (of `components` rank-r softmaxes)",
+            "components": "softmaxes in the mixture (1: linear)",
             "r": "the head's rank r",
+            "trainable_params": "the head's trainable parameters (the right panel's x)",
+            "lr": "its peak learning rate (the chosen one, with a grid)",
             "eval_loss": "evaluation loss (nats / token)",
             "eval_accuracy": "next-token accuracy (fraction)",
+        },
+    )
+
+
+def fig9_learning_rates(heads, style, png, pdf):
+    """The paper's Fig 9: the peak learning rate chosen for each rank and backbone; right,
+    how decisive each choice was: the selection loss of the runner-up rate above the
+    chosen one's. The data beside it holds every grid point's selection loss."""
+    grid = heads[heads["head"].isin(["rank", "full"]) & heads.select_loss.notna()].copy()
+    if grid.empty:
+        raise ValueError("Fig 9: no head was trained on a learning-rate grid (rank_heads.lr_grid)")
+    grid["shown_r"] = grid.r
+    fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7)
+    ax_lr, ax_gap = axes[0]
+    for (backbone, step, kind, components), g in grid.groupby(
+        ["backbone", "step", "kind", "components"], sort=True
+    ):
+        ls, marker = KIND_STYLE[kind]
+        what = dict(marker=marker, ms=4, lw=1.3, ls=ls, color=style.color(backbone))
+        what["label"] = f"{backbone} @ {step}" + (
+            "" if kind == "linear" else f", mixture of {components}"
+        )
+        chosen = g[g.chosen].sort_values("r")
+        ax_lr.plot(chosen.r, chosen.lr, **what)
+        gaps = g.groupby("r").select_loss.apply(
+            lambda s: (
+                np.sort(s[np.isfinite(s)].to_numpy())[1] - s.min()
+                if np.isfinite(s).sum() > 1
+                else np.nan
+            )
+        )
+        ax_gap.plot(gaps.index, gaps.to_numpy(), **what)
+    lrs = np.sort(grid.lr.unique())
+    for ax in (ax_lr, ax_gap):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("head rank r (the rightmost point: the full-rank control)")
+    ax_lr.set_yscale("log")
+    ax_lr.set_yticks(lrs)
+    ax_lr.set_yticks([], minor=True)
+    ax_lr.set_yticklabels([f"{lr:g}" for lr in lrs])
+    ax_lr.set_ylabel("chosen peak learning rate (the grid's rates as ticks)")
+    ax_gap.set_yscale("log")
+    ax_gap.set_ylabel("runner-up rate's selection loss above the chosen (nats)")
+    ax_lr.legend(fontsize="x-small")
+    fig.suptitle("Peak learning rate chosen per rank on the held-out selection split")
+    style.save(fig, png, pdf)
+    columns = ["backbone", "step", "head", "kind", "components", "r", "lr", "select_loss",
+               "chosen", "eval_loss"]  # fmt: skip
+    return plotted(
+        grid[columns].sort_values(["backbone", "step", "kind", "head", "r", "lr"]),
+        {
+            "backbone": "the frozen model",
+            "step": "its checkpoint's training step",
+            "head": "rank | full (the full-rank control, r = min(d, V))",
+            "kind": "linear | mixture",
+            "components": "softmaxes in the mixture (1: linear)",
+            "r": "the head's rank r",
+            "lr": "the grid point's peak learning rate",
+            "select_loss": "loss on the selection split (nats / token), the choice's criterion",
+            "chosen": "the rate of least selection loss at this (kind, r)",
+            "eval_loss": "loss on the evaluation split (nats / token), what Fig 6 reports",
         },
     )
 
@@ -844,8 +929,9 @@ def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, p
     fig, axes = style.figure(1, panels, width=style.s["width"] * (1.8 if panels == 2 else 1))
     ax = axes[0, 0]
     drawn = []
+    heads = shown_heads(heads)
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
-        g = g[g["head"] == "rank"].sort_values("r")
+        g = g[(g["head"] == "rank") & (g["kind"] == "linear")].sort_values("r")
         spectrum = head_spectra[(head_spectra.model == backbone) & (head_spectra.step == step)]
         if spectrum.empty:
             raise ValueError(

@@ -14,13 +14,20 @@ RANK_HEADS_SCHEMA = pa.schema(
         ("backbone", pa.string()),
         ("step", pa.int64()),
         ("head", pa.string()),  # rank | full | original
+        ("kind", pa.string()),  # linear | mixture (of ``components`` softmaxes)
+        ("components", pa.int64()),
         ("r", pa.int64()),
         ("hidden_size", pa.int64()),
         ("vocab_size", pa.int64()),
         ("trainable_params", pa.int64()),
         ("training_tokens", pa.int64()),
         ("steps", pa.int64()),
-        ("lr", pa.float64()),
+        ("init", pa.string()),  # scaled | normal (N(0, 1), the paper's)
+        ("protocol", pa.string()),  # cached | paper (streamed, App. B.1)
+        ("lr", pa.float64()),  # the peak learning rate
+        # the loss on the held-out selection split (a learning-rate grid), else null
+        ("select_loss", pa.float64()),
+        ("chosen", pa.bool_()),  # the grid point the figures show (true without a grid)
         ("eval_loss", pa.float64()),
         ("eval_accuracy", pa.float64()),
     ]
@@ -37,13 +44,19 @@ def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
                 "backbone": info["backbone"],
                 "step": info["step"],
                 "head": "original",
+                "kind": "linear",
+                "components": 1,
                 "r": min(d, v),
                 "hidden_size": d,
                 "vocab_size": v,
                 "trainable_params": 0,
                 "training_tokens": 0,
                 "steps": 0,
+                "init": None,
+                "protocol": None,
                 "lr": 0.0,
+                "select_loss": None,
+                "chosen": True,
                 "eval_loss": info["eval_loss"],
                 "eval_accuracy": info["eval_accuracy"],
             }
@@ -54,7 +67,9 @@ def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
             ("backbone", "ascending"),
             ("step", "ascending"),
             ("head", "ascending"),
+            ("kind", "ascending"),
             ("r", "ascending"),
+            ("lr", "ascending"),
         ]
     )
     write_parquet(table, out_path)
