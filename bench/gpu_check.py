@@ -225,8 +225,8 @@ def rank_heads(folder: Path, train: Path, sample: Path, work: Path, device: str,
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     out_path = work / f"heads-{device}.parquet"
-    train_rank_heads(cache_dir, original, ["64", "full"], folder.name, 0, setup, device,
-                     os.cpu_count() or 1, out_path)  # fmt: skip
+    train_rank_heads(cache_dir, original, ["64", "full"], folder.name, 0, setup, ["linear"],
+                     device, os.cpu_count() or 1, out_path)  # fmt: skip
     if device != "cpu":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t

@@ -190,6 +190,48 @@ def test_tiny_run_sweeps_rank_heads(tiny_run):
     assert (tiny_run / "results/figures/fig6_rank_heads.png").stat().st_size > 1000
 
 
+def test_the_papers_protocol_streams_the_backbone_and_chooses_each_ranks_rate(tiny_run, tmp_path):
+    """rank_heads.protocol: paper on the tiny run's checkpoints: one job streams the backbone
+    to every (kind, rank, rate) head; the training tokens are seen once (all but the packed
+    stream's first are targets); each (kind, rank) keeps one rate; Fig 9 is drawn."""
+    import shutil
+
+    import pandas as pd
+    import yaml
+
+    workdir = copy_workflow(tmp_path, tiny_run / "config" / "config.yaml")
+    config = load_yaml(workdir / "config" / "config.yaml")
+    config["rank_heads"] |= {
+        "protocol": "paper", "kinds": ["linear", "mixture"], "mixture_components": 2,
+        "init": "normal", "lr_grid": [0.01, 0.05], "train_tokens": 3000, "select_tokens": 500,
+        "batch_sequences": 8, "ranks_per_job": 4,
+    }  # fmt: skip
+    (workdir / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    for folder in ("results/corpus", "results/checkpoints"):
+        shutil.copytree(tiny_run / folder, workdir / folder)  # mtimes kept: not re-made
+    targets = ["results/tables/rank_heads.parquet", "results/figures/fig9_learning_rates.png"]
+    result = run_snakemake(workdir, *targets, "--cores", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = job_stats(result.stderr)
+    assert jobs["stream_rank_heads"] == 1 and jobs["score_original_head"] == 1
+    assert "feature_cache" not in jobs and "train_minisuite" not in jobs
+    heads = pd.read_parquet(workdir / "results/tables/rank_heads.parquet")
+    trained = heads[heads["head"] != "original"]
+    # 3 ranks x 2 kinds + the full-rank control, each at 2 rates
+    assert len(trained) == 14 and set(trained.lr) == {0.01, 0.05}
+    assert (trained.groupby(["kind", "r", "head"]).chosen.sum() == 1).all()
+    assert (trained.training_tokens == 3000 - 1).all() and (trained.protocol == "paper").all()
+    assert trained.select_loss.notna().all() and (trained.init == "normal").all()
+    mixture = trained[trained.kind == "mixture"]
+    assert set(mixture.r) == {1, 4, 8} and (mixture.components == 2).all()
+    # the original head on the evaluation split: the measured loss of that checkpoint
+    metrics = pd.read_parquet(tiny_run / "results/tables/checkpoint_metrics.parquet")
+    measured = metrics.query("model == 'tiny-d16' and step == 40 and metric == 'loss'").value.item()
+    original = heads[heads["head"] == "original"].eval_loss.item()
+    assert original == pytest.approx(measured, rel=1e-6)
+    assert (workdir / "results/figures/fig9_learning_rates.png").stat().st_size > 1000
+
+
 def test_tiny_run_evaluates_best_and_final_downstream(tiny_run):
     import pandas as pd
 

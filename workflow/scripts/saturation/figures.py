@@ -134,7 +134,7 @@ FIGURES = {
         ("metrics", "rank_heads", "head_spectra", "ngram_spectra"), RANK_HEADS, heads_and_w_errors
     ),
     # drawn where rank_heads.lr_grid is set (rules/figures_inputs.smk)
-    "fig9_learning_rates": Figure(("rank_heads",), RANK_HEADS, rank_head_grid),
+    "fig9_learning_rates": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_head_grid),
 }
 
 

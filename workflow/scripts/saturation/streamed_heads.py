@@ -26,6 +26,7 @@ import logging
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import torch
 
