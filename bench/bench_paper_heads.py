@@ -2,7 +2,7 @@
 Llama-2-7B's sizes: its work, memory and time against what config/pythia.yaml declares.
 
     python bench/bench_paper_heads.py [--tokens 512] [--threads 2] [--device cpu|cuda]
-                                      [--gpu-tflops 100,400]
+                                      [--gpu-tflops 50,400]
 
 For each backbone, from the shapes alone: the heads one job trains (ranks 1, 2, 4, ... up to
 d and the full-rank control, at every rate of the config's grid), their weights with
@@ -16,12 +16,14 @@ job's head work is that times the grid) on ``--tokens`` random features of width
 forward of the backbone's architecture (random weights: Pythia-1B whole; Llama-2-7B two of
 its 32 layers, the rest scaled by depth) on ``--tokens`` tokens. The job's hours follow at the
 rates measured on ``--device`` (a GPU where one is lent: the job's GPU hours from measured
-throughput), and at a GPU's sustained rate (``--gpu-tflops``) for comparison.
+throughput), and at sustained GPU rates (``--gpu-tflops``; 50: float32 on an 80 GB GPU's
+CUDA cores, the heads' dtype; 400: its tensor cores in TF32 or bfloat16) for comparison.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,8 +83,8 @@ def synchronize(device: str) -> None:
 
 
 def time_backbone(name: str, tokens: int, device: str) -> float:
-    """Seconds of the backbone's forward over ``tokens`` tokens (one row), scaled to all its
-    layers."""
+    """Seconds a token of the backbone's forward over one row of ``tokens`` tokens, scaled
+    to all its layers."""
     import numpy as np
     import torch
 
@@ -104,7 +106,7 @@ def time_backbone(name: str, tokens: int, device: str) -> float:
     del model
     if device != "cpu":
         torch.cuda.empty_cache()
-    return seconds * scale
+    return seconds * scale / tokens
 
 
 def time_heads(d: int, vocab: int, tokens: int, device: str, steps: int = 2) -> float:
@@ -128,10 +130,11 @@ def time_heads(d: int, vocab: int, tokens: int, device: str, steps: int = 2) -> 
     def features(batch):
         yield h, t
 
-    train_streamed(trainees, seqs[:1], features, setup)  # warm-up
+    quiet = open(os.devnull, "w")  # noqa: SIM115 (the progress bar, for the whole run)
+    train_streamed(trainees, seqs[:1], features, setup, quiet)  # warm-up
     synchronize(device)
     start = time.perf_counter()
-    train_streamed(trainees, seqs[:steps], features, setup)
+    train_streamed(trainees, seqs[:steps], features, setup, quiet)
     synchronize(device)
     seconds = (time.perf_counter() - start) / steps / tokens
     del trainees
@@ -148,7 +151,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=512)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--gpu-tflops", default="100,400")
+    parser.add_argument("--gpu-tflops", default="50,400")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     heads_cfg = yaml.safe_load((ROOT / "config" / "pythia.yaml").read_text())["rank_heads"]

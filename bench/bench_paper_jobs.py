@@ -11,7 +11,8 @@ on synthetic inputs of the real shapes, since the real ones cannot be had offlin
   collocations, a long tail of contexts seen once) of the paper's largest size, 20M tokens,
   under Pythia's 50,304-token vocabulary, through ``ngram_spectrum`` with the config's n,
   top_k and tol (the Parquet corpus written as the sampling job writes it);
-- rank_head: one shard of the feature cache at pythia-2.8b's width (d = 2,560,
+- rank_head (with ``--jobs rank_head``: the cached protocol's job; ``config/pythia.yaml``
+  trains as the paper does, measured by ``bench/bench_paper_heads.py``): one shard of the feature cache at pythia-2.8b's width (d = 2,560,
   ``rank_heads.shard_tokens`` tokens in ``cache_dtype``), streamed as the job streams it,
   and steps of the full-rank control head (the largest: V x d with its AdamW state)
   through ``train_heads``; the time of a step times ``rank_heads.steps``, plus the
@@ -686,7 +687,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--jobs",
-        default="aggregate_metrics,scaling_fit,figures,sample_corpus,measure_checkpoint,rank_head,ngram_spectrum",
+        # rank_head: the cached protocol's job; config/pythia.yaml's (protocol: paper) is
+        # bench/bench_paper_heads.py's
+        default="aggregate_metrics,scaling_fit,figures,sample_corpus,measure_checkpoint,ngram_spectrum",
     )
     parser.add_argument("--sizes", default="paper", help="paper, small, or small,paper")
     parser.add_argument("--config", type=Path, default=ROOT / "config" / "pythia.yaml")
