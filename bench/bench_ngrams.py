@@ -4,6 +4,12 @@ the exact spectrum (a vocabulary small enough for a dense Gram).
 
     python bench/bench_ngrams.py [--tokens 10000000] [--vocab 32000] [--k 1000]
                                  [--corpus textlike|zipf-markov] [--tol 1e-5] [--exact]
+    python bench/bench_ngrams.py --dense 4096,8192 [--at 32000,50304]
+
+``--dense`` times the exact path W-error needs out to d = 15,000 (every eigenvalue of the
+coupled columns' dense Gram, ``dense_eigvalsh``) at the given sizes, on Gram matrices of a
+text-like corpus's W (their own coupled part, cut to the size), with the peak RSS the
+eigensolver adds to the matrix, fits the time's growth in m and states it at ``--at``.
 
 The corpus is generated here (no network):
 
@@ -68,7 +74,62 @@ def rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    a = np.random.default_rng(0).standard_normal((n, n))
+    a @ a
+    t = time.perf_counter()
+    for _ in range(repeats):
+        a @ a
+    return 2 * n**3 * repeats / (time.perf_counter() - t) / 1e9
+
+
+def dense_growth(sizes: list[int], at: list[int]) -> None:
+    """Time ``dense_eigvalsh`` on Gram matrices of a text-like W (its most frequent columns,
+    the coupled part's core), each size in a fresh process for its peak RSS."""
+    import json
+    import subprocess
+
+    print(f"float64 matmul: {matmul_gflops():.0f} GFLOP/s")
+    times = []
+    for m in sizes:
+        out = subprocess.run([sys.executable, __file__, "--dense-child", str(m)],
+                             capture_output=True, text=True, check=True)  # fmt: skip
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        times.append(r["seconds"])
+        print(f"m = {m}: every eigenvalue in {r['seconds']:.1f} s; the Gram {m * m * 8 / 2**20:.0f} "
+              f"MB, the process's peak RSS {r['peak_mb']:.0f} MB (at the solve's start "
+              f"{r['before_mb']:.0f} MB)")  # fmt: skip
+    slope = np.polyfit(np.log(sizes), np.log(times), 1)[0] if len(sizes) > 1 else 3.0
+    print(f"time grows as m^{slope:.2f}")
+    for m in at:
+        seconds = times[-1] * (m / sizes[-1]) ** max(slope, 3.0)
+        print(f"  at m = {m}: about {seconds / 3600:.1f} hours on this machine (m^3 from the "
+              f"largest measured), the Gram {m * m * 8 / 2**30:.1f} GiB")  # fmt: skip
+
+
+def dense_child(m: int) -> None:
+    import json
+
+    from saturation.ngrams import dense_eigvalsh
+
+    docs = textlike(2_000_000, 4 * m)
+    w, _ = next_token_matrix(docs, 5, 4 * m)
+    popular = np.argsort(-np.asarray((w.multiply(w)).sum(axis=0)).ravel())[:m]
+    part = w[:, np.sort(popular)]
+    gram = (part.T @ part).toarray()
+    gram[np.diag_indices_from(gram)] += 1e-3  # the singleton rows' diagonal, kept positive
+    del docs, w, part
+    before = rss_mb()
+    t = time.perf_counter()
+    eig = dense_eigvalsh(gram)
+    seconds = time.perf_counter() - t
+    assert eig.shape == (m,) and np.all(np.diff(eig) >= 0)
+    print(json.dumps({"seconds": seconds, "peak_mb": rss_mb(), "before_mb": before}))
+
+
 def main():
+    if sys.argv[1:2] == ["--dense-child"]:
+        return dense_child(int(sys.argv[2]))
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tokens", type=int, default=10_000_000)
     parser.add_argument("--vocab", type=int, default=32_000)
@@ -82,7 +143,12 @@ def main():
         help="also the exact spectrum (dense eigvalsh of the V x V Gram; V up to ~12,000), "
         "and the solver's largest error in the captured share and in W-error",
     )
+    parser.add_argument("--dense", help="sizes m of the exact path to time, e.g. 4096,8192")
+    parser.add_argument("--at", default="32000,50304", help="sizes to state the time at")
     args = parser.parse_args()
+    if args.dense:
+        return dense_growth([int(x) for x in args.dense.split(",")],
+                            [int(x) for x in args.at.split(",")])  # fmt: skip
     logging.basicConfig(level=logging.INFO, format="  %(message)s")
     make = textlike if args.corpus == "textlike" else zipf_markov
     docs = make(args.tokens, args.vocab)

@@ -60,7 +60,7 @@ def test_singular_values_equal_dense_svd(shape, gram_max_dim):
     w = sp.random(*shape, density=0.3, random_state=1, format="csr")
     expected = np.linalg.svd(w.toarray(), compute_uv=False)
     sigma, method = top_singular_values(w, 10, gram_max_dim)
-    assert method == ("gram-eigh" if gram_max_dim else "block-krylov-gram")
+    assert method == ("gram-eigh" if gram_max_dim else "reduced-gram-eigh")
     np.testing.assert_allclose(sigma, expected[:10], rtol=1e-8, atol=1e-10)
 
 
@@ -91,7 +91,7 @@ def captured_share(values, total):
 
 @pytest.mark.parametrize("transpose", [False, True])
 def test_block_krylov_path_equals_dense_svd(transpose):
-    w = corpus_like(4000, 500, seed=3)
+    w = corpus_like(4000, 1500, seed=3)  # ~1,400 coupled columns: past dense_is_smaller
     w = w.T.tocsr() if transpose else w  # C < V: the reduction works on W^T
     expected = np.linalg.svd(w.toarray(), compute_uv=False)
     total = float((w.data**2).sum())
@@ -109,6 +109,47 @@ def test_block_krylov_path_equals_dense_svd(transpose):
     err = w_error(sigma, total)
     full = w_error(expected, float((expected**2).sum()))
     np.testing.assert_allclose(err, full[:41], rtol=1e-8)
+
+
+def test_w_error_past_d_15000_equals_the_exact_spectrum():
+    """W-error as far as the paper's Fig 7 reads it (d = 15,000), on a matrix shaped like a
+    corpus's: 18,000 columns only contexts seen once reach (their singular values are the
+    square roots of their columns' sums of squares, in closed form), 1,000 columns shared by
+    contexts with several next tokens (their singular values from a dense SVD of the rows
+    that touch them). The solver, told nothing of that, goes past its dense limit
+    (gram_max_dim) and must give every value and W-error out to d = 15,000."""
+    import scipy.sparse as sp
+
+    r = np.random.default_rng(0)
+    alone, shared = 18_000, 1_000
+    rows, cols, vals = [], [], []
+    row = 0
+    for j in range(alone):  # one to three contexts seen once, each followed by token j
+        for _ in range(int(r.integers(1, 4))):
+            rows.append(row), cols.append(j), vals.append(1.0)
+            row += 1
+    for _ in range(3 * shared):  # contexts with two to five next tokens among the shared
+        c = alone + np.unique(r.integers(0, shared, int(r.integers(2, 6))))
+        v = r.random(len(c)) + 0.1
+        rows += [row] * len(c)
+        cols += c.tolist()
+        vals += (v / v.sum()).tolist()
+        row += 1
+    for j in range(alone, alone + shared, 3):  # and some seen once before a shared token
+        rows.append(row), cols.append(j), vals.append(1.0)
+        row += 1
+    w = sp.csr_matrix((vals, (rows, cols)), shape=(row, alone + shared))
+    closed = np.sqrt(np.asarray(w[:, :alone].multiply(w[:, :alone]).sum(axis=0)).ravel())
+    touching = np.unique(w[:, alone:].nonzero()[0])
+    block = np.linalg.svd(w[touching][:, alone:].toarray(), compute_uv=False)
+    expected = np.sort(np.concatenate([closed, block]))[::-1]
+    sigma, method = top_singular_values(w, 15_000, gram_max_dim=500)
+    assert method == "reduced-gram-eigh" and len(sigma) == 15_000
+    np.testing.assert_allclose(sigma, expected[:15_000], rtol=1e-10)
+    total = float((w.data**2).sum())
+    exact = np.sqrt(np.concatenate([np.cumsum(expected[::-1] ** 2)[::-1], [0.0]]) / total)
+    np.testing.assert_allclose(w_error(sigma, total), exact[:15_001], rtol=1e-7, atol=1e-9)
+    assert exact[15_000] < 0.5 * exact[1_000]
 
 
 def test_block_krylov_eigenvalues_and_non_convergence():

@@ -123,6 +123,10 @@ def test_fig7_draws_the_logit_reference_with_its_knee(drawn):
     ref = next(line for line in ax.get_lines() if "true logits" in line.get_label())
     x, y = ref.get_xdata(), ref.get_ydata()
     assert y[x == 5][0] > 1e-3 and y[x == 6][0] < 1e-10
+    # W-error 1/d: below 0.05 from d = 21 on; this curve stops at 9, still above
+    curve = next(line for line in ax.get_lines() if line.get_label().startswith("synthetic"))
+    assert curve.get_label().endswith("≥ 0.05 up to d = 9)")
+    assert plots.first_below(np.arange(1, 40), 1 / np.arange(1, 40), 0.05) == 21
 
 
 def test_fig1b_draws_each_checkpoint_against_the_law_at_its_own_tokens(drawn):

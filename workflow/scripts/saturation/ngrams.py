@@ -110,6 +110,10 @@ def top_singular_values(
         diagonal D, and G = D + M^T M with M the remaining rows;
       * a column that no row of M touches is an exact eigenvector, with eigenvalue D_jj.
 
+      When the remaining Gram, dense, takes less memory than the Krylov blocks would
+      (``dense_is_smaller``: k from about a seventh of its size on, as W-error out to
+      d = 15,000 asks at V = 50,304), all its eigenvalues are computed exactly instead.
+
       ``tol`` is the accuracy W-error needs, stated on what it is computed from: the share of
       ||W||_F^2 that the top d singular values capture, for every d <= k (see
       ``block_krylov_eigvalsh``). An error e in that share moves W-error(d) by about
@@ -122,7 +126,7 @@ def top_singular_values(
     m = min(c, v)
     if m <= gram_max_dim:
         gram = (w.T @ w) if v <= c else (w @ w.T)
-        eig = np.linalg.eigvalsh(gram.toarray())
+        eig = dense_eigvalsh(gram.toarray())
         sigma = np.sqrt(np.clip(eig, 0, None))[::-1]
         return sigma[: min(k, m)].copy(), "gram-eigh"
     a = (w if v <= c else w.T).astype(np.float64).tocsr()
@@ -134,6 +138,7 @@ def top_singular_values(
     coupled = np.unique(multi.indices)
     isolated = np.setdiff1d(np.arange(m), coupled)
     eig = [diag[isolated]]
+    method = "reduced-gram-eigh"  # every eigenvalue, exactly
     log.info(
         "Gram %d x %d: %d of %d rows have one non-zero (diagonal part); %d columns are "
         "decoupled (exact eigenvalues), %d coupled",
@@ -147,16 +152,35 @@ def top_singular_values(
     if len(coupled):
         mc = multi[:, coupled].tocsr()
         kc = min(k, len(coupled))
-        if len(coupled) <= gram_max_dim or 2 * block_size(kc) >= len(coupled):
-            # small enough, or the Krylov basis would span the whole space: exact
+        if len(coupled) <= gram_max_dim or dense_is_smaller(len(coupled), kc):
+            # small enough, or the Krylov blocks would hold more than the Gram: exact
             gram = (mc.T @ mc).toarray()
             gram[np.diag_indices_from(gram)] += diag[coupled]
-            eig.append(np.linalg.eigvalsh(gram))
+            eig.append(dense_eigvalsh(gram))
         else:
             total = float(np.square(a.data).sum())
             eig.append(block_krylov_eigvalsh(mc, diag[coupled], kc, total, tol, max_iter, seed))
+            method = "block-krylov-gram"
     eig = np.sort(np.concatenate(eig))[::-1][:k]
-    return np.sqrt(np.clip(eig, 0, None)), "block-krylov-gram"
+    return np.sqrt(np.clip(eig, 0, None)), method
+
+
+def dense_eigvalsh(gram: np.ndarray) -> np.ndarray:
+    """Every eigenvalue of a dense symmetric float64 matrix, ascending, computed in its own
+    memory: LAPACK's divide and conquer without eigenvectors (``?syevd``, jobz N) overwrites
+    the matrix and needs O(m) more, where ``numpy.linalg.eigvalsh`` first copies it (at
+    m = 50,304: 20 GB, not 40)."""
+    from scipy.linalg import eigh
+
+    # the transpose of a C-ordered symmetric matrix is itself, in Fortran order: no copy
+    return eigh(gram.T, eigvals_only=True, overwrite_a=True, check_finite=False, driver="evd")
+
+
+def dense_is_smaller(m: int, k: int) -> bool:
+    """Whether the m x m Gram held dense takes less memory than the block Krylov solver's
+    blocks for the top k (``spectrum_memory_mb``): from k of about m / 7 on, the whole
+    spectrum, exactly, is the cheaper answer."""
+    return m * m * 8 / 2**20 <= spectrum_memory_mb(m, k)
 
 
 def block_size(k: int) -> int:
@@ -179,10 +203,12 @@ W_BYTES_PER_TOKEN = 40  # W in CSR and the rows of M the solver keeps, at most o
 
 def spectrum_job_memory_mb(n_tokens: int, vocab_size: int, top_k: int, gram_max_dim: int):
     """An n-gram job's peak memory by part, in MB: building W, then W with the eigensolver
-    (``spectrum_memory_mb``; the dense Gram where min(C, V) <= gram_max_dim). C is at most
-    the number of windows, so min(C, V) <= min(n_tokens, V)."""
+    (``spectrum_memory_mb``; the dense Gram, overwritten by its eigenvalues, where
+    min(C, V) <= gram_max_dim or it is the smaller, ``dense_is_smaller``). C is at most the
+    number of windows, so min(C, V) <= min(n_tokens, V)."""
     m = min(n_tokens, vocab_size)
-    solver = m * m * 8 * 2 / 2**20 if m <= gram_max_dim else spectrum_memory_mb(m, top_k)
+    dense = m <= gram_max_dim or dense_is_smaller(m, top_k)
+    solver = m * m * 8 / 2**20 if dense else spectrum_memory_mb(m, top_k)
     return {
         "building W (ngrams n_tokens)": n_tokens * BUILD_BYTES_PER_TOKEN / 2**20,
         "the eigensolver's blocks (ngrams.top_k)": n_tokens * W_BYTES_PER_TOKEN / 2**20 + solver,

@@ -860,9 +860,20 @@ def fig9_learning_rates(heads, style, png, pdf):
     )
 
 
+NEGLIGIBLE_W_ERROR = 0.05  # Fig 7: where W-error is read as negligible
+
+
+def first_below(d, err, level: float):
+    """The least d whose W-error is below ``level``, or None where the curve never is."""
+    below = np.flatnonzero(np.asarray(err) < level)
+    return int(np.asarray(d)[below[0]]) if len(below) else None
+
+
 def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     """W-error of every n-gram matrix; on the synthetic language also the reference: the
-    W-error of its true logit matrix (``logits``: (d, w_error)), zero from d = R + 1."""
+    W-error of its true logit matrix (``logits``: (d, w_error)), zero from d = R + 1. A
+    dotted line marks W-error 0.05, and each curve's legend says from which d it is below
+    (the paper: "negligible only after 10,000-15,000" dimensions)."""
     fig, axes = style.figure()
     ax = axes[0, 0]
     drawn = []
@@ -886,13 +897,19 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
         first = g.iloc[0]
         drawn.append(pd.DataFrame({"series": corpus, "tokenizer": tokenizer, "C": first.C,
                                    "V": first.V, "d": g.d, "w_error": g.w_error}))  # fmt: skip
+        small = first_below(g.d, g.w_error, NEGLIGIBLE_W_ERROR)
+        reach = (f"< {NEGLIGIBLE_W_ERROR:g} from d = {small:,}" if small is not None
+                 else f"≥ {NEGLIGIBLE_W_ERROR:g} up to d = {int(g.d.max()):,}")  # fmt: skip
         ax.plot(
             g.d,
             g.w_error,
             lw=1.5,
             color=cmap(i % 10),
-            label=f"{corpus} ({tokenizer}; C = {human(first.C)}, V = {first.V})",
+            label=f"{corpus} ({tokenizer}; C = {human(first.C)}, V = {first.V}; {reach})",
         )
+        if small is not None:
+            ax.plot([small], [g.w_error[g.d == small].iloc[0]], "o", ms=4, color=cmap(i % 10))
+    ax.axhline(NEGLIGIBLE_W_ERROR, color="0.5", lw=0.8, ls=":")
     ax.set_xscale("log")
     ax.set_xlabel("rank d")
     ax.set_ylabel(r"W-error $\|W - W_d\|_F / \|W\|_F$")
