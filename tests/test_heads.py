@@ -270,3 +270,17 @@ def test_eval_features_are_cached_in_float32_whatever_the_cache_dtype(tmp_path):
     train_feats, _ = load_cache(tmp_path, "train")
     assert not torch.equal(feats, train_feats)  # bfloat16 rounding on the train copy only
     torch.testing.assert_close(feats, train_feats, atol=0.05, rtol=0.02)
+
+
+def test_an_unreadable_backbone_names_the_setting_to_change(tmp_path):
+    """Under metrics.unreadable: skip the analysis leaves an unreadable checkpoint out; a
+    rank-head backbone following the last checkpoint onto it stops, saying what to set."""
+    from saturation.heads import UnreadableBackbone, load_backbone
+
+    folder = tmp_path / "step40"
+    tiny_model().save_pretrained(folder, safe_serialization=True)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # cut short
+    with pytest.raises(UnreadableBackbone, match="rank_heads.backbones' step for m") as info:
+        load_backbone(folder, "m", 40, None, False, "float32", "cpu")
+    assert "step 40 cannot be read" in str(info.value) and "model.safetensors" in str(info.value)

@@ -467,6 +467,28 @@ def deterministic(device) -> None:
 # --- Snakemake-facing wrappers -------------------------------------------------------------
 
 
+class UnreadableBackbone(RuntimeError):
+    """A rank-head backbone's checkpoint that cannot be read."""
+
+
+def load_backbone(checkpoint_dir, backbone, step, hub, allow_pickle, dtype, device):
+    """The frozen backbone, loaded in ``dtype`` on ``device``. A checkpoint that cannot be
+    read stops the job with the setting to change: under ``metrics.unreadable: skip`` the
+    run's analysis leaves it out, but a backbone's heads cannot be trained on it."""
+    from saturation.hub import open_checkpoint
+    from saturation.loading import UnreadableCheckpoint, load_model
+
+    try:
+        with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
+            return load_model(folder, allow_pickle, dtype=getattr(torch, dtype), device=device)
+    except UnreadableCheckpoint as exc:
+        raise UnreadableBackbone(
+            f"the rank heads' backbone {backbone} at step {step} cannot be read ({exc}); "
+            f"give rank_heads.backbones' step for {backbone} a checkpoint that reads (a step "
+            "of null follows the last checkpoint, unreadable or not)"
+        ) from None
+
+
 def cache_features(
     checkpoint_dir,
     train_path,
@@ -484,15 +506,10 @@ def cache_features(
     """Cache the backbone's head inputs for the train and eval splits, and score the
     original head on the eval features (the reference line of Fig 6)."""
     from saturation.corpus import read_tokens
-    from saturation.hub import open_checkpoint
-    from saturation.loading import load_model
 
     torch.set_num_threads(threads)
     device = resolve_device(cache["device"], "rank_heads.device")
-    with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
-        model = load_model(
-            folder, allow_pickle, dtype=getattr(torch, cache["dtype"]), device=device
-        )
+    model = load_backbone(checkpoint_dir, backbone, step, hub, allow_pickle, cache["dtype"], device)
     train_docs = read_tokens(train_path)
     # The first train_tokens tokens of the training split, cut at a document boundary or
     # mid-document: the sample is fixed by the config alone.

@@ -37,6 +37,7 @@ from saturation.heads import (
     deterministic,
     head_rows,
     head_specs,
+    load_backbone,
     make_head,
     result_row,
     scaled_learning_rate,
@@ -273,14 +274,6 @@ def run_protocol(
 # --- Snakemake-facing wrappers -------------------------------------------------------------
 
 
-def load_backbone(checkpoint_dir, step, hub, allow_pickle, dtype, device):
-    from saturation.hub import open_checkpoint
-    from saturation.loading import load_model
-
-    with open_checkpoint(checkpoint_dir, step, hub, allow_pickle) as folder:
-        return load_model(folder, allow_pickle, dtype=getattr(torch, dtype), device=device)
-
-
 def stream_rank_heads(
     checkpoint_dir,
     train_path,
@@ -307,7 +300,9 @@ def stream_rank_heads(
     device = resolve_device(stream["device"], "rank_heads.device")
     deterministic(device)
     setup = StreamTraining(**{**setup, "lr_grid": tuple(setup["lr_grid"] or ()) or None})
-    model = load_backbone(checkpoint_dir, step, hub, allow_pickle, stream["dtype"], device)
+    model = load_backbone(
+        checkpoint_dir, backbone, step, hub, allow_pickle, stream["dtype"], device
+    )
     head = model.get_output_embeddings()
     vocab, d = head.weight.shape
     wanted = backbone_ranks(ranks, d, vocab, backbone)
@@ -355,7 +350,9 @@ def score_original_head(
 
     torch.set_num_threads(threads)
     device = resolve_device(stream["device"], "rank_heads.device")
-    model = load_backbone(checkpoint_dir, step, hub, allow_pickle, stream["dtype"], device)
+    model = load_backbone(
+        checkpoint_dir, backbone, step, hub, allow_pickle, stream["dtype"], device
+    )
     head = model.get_output_embeddings()
     seqs = chunk_documents(read_tokens(eval_path), stream["sequence_length"])
     features = backbone_features(model, device, stream["batch_size"])
