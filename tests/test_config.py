@@ -29,6 +29,15 @@ def test_shipped_configs_validate(name):
     check_schema(load_yaml(ROOT / "config" / name), SCHEMA)  # each stands alone
 
 
+def test_the_mixture_heads_overlay_validates_on_the_default():
+    """config/mixture-heads.yaml is given after another config; on the default it trains a
+    mixture beside each linear head."""
+    overlay = load_yaml(ROOT / "config" / "mixture-heads.yaml")
+    config = merged(DEFAULT, overlay)
+    validate(config)
+    assert config["rank_heads"]["kinds"] == ["linear", "mixture"]
+
+
 def test_tiny_test_config_validates():
     check_schema(load_yaml(ROOT / "tests" / "config" / "tiny.yaml"), SCHEMA)
 

@@ -726,7 +726,7 @@ def shown_heads(heads: pd.DataFrame) -> pd.DataFrame:
     return heads[heads["chosen"].fillna(True).astype(bool)]
 
 
-KIND_STYLE = {"linear": ("-", "o"), "mixture": ("--", "s")}
+KIND_STYLE = {"linear": ("-", "o"), "mixture": ("-", "s")}  # the mixture's squares hollow
 
 
 def kind_label(kind: str, components: int) -> str:
@@ -747,6 +747,8 @@ def fig6_rank_heads(heads, style, language, png, pdf):
             k = k.sort_values("r")
             ls, marker = KIND_STYLE[kind]
             what = dict(marker=marker, ms=3.5, lw=1.4, color=c, ls=ls)
+            if kind == "mixture":
+                what["mfc"] = "white"
             what["label"] = f"{name}, {kind_label(kind, components)}"
             for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
                 ax.plot(k.r, k[col], **what)
@@ -761,7 +763,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
                     ax_params.plot(ref.trainable_params, ref.eval_loss, marker="*", ms=8,
                                    ls="none", color=c, label=label)  # fmt: skip
                 else:
-                    ax_params.axhline(ref.eval_loss.iloc[0], color=c, ls=ls, lw=1)
+                    ax_params.axhline(ref.eval_loss.iloc[0], color=c, ls=ls, lw=1, label=label)
     if language is not None:
         for ax in (ax_loss, ax_params):
             floor_line(ax, language["entropy_rate"])
@@ -775,7 +777,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     for ax in (ax_loss, ax_params):
         ax.set_ylabel("evaluation loss (nats / token)")
     ax_acc.set_ylabel("next-token accuracy")
-    ax_loss.legend(fontsize="x-small")
+    ax_params.legend(fontsize="x-small")  # the r panels carry R + 1's label at their top
     protocol = heads.protocol.dropna().unique()
     how = " (the paper's protocol, each rank at its chosen rate)" if "paper" in protocol else ""
     fig.suptitle("Rank-constrained heads on frozen backbones" + how)
@@ -814,6 +816,8 @@ def fig9_learning_rates(heads, style, png, pdf):
     ):
         ls, marker = KIND_STYLE[kind]
         what = dict(marker=marker, ms=4, lw=1.3, ls=ls, color=style.color(backbone))
+        if kind == "mixture":
+            what["mfc"] = "white"
         what["label"] = f"{backbone} @ {step}" + (
             "" if kind == "linear" else f", mixture of {components}"
         )
