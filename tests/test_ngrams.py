@@ -152,6 +152,21 @@ def test_w_error_past_d_15000_equals_the_exact_spectrum():
     assert exact[15_000] < 0.5 * exact[1_000]
 
 
+def test_the_job_memory_counts_the_dense_gram_where_it_is_the_smaller():
+    """At Pythia's vocabulary, top_k 3,000 keeps the Krylov blocks (six m x 1.25 k and the
+    projection); 15,000 would need more than the m x m Gram, which is then held instead."""
+    from saturation.ngrams import spectrum_job_memory_mb
+
+    m, tokens, mb = 50_304, 20_000_000, 2**20
+    w = tokens * 40 / mb
+    solver = "the eigensolver's blocks (ngrams.top_k)"
+    krylov = (6 * m * 3750 + 3 * 7500**2) * 8 / mb
+    assert spectrum_job_memory_mb(tokens, m, 3_000, 4096)[solver] == pytest.approx(w + krylov)
+    assert spectrum_job_memory_mb(tokens, m, 15_000, 4096)[solver] == pytest.approx(
+        w + m * m * 8 / mb
+    )
+
+
 def test_block_krylov_eigenvalues_and_non_convergence():
     import scipy.sparse as sp
 
