@@ -920,7 +920,8 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
     ax.set_ylim(0, 1.02)
     n = groups[0][0][2] if groups else 0
     ax.set_title(f"Best rank-d approximation of {n}-gram next-token matrices")
-    ax.legend(fontsize="small")
+    # an opaque box: the 0.05 line runs under it
+    ax.legend(fontsize="small", frameon=True, framealpha=1, edgecolor="none")
     style.save(fig, png, pdf)
     columns = ["series", "tokenizer", "C", "V", "d", "w_error"]
     return plotted(
