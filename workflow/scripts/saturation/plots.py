@@ -802,15 +802,20 @@ def fig6_rank_heads(heads, style, language, png, pdf):
 
 
 def fig9_learning_rates(heads, style, png, pdf):
-    """The paper's Fig 9: the peak learning rate chosen for each rank and backbone; right,
-    how decisive each choice was: the selection loss of the runner-up rate above the
-    chosen one's. The data beside it holds every grid point's selection loss."""
+    """The paper's Fig 9: the peak learning rate chosen for each rank and backbone (a star:
+    the full-rank control); right, how decisive each choice was: the selection loss of the
+    runner-up rate above the chosen one's. The data beside it holds every grid point's
+    selection loss."""
     grid = heads[heads["head"].isin(["rank", "full"]) & heads.select_loss.notna()].copy()
     if grid.empty:
         raise ValueError("Fig 9: no head was trained on a learning-rate grid (rank_heads.lr_grid)")
-    grid["shown_r"] = grid.r
     fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7)
     ax_lr, ax_gap = axes[0]
+
+    def runner_up_gap(losses):
+        finite = np.sort(losses[np.isfinite(losses)].to_numpy())
+        return finite[1] - finite[0] if len(finite) > 1 else np.nan
+
     for (backbone, step, kind, components), g in grid.groupby(
         ["backbone", "step", "kind", "components"], sort=True
     ):
@@ -821,27 +826,27 @@ def fig9_learning_rates(heads, style, png, pdf):
         what["label"] = f"{backbone} @ {step}" + (
             "" if kind == "linear" else f", mixture of {components}"
         )
-        chosen = g[g.chosen].sort_values("r")
-        ax_lr.plot(chosen.r, chosen.lr, **what)
-        gaps = g.groupby("r").select_loss.apply(
-            lambda s: (
-                np.sort(s[np.isfinite(s)].to_numpy())[1] - s.min()
-                if np.isfinite(s).sum() > 1
-                else np.nan
-            )
-        )
-        ax_gap.plot(gaps.index, gaps.to_numpy(), **what)
+        for head, h in g.groupby("head"):
+            chosen = h[h.chosen].sort_values("r")
+            gaps = h.groupby("r").select_loss.apply(runner_up_gap)
+            if head == "full":
+                star = dict(marker="*", ms=9, ls="none", color=what["color"])
+                ax_lr.plot(chosen.r, chosen.lr, **star)
+                ax_gap.plot(gaps.index, gaps.to_numpy(), **star)
+                continue
+            ax_lr.plot(chosen.r, chosen.lr, **what)
+            ax_gap.plot(gaps.index, gaps.to_numpy(), **(what | {"label": None}))
     lrs = np.sort(grid.lr.unique())
     for ax in (ax_lr, ax_gap):
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("head rank r (the rightmost point: the full-rank control)")
+        ax.set_xlabel("head rank r (star: the full-rank control)")
     ax_lr.set_yscale("log")
     ax_lr.set_yticks(lrs)
     ax_lr.set_yticks([], minor=True)
     ax_lr.set_yticklabels([f"{lr:g}" for lr in lrs])
-    ax_lr.set_ylabel("chosen peak learning rate (the grid's rates as ticks)")
+    ax_lr.set_ylabel("chosen peak learning rate (ticks: the grid)")
     ax_gap.set_yscale("log")
-    ax_gap.set_ylabel("runner-up rate's selection loss above the chosen (nats)")
+    ax_gap.set_ylabel("runner-up's selection loss − chosen's (nats)")
     ax_lr.legend(fontsize="x-small")
     fig.suptitle("Peak learning rate chosen per rank on the held-out selection split")
     style.save(fig, png, pdf)
