@@ -65,6 +65,31 @@ def test_pythia_config_plans_offline(tmp_path):
     assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
     assert "sample_corpus" in out
+    # the rank heads as the paper trains them: one streaming job and one original head a
+    # backbone, no feature cache; Fig 9 for the rate grid
+    assert re.search(r"stream_rank_heads\s+4\n", out) and re.search(
+        r"score_original_head\s+4\n", out
+    )
+    assert "feature_cache" not in out and re.search(r"fig9_learning_rates\s+1\n", out)
+
+
+def test_the_paper_config_plans_where_another_config_ran(tiny_run, tmp_path):
+    """A dry run of config/pythia.yaml in a folder holding another run's results (the tiny
+    run's downstream selection among them) plans offline, none of those results an input."""
+    import shutil
+
+    workdir = copy_workflow(tmp_path)
+    shutil.copytree(tiny_run / "results", workdir / "results")
+    result = run_snakemake(
+        workdir,
+        "-n",
+        "--configfile",
+        "config/pythia.yaml",
+        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert re.search(r"measure_checkpoint\s+1253\n", result.stdout)
 
 
 def test_families_config_plans_offline(tmp_path):
