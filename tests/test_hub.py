@@ -160,6 +160,31 @@ def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monke
     assert not (cache / row["commit"]).exists()  # the cache did not grow
 
 
+def test_a_killed_downloads_empty_file_is_swept_before_the_next_download(hub):
+    """A download killed before its first byte leaves an empty ``*.incomplete`` in the
+    Hugging Face cache; the next fetch of that repo removes it, unless a download holds its
+    lock, and leaves a partial file with bytes for the client to resume."""
+    from filelock import FileLock
+    from huggingface_hub import constants
+
+    server, facts = hub
+    row = manifest("pythia-31m", facts)[512]
+    folder = Path(constants.HF_HUB_CACHE) / "models--EleutherAI--pythia-31m"
+    (folder / "blobs").mkdir(parents=True, exist_ok=True)
+    (Path(constants.HF_HUB_CACHE) / ".locks" / folder.name).mkdir(parents=True, exist_ok=True)
+    empty, held, partial = (folder / "blobs" / f"{c * 64}.incomplete" for c in "abc")
+    for part in (empty, held):
+        part.write_bytes(b"")
+    partial.write_bytes(b"12345")
+    lock = Path(constants.HF_HUB_CACHE) / ".locks" / folder.name / f"{'b' * 64}.lock"
+    with FileLock(str(lock)):  # a download of that blob under way
+        with hub_checkpoint(row, False, evict=False, retry=RETRY) as snapshot:
+            assert (snapshot / "model.safetensors").is_file()
+        assert not empty.exists() and held.exists() and partial.read_bytes() == b"12345"
+    for part in (held, partial):
+        part.unlink()
+
+
 def test_rate_limit_honours_retry_after_then_succeeds(hub, caplog):
     server, facts = hub
     server.inject("429", r"GET /api/models/EleutherAI/pythia-14m/refs", times=2, retry_after=1)

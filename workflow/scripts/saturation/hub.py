@@ -444,6 +444,7 @@ def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
                     shutil.rmtree(staged, ignore_errors=True)
                     raise
                 return folder, staged
+        sweep_empty_downloads(row["repo_id"])
         return with_backoff(lambda: snapshot_download(**fetch), where, **retry), None
     except RevisionNotFoundError as exc:
         raise CheckpointError(f"commit {row['commit']} of {where} is not on the hub") from exc
@@ -535,6 +536,33 @@ def sweep_dead_jobs(staging_root: Path) -> list[Path]:
             log.warning("removed %s, left by a job on this host that was killed", folder)
         except PermissionError:  # alive, another user's
             pass
+    return removed
+
+
+def sweep_empty_downloads(repo_id: str, cache_dir=None) -> list[Path]:
+    """Remove the empty ``*.incomplete`` files a killed download left in the Hugging Face
+    cache's folder of ``repo_id`` (there is nothing in them to resume from), each only while
+    no download holds its lock (the client's ``.locks/<repo>/<blob>.lock``); returns them. A
+    partial file with bytes in it is left for the client to resume."""
+    from filelock import FileLock, Timeout
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    cache = Path(cache_dir or constants.HF_HUB_CACHE)
+    name = repo_folder_name(repo_id=repo_id, repo_type="model")
+    removed = []
+    for part in sorted((cache / name / "blobs").glob("*.incomplete")):
+        if part.stat().st_size:
+            continue
+        lock = cache / ".locks" / name / (part.name.removesuffix(".incomplete") + ".lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with FileLock(str(lock), timeout=0):
+                part.unlink(missing_ok=True)
+        except Timeout:  # a download of it is under way
+            continue
+        removed.append(part)
+        log.warning("removed %s, an empty download a killed job left", part)
     return removed
 
 
