@@ -236,7 +236,7 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert set(down.task) == {"loopback_cloze"} and down.value.notna().all()
     for fig in (workdir / "results/figures").glob("*.png"):
         assert fig.stat().st_size > 10_000
-    assert len(list((workdir / "results/figures").glob("*.png"))) == 10
+    assert len(list((workdir / "results/figures").glob("*.png"))) == 11  # Fig 9: the rate grid
     # WikiText, as the harness's task defines it, measured at every checkpoint in the same
     # job, and Fig 3 drawn from it (figures.fig3_loss: wikitext/loss).
     metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")
@@ -517,8 +517,8 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
     every_stage = {
         "sample_corpus",
         "measure_checkpoint",
-        "feature_cache",
-        "rank_head",
+        "score_original_head",
+        "stream_rank_heads",
         "ngram_corpus",
         "ngram_spectrum",
         "evaluate_downstream",
@@ -560,8 +560,8 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     ran = result.stdout + result.stderr
     assert re.search(r"^measure_checkpoint\s+1$", ran, re.M), ran[-3000:]
     assert model_downloads(server) == []
-    # Offline, from the cache alone: a new rank needs the backbone's features again (the
-    # job of ranks 2, 4 and the full head: one job, rank 8 dropped).
+    # Offline, from the cache alone: a new rank needs the backbone's stream again (the job
+    # of ranks 2, 4 and the full head: one job, rank 8 dropped).
     config["rank_heads"]["ranks"] = [2, 4]
     write_config(workdir, config)
     server.clear()
