@@ -38,11 +38,17 @@ def downstream_tokenizer(model):
 def downstream_jobs():
     """The evaluation jobs: the selection's (model, step) pairs in order,
     ``downstream.checkpoints_per_job`` a job, across models ({name in paths: [(model,
-    step), ...]}); known once select_downstream has run."""
+    step), ...]}); known once select_downstream has run. Pairs that are not checkpoints of
+    this run are left out: a selection another configuration left in results/ (read as it
+    stands while its re-run is planned) adds no job."""
     import pandas as pd
 
     selection = pd.read_parquet(checkpoints.select_downstream.get().output[0])
-    pairs = sorted(set(zip(selection.model, selection.step.astype(int))))
+    pairs = sorted(
+        (m, s)
+        for m, s in set(zip(selection.model, selection.step.astype(int)))
+        if m in DOWNSTREAM_MODELS and s in MODEL_STEPS[m]
+    )
     return checkpoint_jobs(pairs, DOWNSTREAM["checkpoints_per_job"])
 
 
