@@ -600,7 +600,10 @@ def test_prefetch_under_the_hubs_rate_limits(loopback_hub, tmp_path):
     workdir = paper_workdir(tmp_path, **{"metrics.eval_corpora": []})
     env = {"HF_HOME": str(tmp_path / "hf")}
     server.clear()
-    api, resolve = server.limit("api", 20, 5), server.limit("resolve", 40, 5)
+    # limits met even when a loaded machine spreads the jobs' calls out (at 20 and 40, a
+    # loaded run once served 19 and 33 in its busiest windows), and loose enough that each
+    # caller's retries outlast the waits
+    api, resolve = server.limit("api", 12, 5), server.limit("resolve", 24, 5)
     start = time.monotonic()
     try:
         result = run_snakemake(workdir, "prefetch", "--cores", "4", *ARGS, env=env, timeout=900)
