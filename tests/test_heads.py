@@ -284,3 +284,30 @@ def test_an_unreadable_backbone_names_the_setting_to_change(tmp_path):
     with pytest.raises(UnreadableBackbone, match="rank_heads.backbones' step for m") as info:
         load_backbone(folder, "m", 40, None, False, "float32", "cpu")
     assert "step 40 cannot be read" in str(info.value) and "model.safetensors" in str(info.value)
+
+
+def test_the_cached_protocol_trains_each_kind_at_each_rank_and_a_linear_control():
+    x, t, _ = planted_teacher(2000, 8, 16, 2, seed=0)
+    setup = HeadTraining(
+        steps=5,
+        batch_tokens=256,
+        lr_base=0.01,
+        lr_reference_params=100,
+        lr_exponent=0.5,
+        warmup_steps=1,
+        min_lr_ratio=0.1,
+        weight_decay=0.0,
+        chunk_tokens=100,
+        seed=3,
+        components=3,
+    )
+    rows = train_heads([2, None], 16, (x, t), (x, t), setup, kinds=("linear", "mixture"))
+    assert [(r["kind"], r["components"]) for r in rows] == [
+        ("linear", 1),
+        ("mixture", 3),
+        ("linear", 1),
+    ]
+    # a mixture of 3 rank-2 heads and its gate: 3 x 2 x (16 + 8) + 3 x 8 weights
+    assert [r["trainable_params"] for r in rows] == [2 * 24, 3 * 2 * 24 + 3 * 8, 16 * 8]
+    alone = train_head(2, 16, (x, t), (x, t), setup, kind="mixture")
+    assert alone["eval_loss"] == rows[1]["eval_loss"]  # side by side = alone, to the bit
