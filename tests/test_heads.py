@@ -111,20 +111,23 @@ def test_sweep_shows_the_cliff_at_the_planted_rank():
     assert 0.0 <= control["eval_accuracy"] <= 1.0
 
 
+SMALL = HeadTraining(
+    steps=20,
+    batch_tokens=256,
+    lr_base=0.01,
+    lr_reference_params=100,
+    lr_exponent=0.5,
+    warmup_steps=2,
+    min_lr_ratio=0.1,
+    weight_decay=0.0,
+    chunk_tokens=100,
+    seed=3,
+)
+
+
 def test_training_is_deterministic():
     x, t, _ = planted_teacher(3000, 8, 16, 2, seed=0)
-    setup = HeadTraining(
-        steps=20,
-        batch_tokens=256,
-        lr_base=0.01,
-        lr_reference_params=100,
-        lr_exponent=0.5,
-        warmup_steps=2,
-        min_lr_ratio=0.1,
-        weight_decay=0.0,
-        chunk_tokens=100,
-        seed=3,
-    )
+    setup = SMALL
     assert train_head(3, 16, (x, t), (x, t), setup) == train_head(3, 16, (x, t), (x, t), setup)
 
 
@@ -287,20 +290,10 @@ def test_an_unreadable_backbone_names_the_setting_to_change(tmp_path):
 
 
 def test_the_cached_protocol_trains_each_kind_at_each_rank_and_a_linear_control():
+    from dataclasses import replace
+
     x, t, _ = planted_teacher(2000, 8, 16, 2, seed=0)
-    setup = HeadTraining(
-        steps=5,
-        batch_tokens=256,
-        lr_base=0.01,
-        lr_reference_params=100,
-        lr_exponent=0.5,
-        warmup_steps=1,
-        min_lr_ratio=0.1,
-        weight_decay=0.0,
-        chunk_tokens=100,
-        seed=3,
-        components=3,
-    )
+    setup = replace(SMALL, steps=5, warmup_steps=1, components=3)
     rows = train_heads([2, None], 16, (x, t), (x, t), setup, kinds=("linear", "mixture"))
     assert [(r["kind"], r["components"]) for r in rows] == [
         ("linear", 1),
