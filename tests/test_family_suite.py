@@ -48,7 +48,8 @@ def family_config(tasks) -> dict:
     ]
     config["scaling"]["models"] = ["pythia-14m"]
     config["rank_heads"]["backbones"] = [{"model": m, "step": None} for m in EXPECTED]
-    config["rank_heads"].update(ranks=[2], ranks_per_job=2)  # rank 2 and the full head
+    # rank 2 and the full head, on as many tokens as every family's tokenizer makes of the text
+    config["rank_heads"].update(ranks=[2], ranks_per_job=2, train_tokens=1500, select_tokens=300)
     # Every family's checkpoint in one evaluation job, across models.
     config["downstream"].update(models=None, include_path=str(tasks), checkpoints_per_job=5)
     config["ngrams"]["corpora"] = [{"name": "pile-pythia", "source": "workflow"}]

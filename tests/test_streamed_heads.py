@@ -102,6 +102,8 @@ def test_every_token_of_the_training_stream_is_trained_on_once(tmp_path):
     model = tiny_gpt_neox(hidden=16, heads=2, vocab=20, context=16)
     rng = np.random.default_rng(0)
     docs = [rng.integers(0, 20, n).astype(np.int32) for n in (40, 7, 16, 30, 2, 25, 9)]
+    with pytest.raises(ValueError, match=r"split a/train.parquet has 129 tokens: fewer than"):
+        split_training_stream(docs, 120, 20, "a/train.parquet")
     train, select = split_training_stream(docs, 100, 20)
     assert sum(map(len, train)) == 100 and sum(map(len, select)) == 20
     assert np.array_equal(np.concatenate(train + select), np.concatenate(docs)[:120])

@@ -88,15 +88,17 @@ class Trainee:
     params: int
 
 
-def split_training_stream(docs, train_tokens: int, select_tokens: int):
+def split_training_stream(docs, train_tokens: int, select_tokens: int, where="the split"):
     """The training tokens (the first ``train_tokens`` of the split, cut mid-document where
-    the count falls) and the selection tokens (the next ``select_tokens``)."""
+    the count falls) and the selection tokens (the next ``select_tokens``). A split too short
+    is named (``where``): in another tokenizer than the one that drew the sample, the same
+    text has another count than corpus.train_tokens."""
     available = sum(len(d) for d in docs)
     if available < train_tokens + select_tokens:
         raise ValueError(
-            f"the training split has {available} tokens: fewer than rank_heads.train_tokens "
-            f"({train_tokens}) + rank_heads.select_tokens ({select_tokens}); raise "
-            "corpus.train_tokens"
+            f"the training split {where} has {available} tokens: fewer than "
+            f"rank_heads.train_tokens ({train_tokens}) + rank_heads.select_tokens "
+            f"({select_tokens}); raise corpus.train_tokens or lower those"
         )
     parts, part, left = [[], []], 0, [train_tokens, select_tokens]
     for doc in docs:
@@ -309,7 +311,7 @@ def stream_rank_heads(
     results = []
     if wanted:
         train, select = split_training_stream(
-            read_tokens(train_path), stream["train_tokens"], stream["select_tokens"]
+            read_tokens(train_path), stream["train_tokens"], stream["select_tokens"], train_path
         )
         splits = {
             "train": packed(train, setup.sequence_length),
