@@ -29,24 +29,15 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "workflow" / "scripts")]
+sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench")]
+
+from bench_default_run import matmul_gflops  # noqa: E402
 
 BACKBONES = {
     # name: (d, V (head rows), total parameters, layers, config)
     "pythia-1b": (2048, 50304, 1_011_781_632, 16),
     "llama-2-7b": (4096, 32000, 6_738_415_616, 32),
 }
-
-
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    import torch
-
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    start = time.perf_counter()
-    for _ in range(repeats):
-        a @ b
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
 def ranks_up_to(d: int) -> list[int]:
@@ -159,7 +150,7 @@ def main() -> None:
     train = heads_cfg["train_tokens"]
     scored = heads_cfg["select_tokens"] + 50_000  # selection and evaluation: forwards only
     declared_min = heads_cfg["runtime"] * heads_cfg["ranks_per_job"]
-    rate = matmul_gflops()
+    rate = matmul_gflops(args.threads)
     print(f"float32 matmul on {args.threads} threads: {rate:.0f} GFLOP/s")
     print(f"config/pythia.yaml: {train:,} training tokens, {scored:,} scored, a grid of {grid} "
           f"rates; a job declares {declared_min} min, {heads_cfg['mem_mb']} MB")  # fmt: skip

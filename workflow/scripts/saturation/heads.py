@@ -611,9 +611,9 @@ def train_rank_heads(
     info = read_json(original_json)
     d, vocab = info["head_input_size"], info["vocab_size"]
     wanted = backbone_ranks(ranks, d, vocab, backbone)
+    setup = HeadTraining(**setup)
     results = []
     if wanted:
-        setup = HeadTraining(**setup)
         results = train_heads(
             wanted,
             vocab,
@@ -631,7 +631,7 @@ def train_rank_heads(
         step=step,
         d=d,
         vocab=vocab,
-        init=setup.init if wanted else None,
+        init=setup.init,
         protocol="cached",
     )
     write_parquet(pa.Table.from_pylist(rows, schema=RANK_HEADS_SCHEMA), out_path)

@@ -726,7 +726,12 @@ def shown_heads(heads: pd.DataFrame) -> pd.DataFrame:
     return heads[heads["chosen"].fillna(True).astype(bool)]
 
 
-KIND_STYLE = {"linear": ("-", "o"), "mixture": ("-", "s")}  # the mixture's squares hollow
+def kind_style(kind: str, color, ms: float, lw: float) -> dict:
+    """How a head kind is drawn: linear heads as filled circles, mixtures as hollow squares."""
+    what = dict(marker="o" if kind == "linear" else "s", ms=ms, lw=lw, ls="-", color=color)
+    if kind == "mixture":
+        what["mfc"] = "white"
+    return what
 
 
 def kind_label(kind: str, components: int) -> str:
@@ -745,10 +750,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
         trained = g[g["head"] == "rank"]
         for (kind, components), k in trained.groupby(["kind", "components"], sort=True):
             k = k.sort_values("r")
-            ls, marker = KIND_STYLE[kind]
-            what = dict(marker=marker, ms=3.5, lw=1.4, color=c, ls=ls)
-            if kind == "mixture":
-                what["mfc"] = "white"
+            what = kind_style(kind, c, ms=3.5, lw=1.4)
             what["label"] = f"{name}, {kind_label(kind, components)}"
             for ax, col in ((ax_loss, "eval_loss"), (ax_acc, "eval_accuracy")):
                 ax.plot(k.r, k[col], **what)
@@ -819,10 +821,7 @@ def fig9_learning_rates(heads, style, png, pdf):
     for (backbone, step, kind, components), g in grid.groupby(
         ["backbone", "step", "kind", "components"], sort=True
     ):
-        ls, marker = KIND_STYLE[kind]
-        what = dict(marker=marker, ms=4, lw=1.3, ls=ls, color=style.color(backbone))
-        if kind == "mixture":
-            what["mfc"] = "white"
+        what = kind_style(kind, style.color(backbone), ms=4, lw=1.3)
         what["label"] = f"{backbone} @ {step}" + (
             "" if kind == "linear" else f", mixture of {components}"
         )

@@ -145,12 +145,16 @@ def backbone_features(model, device, batch_size: int):
 
 
 def make_trainees(specs, d, vocab, setup: StreamTraining, device) -> list[Trainee]:
+    """A head of each (kind, rank) at each of its peak rates, every rate's head starting from
+    the same seeded draw (copies of one head)."""
+    import copy
+
     trainees = []
     for kind, rank in specs:
-        params = trainable_params(make_head(kind, rank, d, vocab, 0, setup.init, setup.components))
-        for lr in setup.peak_rates(params):
-            head = make_head(kind, rank, d, vocab, setup.seed, setup.init, setup.components)
-            head = head.to(device)
+        first = make_head(kind, rank, d, vocab, setup.seed, setup.init, setup.components)
+        params = trainable_params(first)
+        for i, lr in enumerate(setup.peak_rates(params)):
+            head = (first if i == 0 else copy.deepcopy(first)).to(device)
             optimizer = torch.optim.AdamW(
                 head.parameters(),
                 lr=lr,
