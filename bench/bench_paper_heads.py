@@ -4,8 +4,8 @@ Llama-2-7B's sizes: its work, memory and time against what config/pythia.yaml de
     python bench/bench_paper_heads.py [--tokens 512] [--threads 2] [--device cpu|cuda]
                                       [--gpu-tflops 50,400]
 
-For each backbone, from the shapes alone: the heads one job trains (ranks 1, 2, 4, ... up to
-d and the full-rank control, at every rate of the config's grid), their weights with
+For each backbone, from the shapes alone: the heads one job trains (the config's ranks up to
+min(d, V) and the full-rank control, at every rate of the config's grid), their weights with
 gradient and AdamW moments, the backbone's weights, and the FLOP of the job: a backbone
 forward (2 N a token) and each head's forward and backward (6 x its weights a token) over
 the training tokens, forwards only over the selection and evaluation tokens.
@@ -33,19 +33,19 @@ sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench")]
 
 from bench_default_run import matmul_gflops  # noqa: E402
 
+from saturation.suites import backbone_name  # noqa: E402
+
 BACKBONES = {
-    # name: (d, V (head rows), total parameters, layers, config)
+    # the backbone's name in config/pythia.yaml: (d, V (head rows), total parameters, layers)
     "pythia-1b": (2048, 50304, 1_011_781_632, 16),
-    "llama-2-7b": (4096, 32000, 6_738_415_616, 32),
+    "Llama-2-7b-hf": (4096, 32000, 6_738_415_616, 32),
 }
 
 
-def ranks_up_to(d: int) -> list[int]:
-    return [2**i for i in range(d.bit_length()) if 2**i <= d]
-
-
-def head_params(d: int, vocab: int) -> tuple[list[int], int]:
-    ranks = ranks_up_to(d)
+def head_params(ranks: list[int], d: int, vocab: int) -> tuple[list[int], int]:
+    """The ranks a backbone trains (the config's, up to min(d, V)) and one rate's weights,
+    the full-rank control's included."""
+    ranks = sorted(r for r in set(ranks) if r <= min(d, vocab))
     return ranks, sum(r * (vocab + d) for r in ranks) + vocab * d
 
 
@@ -55,7 +55,7 @@ def backbone_model(name: str):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
-    if name == "pythia-1b":
+    if name.startswith("pythia"):
         config = GPTNeoXConfig(vocab_size=50304, hidden_size=2048, num_hidden_layers=16,
                                num_attention_heads=8, intermediate_size=8192,
                                max_position_embeddings=2048, rotary_pct=0.25)  # fmt: skip
@@ -100,7 +100,7 @@ def time_backbone(name: str, tokens: int, device: str) -> float:
     return seconds * scale / tokens
 
 
-def time_heads(d: int, vocab: int, tokens: int, device: str, steps: int = 2) -> float:
+def time_heads(ranks, d: int, vocab: int, tokens: int, device: str, steps: int = 2) -> float:
     """Seconds a training step of one rate's heads takes per token, on random features."""
     import torch
 
@@ -110,7 +110,6 @@ def time_heads(d: int, vocab: int, tokens: int, device: str, steps: int = 2) -> 
                            lr_grid=(1e-3,), lr_base=1e-3, lr_reference_params=1, lr_exponent=0,
                            warmup_steps=1, min_lr_ratio=0.1, weight_decay=0.1, grad_clip=1.0,
                            chunk_tokens=4096, init="normal", components=4, seed=0)  # fmt: skip
-    ranks = ranks_up_to(d)
     trainees = make_trainees([("linear", r) for r in ranks] + [("linear", None)], d, vocab,
                              setup, device)  # fmt: skip
     g = torch.Generator().manual_seed(0)
@@ -149,16 +148,20 @@ def main() -> None:
     grid = len(heads_cfg["lr_grid"])
     train = heads_cfg["train_tokens"]
     scored = heads_cfg["select_tokens"] + 50_000  # selection and evaluation: forwards only
-    declared_min = heads_cfg["runtime"] * heads_cfg["ranks_per_job"]
+    entries = {backbone_name(b): b for b in heads_cfg["backbones"]}
     rate = matmul_gflops(args.threads)
     print(f"float32 matmul on {args.threads} threads: {rate:.0f} GFLOP/s")
     print(f"config/pythia.yaml: {train:,} training tokens, {scored:,} scored, a grid of {grid} "
-          f"rates; a job declares {declared_min} min, {heads_cfg['mem_mb']} MB")  # fmt: skip
+          "rates")  # fmt: skip
     for name, (d, vocab, n_params, _layers) in BACKBONES.items():
-        ranks, per_rate = head_params(d, vocab)
+        entry = entries[name]
+        runtime = entry.get("runtime") or heads_cfg["runtime"]
+        declared_min = runtime * heads_cfg["ranks_per_job"]
+        declared_mb = entry.get("mem_mb") or heads_cfg["mem_mb"]
+        ranks, per_rate = head_params(heads_cfg["ranks"], d, vocab)
         heads = per_rate * grid
         flop = train * (2 * n_params + 6 * heads) + scored * (2 * n_params + 2 * heads)
-        head_s = time_heads(d, vocab, args.tokens, args.device)
+        head_s = time_heads(ranks, d, vocab, args.tokens, args.device)
         back_s = time_backbone(name, args.tokens, args.device)
         here_h = (train * (back_s + head_s * grid) + scored * (back_s + head_s * grid / 3)) / 3600
         achieved = 6 * per_rate / head_s / 1e9
@@ -172,7 +175,8 @@ def main() -> None:
         print(f"  measured on {args.device}: heads {head_s * 1e3:.2f} ms a token for one rate "
               f"({achieved:.0f} GFLOP/s), backbone {back_s * 1e3:.2f} ms a token "
               f"({2 * n_params / back_s / 1e9:.0f} GFLOP/s)")  # fmt: skip
-        print(f"  the job on {args.device}: {here_h:,.1f} hours")
+        print(f"  the job on {args.device}: {here_h:,.1f} hours; it declares {declared_min} min, "
+              f"{declared_mb} MB")  # fmt: skip
         for tflops in map(float, args.gpu_tflops.split(",")):
             hours = flop / (tflops * 1e12) / 3600
             print(f"  at {tflops:.0f} TFLOP/s sustained: {hours:.1f} GPU hours "

@@ -2,6 +2,7 @@
 workflow before any job runs, with one message naming the key and no traceback."""
 
 import copy
+import re
 
 import pytest
 import yaml
@@ -127,6 +128,23 @@ INVALID = {
     "rank-head backbone not a model": (
         with_value(DEFAULT, [{"model": "mini-d999", "step": None}], "rank_heads", "backbones"),
         "rank_heads.backbones[0].model",
+    ),
+    "rank-head backbone from the hub in a mini-suite run": (
+        with_value(DEFAULT, [{"repo": "meta-llama/Llama-2-7b-hf"}], "rank_heads", "backbones"),
+        "rank_heads.backbones[0].repo",
+    ),
+    "rank-head backbone named twice over": (
+        with_value(
+            DEFAULT,
+            [{"model": "mini-d64", "repo": "meta-llama/Llama-2-7b-hf"}],
+            "rank_heads",
+            "backbones",
+        ),  # fmt: skip
+        "rank_heads.backbones[0]",
+    ),
+    "a model of the run given a revision": (
+        with_value(DEFAULT, [{"model": "mini-d64", "revision": "main"}], "rank_heads", "backbones"),
+        "rank_heads.backbones[0]",
     ),
     "scaling model not a model": (
         with_value(DEFAULT, ["nope"], "scaling", "models"),
@@ -258,6 +276,30 @@ def test_rank_head_memory_check_says_what_to_lower():
         match="pythia-1b \\(d = 2048\\).*the cache shard \\(rank_heads.shard_tokens\\) takes 15625 MB",
     ):
         check_semantics(config)
+
+
+PYTHIA = merged(DEFAULT, load_yaml(ROOT / "config" / "pythia.yaml"))
+LLAMA = PYTHIA["rank_heads"]["backbones"][-1]
+
+
+@pytest.mark.parametrize(
+    "entry, key, says",
+    [
+        ({"repo": "EleutherAI/pythia-1b"}, "[4].repo", "'pythia-1b' is a model of this run"),
+        (LLAMA | {"step": 143000}, "[4].step", "one revision"),
+        (LLAMA | {"revision": "../main"}, "[4].revision", "cannot name a branch"),
+        (LLAMA | {"mem_mb": 20000}, "[4].mem_mb", "Llama-2-7b-hf (d = 4096)"),
+    ],
+)
+def test_a_backbone_from_outside_the_suite_is_checked_before_any_job(entry, key, says):
+    """The paper config's Llama-2-7B backbone (a hub repo outside the run's models) as given
+    passes; each way of getting it wrong names its key."""
+    validate(copy.deepcopy(PYTHIA))
+    config = copy.deepcopy(PYTHIA)
+    config["rank_heads"]["backbones"][-1] = entry
+    with pytest.raises(ConfigError, match=re.escape(says)) as info:
+        validate(config)
+    assert f"'rank_heads.backbones{key}'" in str(info.value)
 
 
 def test_the_paper_protocols_memory_check_counts_every_head_at_every_rate():

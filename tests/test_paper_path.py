@@ -228,7 +228,8 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert not set(zip(selection.model, selection.step, strict=True)) & set(EXPECTED_STATUS)
     heads = pd.read_parquet(workdir / "results/tables/rank_heads.parquet")
     assert set(heads["head"]) == {"rank", "full", "original"} and set(heads.backbone) == {
-        "pythia-31m"
+        "pythia-31m",
+        "tiny-llama-2",
     }
     ngrams = pd.read_parquet(workdir / "results/tables/ngram_spectra.parquet")
     assert set(ngrams.corpus) == {"pile-pythia", "pile-hub"}
@@ -255,6 +256,46 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert not (workdir / "results/checkpoints/staging").exists() or not any(
         (workdir / "results/checkpoints/staging").iterdir()
     )
+
+
+def test_a_backbone_from_outside_the_suite_trains_its_heads_alone(paper_run, loopback_hub):
+    """rank_heads.backbones' repo (the paper's Llama-2-7B; here tests/tiny-llama-2, a tiny
+    Llama with its own tokenizer on the loopback hub): its heads beside the suite's, on the sample tokenized its
+    way, in its own dtype; never measured over training."""
+    import torch
+    from test_families import direct
+    from test_family_suite import pieces, read_sample
+
+    _, facts = loopback_hub
+    workdir, name = paper_run["workdir"], "tiny-llama-2"
+    tables = workdir / "results" / "tables"
+    for table, column in (("checkpoint_metrics", "model"), ("checkpoints", "model")):
+        assert name not in set(pd.read_parquet(tables / f"{table}.parquet")[column])
+    heads = pd.read_parquet(tables / "rank_heads.parquet")
+    own = heads[heads.backbone == name]
+    assert set(own.step) == {0} and set(own.vocab_size) == {320} and set(own.hidden_size) == {16}
+    assert sorted(own[(own["head"] == "rank") & own.chosen].r) == [2, 8]
+    # Its head's spectrum as the job read it: the served head in bfloat16 (its dtype), not
+    # in float32.
+    model = facts["llama2"]["model"]
+    weight = model.lm_head.weight.detach()
+    spectra = pd.read_parquet(tables / "backbone_spectra.parquet")
+    sigma = spectra[spectra.backbone == name].sort_values("index").singular_value.to_numpy()
+    in_bf16 = np.linalg.svd(weight.to(torch.bfloat16).double().numpy(), compute_uv=False)
+    np.testing.assert_allclose(sigma, in_bf16, rtol=1e-9)
+    in_f32 = np.linalg.svd(weight.double().numpy(), compute_uv=False)
+    assert np.abs(sigma / in_f32 - 1).max() > 1e-5
+    # Its own head's loss on the evaluation sample tokenized with its tokenizer.
+    _, docs = read_sample(workdir / "results/corpus/eval/tests--tiny-llama-2.parquet")
+    loss, _ = direct(model.to(torch.bfloat16), pieces(docs, 64))
+    original = own[own["head"] == "original"].eval_loss.item()
+    assert original == pytest.approx(loss, rel=5e-3)
+    # Fig 6 draws it; Fig 8's x is its own head's W-error.
+    fig8 = read_plotted(workdir / "results/figures/fig8_loss_vs_w_error.csv")
+    drawn = fig8[fig8.backbone == name].sort_values("r")
+    w_error = [np.sqrt((in_bf16[r:] ** 2).sum() / (in_bf16**2).sum()) for r in drawn.r]
+    np.testing.assert_allclose(drawn.head_w_error, w_error, rtol=1e-9)
+    assert name in set(read_plotted(workdir / "results/figures/fig6_rank_heads.csv").backbone)
 
 
 def add_head_duplicates(server) -> dict[int, str]:

@@ -313,7 +313,7 @@ def test_fig8_x_is_the_backbones_own_head_w_error_from_a_direct_svd(drawn):
     heads_w[("a", 10)] = random_head(rng, 40, 16, 0.99)  # another step of a: not the heads'
     spectra = pd.DataFrame(
         [
-            {"model": m, "step": s, "index": i, "singular_value": v}
+            {"backbone": m, "step": s, "index": i, "singular_value": v}
             for (m, s), w in heads_w.items()
             for i, v in enumerate(np.linalg.svd(w, compute_uv=False))
         ]
@@ -345,8 +345,21 @@ def test_fig8_x_is_the_backbones_own_head_w_error_from_a_direct_svd(drawn):
     a = next(line for line in left.get_lines() if line.get_label() == "a @ 100")
     np.testing.assert_allclose(a.get_xdata(), data[data.backbone == "a"].head_w_error)
     assert "not in the paper" in right.get_title()
+    # A backbone from outside the run's models (no size measured): a colour of its own, the
+    # same in every figure, and its name alone in the legend (its one revision).
+    rows.append(head_row(backbone="llama", step=0, head="rank", r=4, eval_loss=3.0))
+    heads_w[("llama", 0)] = random_head(rng, 40, 8, 0.7)
+    spectra = pd.concat([spectra, pd.DataFrame(
+        [{"backbone": "llama", "step": 0, "index": i, "singular_value": v}
+         for i, v in enumerate(np.linalg.svd(heads_w[("llama", 0)], compute_uv=False))]
+    )])  # fmt: skip
+    plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra, ngram, "c", style, "x", "y")
+    left = drawn[-1].axes[0]
+    llama = next(line for line in left.get_lines() if line.get_label() == "llama")
+    assert llama.get_color() == style.color("llama") != style.color("a")
+    assert style.color("llama") == plots.Style({}, {"z": 1}).color("llama")
     with pytest.raises(ValueError, match="no head spectrum of b at step 50"):
-        plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra[spectra.model == "a"], ngram, "c",
+        plots.fig8_loss_vs_w_error(pd.DataFrame(rows), spectra[spectra.backbone == "a"], ngram, "c",
                                    style, "x", "y")  # fmt: skip
 
 

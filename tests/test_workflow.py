@@ -56,7 +56,8 @@ def plan_offline(workdir, configfile: str) -> str:
 def test_pythia_config_plans_offline(tmp_path):
     """Every job of the paper config is planned with the hub unreachable."""
     out = plan_offline(tmp_path, "config/pythia.yaml")
-    assert re.search(r"revision_manifest\s+9\n", out)  # one per model, no download job
+    # one per model and one for Llama-2-7B (a rank-head backbone only), no download job
+    assert re.search(r"revision_manifest\s+10\n", out)
     assert re.search(r"measure_checkpoint\s+1253\n", out)  # 8 models x 154 revisions + 21
     assert re.search(r"fig5_singular_entropy\s+1\n", out)
     # WikiText (Fig 3): its documents once, encoded once (one tokenizer for all Pythia)
@@ -66,10 +67,14 @@ def test_pythia_config_plans_offline(tmp_path):
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
     assert "sample_corpus" in out
     # the rank heads as the paper trains them: one streaming job and one original head a
-    # backbone, no feature cache; Fig 9 for the rate grid
-    assert re.search(r"stream_rank_heads\s+4\n", out) and re.search(
-        r"score_original_head\s+4\n", out
+    # backbone (four Pythia models and Llama-2-7B, its sample tokenized its way, its job in
+    # bfloat16 with its own memory), no feature cache; Fig 9 for the rate grid
+    assert re.search(r"stream_rank_heads\s+5\n", out) and re.search(
+        r"score_original_head\s+5\n", out
     )
+    assert re.search(r"tokenize_corpus\s+2\n", out)
+    assert "results/rank_heads/Llama-2-7b-hf/step0/r1-full.parquet" in out
+    assert re.search(r"wildcards: model=Llama-2-7b-hf, step=0, ranks=1-full\n.*mem_mb=80000", out)
     assert "feature_cache" not in out and re.search(r"fig9_learning_rates\s+1\n", out)
 
 
@@ -314,6 +319,16 @@ def test_each_figure_writes_the_numbers_it_plots_beside_it(tiny_run):
     fig8 = plotted["fig8_loss_vs_w_error"]
     ranked = heads[heads["head"] == "rank"]
     assert sorted(fig8.r) == sorted(ranked.r)
+    # Fig 8's spectra, read by the rank heads' jobs, are the head's as its metrics job read it
+    backbone_spectra = pd.read_parquet(tables / "backbone_spectra.parquet")
+    assert len(backbone_spectra) and set(backbone_spectra.backbone) == set(heads.backbone)
+    for (backbone, step), own in backbone_spectra.groupby(["backbone", "step"]):
+        measured = spectra[(spectra.model == backbone) & (spectra.step == step)]
+        np.testing.assert_allclose(
+            own.sort_values("index").singular_value,
+            measured.sort_values("index").singular_value,
+            rtol=1e-9,
+        )
     for row in fig8.itertuples():
         sigma = spectra[(spectra.model == row.backbone) & (spectra.step == row.step)]
         own = head_w_error(sigma.sort_values("index").singular_value.to_numpy())

@@ -38,7 +38,7 @@ def opt(vocab: int, positions: int = 32, **ids):
     return transformers.OPTForCausalLM(cfg)
 
 
-def llama(vocab: int, positions: int = 32, **ids):
+def llama(vocab: int, positions: int = 32, tied: bool = True, **ids):
     cfg = transformers.LlamaConfig(
         hidden_size=16,
         intermediate_size=32,
@@ -48,7 +48,7 @@ def llama(vocab: int, positions: int = 32, **ids):
         vocab_size=vocab,
         max_position_embeddings=positions,
         **ids,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tied,
     )
     return transformers.LlamaForCausalLM(cfg)
 

@@ -255,7 +255,29 @@ def build(hub) -> dict:
     )
     facts["tokenizer_size"] = len(tok)
     facts["wikitext_pages"] = add_wikitext(hub)
+    facts["llama2"] = add_llama2(hub)
     return facts
+
+
+LLAMA2_REPO = "tests/tiny-llama-2"
+
+
+def add_llama2(hub) -> dict:
+    """``tests/tiny-llama-2``, Llama-2-7B's stand-in: a tiny random-weight Llama with an untied head (as
+    Llama-2's) and a tokenizer of its own (``<s>``, ``</s>``, ``<unk>``), on ``main`` only: a
+    backbone from outside the suite. Returns {"model": the model served, "repo"}."""
+    import torch
+
+    from hub import families
+
+    specials = {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"}
+    tok_files = tokenizer_files(documents(400, seed=0), vocab_size=320, specials=specials)
+    torch.manual_seed(42)
+    model = families.llama(
+        320, families.POSITIONS, tied=False, **families.special_ids(tok_files)
+    ).eval()
+    hub.add_branch("model", LLAMA2_REPO, "main", families.saved_files(model, tok_files))
+    return {"model": model, "repo": LLAMA2_REPO}
 
 
 def add_seeds(hub, size: str = "pythia-14m", seeds=(1, 2), saturating=(1,)) -> None:

@@ -8,7 +8,10 @@ from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.defaults import expand_shorthands, fill_derived
 from saturation.suites import (
     CHECKPOINT_JOB,
+    BACKBONE_STEP,
     TokenizerFolder,
+    backbone_models,
+    backbone_name,
     checkpoint_jobs,
     hub_models,
     hub_retry,
@@ -89,8 +92,11 @@ HIDDEN_SIZE = {m["name"]: m["hidden_size"] for m in MINISUITE.get("models", [])}
 HUB = CHECKPOINT_CONFIG["hub"] if SOURCE == "hub" else {}
 # How hub requests are retried (the harness's tasks' data sets come from the hub too).
 HUB_RETRY = hub_retry(CHECKPOINT_CONFIG.get("hub"))
+# Rank-head backbones from outside the run's models (rank_heads.backbones' repo), read at
+# one revision for their heads alone: {model: {repo, revisions, tokens, tokenizer}}.
+OUTSIDE_BACKBONES = backbone_models(config) if SOURCE == "hub" else {}
 HUB_MODELS = (
-    hub_models(config) if SOURCE == "hub" else {}
+    hub_models(config) | OUTSIDE_BACKBONES if SOURCE == "hub" else {}
 )  # {model: {repo, revisions, tokens}}
 REPO_ID = {m: v["repo"] for m, v in HUB_MODELS.items()}
 LOCAL = (
@@ -134,7 +140,7 @@ HUB_ACCESS = (
 
 
 wildcard_constraints:
-    model="|".join(map(re.escape, MODELS)),
+    model="|".join(map(re.escape, [*MODELS, *OUTSIDE_BACKBONES])),
     step=r"\d+",
     rank=r"\d+|full",
     ranks=r"(\d+|full)(-(\d+|full))?",
@@ -221,8 +227,18 @@ def prefetch_targets():
         targets += for_each_checkpoint("results/prefetch/{model}/step{step}.json")
     if SPECTRUM_ONLY:  # each revision's head, into the head store; nothing else is read
         return targets
+    # Rank-head backbones from outside the run's models: their one revision.
+    targets += [
+        f"results/prefetch/{m}/step{BACKBONE_STEP}.json" for m in OUTSIDE_BACKBONES
+    ]
     targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
-    targets += sorted({model_sample(m, s) for m in MODELS for s in ("train", "eval")})
+    targets += sorted(
+        {
+            model_sample(m, s)
+            for m in [*MODELS, *OUTSIDE_BACKBONES]
+            for s in ("train", "eval")
+        }
+    )
     targets += [
         f"results/ngrams/{name}/tokens.parquet"
         for name, entry in NGRAM_ENTRIES.items()
@@ -250,6 +266,7 @@ TABLES = {
 }
 if RANK_HEADS_ON:
     TABLES["rank_heads"] = "results/tables/rank_heads.parquet"
+    TABLES["backbone_spectra"] = "results/tables/backbone_spectra.parquet"
 
 
 def all_targets():

@@ -22,14 +22,13 @@ if RANK_HEADS["protocol"] == "cached":
             "../envs/torch.yaml"
         threads: RANK_HEADS["threads"]
         resources:
-            mem_mb=RANK_HEADS["mem_mb"],
-            runtime=RANK_HEADS["runtime"],
+            mem_mb=backbone_setting("mem_mb"),
+            runtime=backbone_setting("runtime"),
             gpu=RANK_HEADS["gpu"],
         params:
             code=code_of("feature_cache.py"),
-            cache={
-                k: RANK_HEADS[k]
-                for k in (
+            cache=backbone_params(
+                (
                     "train_tokens",
                     "sequence_length",
                     "batch_size",
@@ -39,7 +38,7 @@ if RANK_HEADS["protocol"] == "cached":
                     "cache_dtype",
                     "device",
                 )
-            },
+            ),
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             hub=HUB_ACCESS,
         script:
@@ -59,9 +58,8 @@ if RANK_HEADS["protocol"] == "cached":
             "../envs/torch.yaml"
         threads: RANK_HEADS["threads"]
         resources:
-            mem_mb=RANK_HEADS["mem_mb"],
-            runtime=lambda wildcards: RANK_HEADS["runtime"]
-            * len(rank_head_job(wildcards)),
+            mem_mb=backbone_setting("mem_mb"),
+            runtime=backbone_setting("runtime", per_rank=True),
             gpu=RANK_HEADS["gpu"],
         params:
             code=code_of("rank_head.py"),
@@ -89,21 +87,14 @@ else:
             "../envs/torch.yaml"
         threads: RANK_HEADS["threads"]
         resources:
-            mem_mb=RANK_HEADS["mem_mb"],
-            runtime=RANK_HEADS["runtime"],
+            mem_mb=backbone_setting("mem_mb"),
+            runtime=backbone_setting("runtime"),
             gpu=RANK_HEADS["gpu"],
         params:
             code=code_of("score_original_head.py"),
-            stream={
-                k: RANK_HEADS[k]
-                for k in (
-                    "dtype",
-                    "device",
-                    "sequence_length",
-                    "batch_size",
-                    "chunk_tokens",
-                )
-            },
+            stream=backbone_params(
+                ("dtype", "device", "sequence_length", "batch_size", "chunk_tokens")
+            ),
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             hub=HUB_ACCESS,
         script:
@@ -125,19 +116,15 @@ else:
             "../envs/torch.yaml"
         threads: RANK_HEADS["threads"]
         resources:
-            mem_mb=RANK_HEADS["mem_mb"],
-            runtime=lambda wildcards: RANK_HEADS["runtime"]
-            * len(rank_head_job(wildcards)),
+            mem_mb=backbone_setting("mem_mb"),
+            runtime=backbone_setting("runtime", per_rank=True),
             gpu=RANK_HEADS["gpu"],
         params:
             code=code_of("stream_rank_heads.py"),
             ranks=rank_head_job,
             kinds=RANK_HEADS["kinds"],
             setup=head_setup(STREAM_TRAINING_KEYS),
-            stream={
-                k: RANK_HEADS[k]
-                for k in ("train_tokens", "select_tokens", "dtype", "device")
-            },
+            stream=backbone_params(("train_tokens", "select_tokens", "dtype", "device")),
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
             hub=HUB_ACCESS,
         script:
@@ -156,7 +143,8 @@ rule aggregate_rank_heads:
             for b in BACKBONES
         ],
     output:
-        "results/tables/rank_heads.parquet",
+        heads=TABLES["rank_heads"],
+        spectra=TABLES["backbone_spectra"],
     log:
         "logs/tables/aggregate_rank_heads.log",
     localrule: True

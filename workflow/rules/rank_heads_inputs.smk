@@ -1,17 +1,33 @@
 # The rank-heads stage's Python (the backbones, the ranks and the jobs that train them, the cache's lifetime), included by rules/rank_heads.smk
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 RANK_HEADS = config["rank_heads"]
+
+
+def backbone_step(b):
+    """The step a backbone's heads are trained at: its own, the model's last checkpoint
+    (step null), or a backbone from outside the run's models' one revision."""
+    if b.get("repo"):
+        return BACKBONE_STEP
+    return MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"]
+
+
 BACKBONES = [
-    {
-        "model": b["model"],
-        "step": MODEL_STEPS[b["model"]][-1] if b.get("step") is None else b["step"],
-    }
+    {"model": backbone_name(b), "step": backbone_step(b)}
     for b in RANK_HEADS["backbones"]
 ]
+# Each backbone's own settings where its entry gives them (a large model's dtype, memory
+# and time), else rank_heads'.
+BACKBONE_SETTINGS = {
+    backbone_name(b): {
+        k: RANK_HEADS[k] if b.get(k) is None else b[k]
+        for k in ("dtype", "mem_mb", "runtime")
+    }
+    for b in RANK_HEADS["backbones"]
+}
 for _i, _b in enumerate(
     RANK_HEADS["backbones"]
 ):  # a backbone following its last checkpoint
-    if _b.get("step") is None:
+    if _b.get("model") and _b.get("step") is None:
         _step = MODEL_STEPS[_b["model"]][-1]
         _trained = sorted(
             int(p.parent.name.removeprefix("step"))
@@ -67,6 +83,26 @@ STREAM_TRAINING_KEYS = (
     "grad_clip",
     "chunk_tokens",
 )
+
+
+def backbone_setting(key, per_rank=False):
+    """An input function: the job's backbone's ``key`` (its entry's, else rank_heads'); with
+    ``per_rank``, times the ranks the job trains (rank_heads.runtime is minutes a rank).
+    """
+
+    def setting(wildcards):
+        value = BACKBONE_SETTINGS[wildcards.model][key]
+        return value * len(rank_head_job(wildcards)) if per_rank else value
+
+    return setting
+
+
+def backbone_params(keys):
+    """An input function: rank_heads' ``keys``, the job's backbone's own where its entry
+    gives them (its dtype)."""
+    return lambda wildcards: {
+        k: BACKBONE_SETTINGS[wildcards.model].get(k, RANK_HEADS[k]) for k in keys
+    }
 
 
 def head_setup(keys):

@@ -15,7 +15,15 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
 
 from saturation.defaults import check_local_sizes
-from saturation.suites import SuiteError, local_models, model_name, model_steps, schedule_steps
+from saturation.suites import (
+    SuiteError,
+    backbone_models,
+    backbone_name,
+    local_models,
+    model_name,
+    model_steps,
+    schedule_steps,
+)
 
 
 class ConfigError(ValueError):
@@ -46,6 +54,14 @@ def describe(error) -> str:
     if error.validator == "enum":
         options = ", ".join(map(str, error.validator_value))
         return f"config key '{where}': {error.instance!r} is not one of: {options}"
+    if error.validator == "oneOf" and all(
+        set(s) == {"required"} for s in error.validator_value
+    ):  # alternative keys: exactly one of them
+        keys = [s["required"][0] for s in error.validator_value]
+        given = [k for k in keys if k in error.instance]
+        return f"config key '{where}': give one of {', '.join(keys)}" + (
+            f", not {' and '.join(given)} together" if len(given) > 1 else ""
+        )
     if error.validator == "minItems" and error.validator_value == 1:
         return f"config key '{where}': the list is empty; give at least one entry"
     numeric_text = isinstance(error.instance, str) and is_number(error.instance)
@@ -360,6 +376,16 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
     heads, ckpt = config["rank_heads"], config["checkpoints"]
     steps_of = model_steps(config)
     for i, b in enumerate(heads["backbones"]):
+        key = f"rank_heads.backbones[{i}]"
+        if b.get("repo"):
+            check_outside_backbone(config, b, key, models)
+            continue
+        given = sorted(k for k in ("revision", "name", "tokenizer") if b.get(k))
+        if given:
+            raise ConfigError(
+                f"config key '{key}': {given} belong to a backbone from outside the run's models "
+                f"(given by repo); {b['model']!r} is a model of the run, read as the run reads it"
+            )
         if b["model"] not in models:
             raise ConfigError(
                 f"config key 'rank_heads.backbones[{i}].model': {b['model']!r} is not a model "
@@ -388,6 +414,32 @@ def check_rank_heads(config: dict, models: list[str]) -> None:
             f"config key 'rank_heads.ranks': {too_big} exceed min(d, V) of every backbone "
             f"({limits}{', vocabulary ' + str(vocab) if vocab else ''})"
         )
+
+
+def check_outside_backbone(config: dict, b: dict, key: str, models: list[str]) -> None:
+    """A backbone from outside the run's models: a hub repo, in a hub run, under a name no
+    model of the run has, at its one revision."""
+    name = backbone_name(b)
+    if config["checkpoints"]["source"] != "hub":
+        raise ConfigError(
+            f"config key '{key}.repo': {b['repo']} is read from the hub, and this run's "
+            f"checkpoints.source is {config['checkpoints']['source']}; give a model of the run "
+            "(model) or run from the hub"
+        )
+    if name in models:
+        raise ConfigError(
+            f"config key '{key}.repo': its name {name!r} is a model of this run already; give "
+            "the backbone as model, or another name (name)"
+        )
+    if b.get("step") is not None:
+        raise ConfigError(
+            f"config key '{key}.step': a backbone from outside the run's models is read at one "
+            "revision (revision), not at a step"
+        )
+    try:
+        backbone_models(config)
+    except SuiteError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def check_head_protocol(config: dict) -> None:
@@ -424,6 +476,13 @@ PYTHIA_WIDTHS = {
     "1b": 2048, "1.4b": 2048, "2.8b": 2560, "6.9b": 4096, "12b": 5120,
 }  # fmt: skip
 PYTHIA_VOCAB = 50304
+# (hidden size, vocabulary) of other hub models a config names as rank-head backbones
+# (their config.json); others are checked when their head is read.
+KNOWN_SHAPES = {
+    "meta-llama/Llama-2-7b-hf": (4096, 32000),
+    "meta-llama/Llama-2-13b-hf": (5120, 32000),
+    "meta-llama/Llama-2-70b-hf": (8192, 32000),
+}
 DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
 
 
@@ -497,24 +556,28 @@ def streamed_head_memory_mb(heads: dict, d: int, vocab: int | None) -> dict:
 
 
 def check_rank_head_memory(config: dict) -> None:
-    """Each rank-head job's memory against rank_heads.mem_mb, before any job runs."""
+    """Each rank-head job's memory against its backbone's mem_mb (else rank_heads.mem_mb),
+    before any job runs."""
     heads = config["rank_heads"]
-    for b in heads["backbones"]:
-        shape = known_shape(config, b["model"])
+    for i, b in enumerate(heads["backbones"]):
+        repo = b.get("repo")
+        shape = KNOWN_SHAPES.get(repo) if repo else known_shape(config, b["model"])
         if shape is None:
             continue
+        mem_key = f"rank_heads.backbones[{i}].mem_mb" if b.get("mem_mb") else "rank_heads.mem_mb"
+        mem_mb = b.get("mem_mb") or heads["mem_mb"]
         if heads["protocol"] == "paper":
             parts = streamed_head_memory_mb(heads, *shape)
         else:
             parts = rank_head_memory_mb(heads, config["corpus"]["eval_tokens"], *shape)
         total = sum(parts.values())
-        if total > heads["mem_mb"]:
+        if total > mem_mb:
             largest = max(parts, key=parts.get)
             raise ConfigError(
-                f"config key 'rank_heads.mem_mb': {heads['mem_mb']} MB cannot hold a rank-head "
-                f"job of backbone {b['model']} (d = {shape[0]}): about {total:.0f} MB, of which "
-                f"the {largest} takes {parts[largest]:.0f} MB; lower that setting or raise "
-                "rank_heads.mem_mb"
+                f"config key '{mem_key}': {mem_mb} MB cannot hold a rank-head job of backbone "
+                f"{backbone_name(b)} (d = {shape[0]}): about {total:.0f} MB, of which the "
+                f"{largest} takes {parts[largest]:.0f} MB; lower that setting or raise "
+                f"{mem_key}"
             )
         if heads["protocol"] == "cached" and heads["shard_tokens"] < heads["batch_tokens"]:
             raise ConfigError(

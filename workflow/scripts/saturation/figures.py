@@ -112,7 +112,7 @@ def heads_and_w_errors(inputs, shared) -> dict:
 
     return {
         "heads": pd.read_parquet(inputs["rank_heads"]),
-        "head_spectra": pd.read_parquet(inputs["head_spectra"]),
+        "backbone_spectra": pd.read_parquet(inputs["backbone_spectra"]),
         "ngram_spectra": pd.read_parquet(inputs["ngram_spectra"]),
         "link": shared["link"],
     }
@@ -131,7 +131,9 @@ FIGURES = {
     "fig6_rank_heads": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_heads),
     "fig7_w_error": Figure(("metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors),
     "fig8_loss_vs_w_error": Figure(
-        ("metrics", "rank_heads", "head_spectra", "ngram_spectra"), RANK_HEADS, heads_and_w_errors
+        ("metrics", "rank_heads", "backbone_spectra", "ngram_spectra"),
+        RANK_HEADS,
+        heads_and_w_errors,
     ),
     # drawn where rank_heads.lr_grid is set (rules/figures_inputs.smk)
     "fig9_learning_rates": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_head_grid),

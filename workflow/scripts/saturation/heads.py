@@ -534,18 +534,26 @@ def cache_features(
     loss, accuracy = evaluate(
         lambda h: head(h.to(head.weight.dtype)), feats, targets, cache["chunk_tokens"]
     )
-    write_json(
-        {
-            "backbone": backbone,
-            "step": step,
-            "eval_loss": loss,
-            "eval_accuracy": accuracy,
-            "head_input_size": head.weight.shape[1],  # after OPT's project_out: narrower
-            "vocab_size": head.weight.shape[0],
-            "cached_tokens": counts,
-        },
-        out_original,
-    )
+    record = original_record(backbone, step, head.weight, loss, accuracy)
+    write_json(record | {"cached_tokens": counts}, out_original)
+
+
+def original_record(backbone: str, step: int, weight: torch.Tensor, loss, accuracy) -> dict:
+    """A backbone's own head as its rank heads' jobs record it (``original.json``): its loss
+    and accuracy on the evaluation split, its shape (the input width after OPT's
+    project_out: narrower than the blocks) and all its singular values, descending (Fig 8's
+    W-error of the head the rank-r heads stand in for)."""
+    from saturation.metrics import singular_values
+
+    return {
+        "backbone": backbone,
+        "step": step,
+        "eval_loss": loss,
+        "eval_accuracy": accuracy,
+        "head_input_size": weight.shape[1],
+        "vocab_size": weight.shape[0],
+        "singular_values": singular_values(weight).tolist(),
+    }
 
 
 def backbone_ranks(ranks: list[str], d: int, vocab: int, backbone: str) -> list[int | None]:

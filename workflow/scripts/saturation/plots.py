@@ -5,6 +5,8 @@ columns' units in ``frame.attrs["units"]``; the figure rule writes it beside the
 
 from __future__ import annotations
 
+import zlib
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -44,9 +46,18 @@ class Style:
         return plt.rc_context(self.rc)
 
     def color(self, model: str):
+        """A model's colour by its size on the colormap; a rank-head backbone from outside
+        the run's models (no size measured) one of tab10's, the same in every figure."""
+        if model not in self.sizes:
+            return plt.get_cmap("tab10")(zlib.crc32(model.encode()) % 10)
         # Stop short of the colormap's pale end so every line stays visible on white.
         x = 0.5 if self.norm is None else float(self.norm(self.sizes[model]))
         return self.cmap(0.9 * x)
+
+    def backbone(self, backbone: str, step: int) -> str:
+        """A rank-head backbone in a legend: a model of the run at its step; one from
+        outside the run's models (its one revision) by its name."""
+        return f"{backbone} @ {step}" if backbone in self.sizes else backbone
 
     def models(self):
         return sorted(self.sizes, key=lambda m: (self.sizes[m], m))
@@ -746,7 +757,7 @@ def fig6_rank_heads(heads, style, language, png, pdf):
     ax_loss, ax_acc, ax_params = axes[0]
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
         c = style.color(backbone)
-        name = f"{backbone} @ {step}"
+        name = style.backbone(backbone, step)
         trained = g[g["head"] == "rank"]
         for (kind, components), k in trained.groupby(["kind", "components"], sort=True):
             k = k.sort_values("r")
@@ -822,7 +833,7 @@ def fig9_learning_rates(heads, style, png, pdf):
         ["backbone", "step", "kind", "components"], sort=True
     ):
         what = kind_style(kind, style.color(backbone), ms=4, lw=1.3)
-        what["label"] = f"{backbone} @ {step}" + (
+        what["label"] = style.backbone(backbone, step) + (
             "" if kind == "linear" else f", mixture of {components}"
         )
         for head, h in g.groupby("head"):
@@ -944,7 +955,7 @@ def fig7_w_error(ngram_spectra, style, png, pdf, logits=None, bound=None):
 PAPER_W_ERROR_THRESHOLD = 0.6  # Fig 8: the rank-d heads' loss rises past this W-error
 
 
-def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, pdf):
+def fig8_loss_vs_w_error(heads, backbone_spectra, ngram_spectra, link, style, png, pdf):
     """Left, the paper's Fig 8: each backbone's trained rank-r heads' final evaluation loss
     against the W-error at d = r of the backbone's own LM head (its singular values at the
     checkpoint the heads were trained on), the paper's threshold of ~0.6 marked. Right, the
@@ -958,11 +969,13 @@ def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, p
     heads = shown_heads(heads)
     for (backbone, step), g in heads.groupby(["backbone", "step"], sort=True):
         g = g[(g["head"] == "rank") & (g["kind"] == "linear")].sort_values("r")
-        spectrum = head_spectra[(head_spectra.model == backbone) & (head_spectra.step == step)]
+        spectrum = backbone_spectra[
+            (backbone_spectra.backbone == backbone) & (backbone_spectra.step == step)
+        ]
         if spectrum.empty:
             raise ValueError(
-                f"Fig 8: no head spectrum of {backbone} at step {step}, the checkpoint its "
-                "rank-constrained heads were trained on; measure it (its metrics job)"
+                f"Fig 8: no head spectrum of {backbone} at step {step} in the backbones' "
+                "spectra (its rank heads' original.json)"
             )
         sigma = spectrum.sort_values("index").singular_value.to_numpy()
         own = head_w_error(sigma)
@@ -971,7 +984,7 @@ def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, p
         drawn.append(pd.DataFrame({"backbone": backbone, "step": step, "r": r,
                                    "eval_loss": g.eval_loss, "head_w_error": x}))  # fmt: skip
         ax.plot(x, g.eval_loss, marker="o", ms=4, lw=1.3, color=style.color(backbone),
-                label=f"{backbone} @ {step}")  # fmt: skip
+                label=style.backbone(backbone, step))  # fmt: skip
         annotate_ranks(ax, x, g.eval_loss, r)
     ax.axvline(PAPER_W_ERROR_THRESHOLD, color="0.5", lw=1, ls="--")
     ax.annotate(f"paper: loss rises past {PAPER_W_ERROR_THRESHOLD}",
@@ -990,7 +1003,7 @@ def fig8_loss_vs_w_error(heads, head_spectra, ngram_spectra, link, style, png, p
             ["backbone", "step"], sort=True
         ):
             ax_n.plot(g.ngram_w_error, g.eval_loss, marker="o", ms=4, lw=1.3,
-                      color=style.color(backbone), label=f"{backbone} @ {step}")  # fmt: skip
+                      color=style.color(backbone), label=style.backbone(backbone, step))  # fmt: skip
             annotate_ranks(ax_n, g.ngram_w_error, g.eval_loss, g.r)
         ax_n.set_xlabel(f"W-error of the {link} n-gram matrix at d = r")
         ax_n.set_title("… against an n-gram matrix's W-error (not in the paper)",

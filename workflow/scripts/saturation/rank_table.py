@@ -34,7 +34,29 @@ RANK_HEADS_SCHEMA = pa.schema(
 )
 
 
-def aggregate_rank_heads(head_paths, original_paths, out_path) -> None:
+# Each backbone's own head's singular values, descending (Fig 8's W-error at d = r),
+# as the rank heads' jobs read them at the checkpoint the heads were trained on.
+BACKBONE_SPECTRA_SCHEMA = pa.schema(
+    [
+        ("backbone", pa.string()),
+        ("step", pa.int64()),
+        ("index", pa.int64()),  # 0 for the largest
+        ("singular_value", pa.float64()),
+    ]
+)
+
+
+def aggregate_rank_heads(head_paths, original_paths, out_path, spectra_path) -> None:
+    """Every rank-head job's rows and each backbone's original head (``out_path``), and the
+    original heads' singular values (``spectra_path``)."""
+    spectra = []
+    for p in original_paths:
+        info = read_json(p)
+        spectra += [
+            {"backbone": info["backbone"], "step": info["step"], "index": i, "singular_value": v}
+            for i, v in enumerate(info["singular_values"])
+        ]
+    write_parquet(pa.Table.from_pylist(spectra, schema=BACKBONE_SPECTRA_SCHEMA), spectra_path)
     rows = [r for p in head_paths for r in pq.read_table(p, schema=RANK_HEADS_SCHEMA).to_pylist()]
     for p in original_paths:
         info = read_json(p)

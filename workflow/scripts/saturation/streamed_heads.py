@@ -39,6 +39,7 @@ from saturation.heads import (
     head_specs,
     load_backbone,
     make_head,
+    original_record,
     result_row,
     scaled_learning_rate,
     trainable_params,
@@ -365,15 +366,5 @@ def score_original_head(
     [(loss, accuracy)] = score(
         [lambda h: head(h.to(head.weight.dtype))], seqs, features, stream["chunk_tokens"]
     )
-    write_json(
-        {
-            "backbone": backbone,
-            "step": step,
-            "eval_loss": loss,
-            "eval_accuracy": accuracy,
-            "head_input_size": head.weight.shape[1],
-            "vocab_size": head.weight.shape[0],
-            "eval_tokens": sum(len(s) - 1 for s in seqs),
-        },
-        out_json,
-    )
+    record = original_record(backbone, step, head.weight, loss, accuracy)
+    write_json(record | {"eval_tokens": sum(len(s) - 1 for s in seqs)}, out_json)

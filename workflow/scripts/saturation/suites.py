@@ -218,6 +218,40 @@ def hub_models(config: dict) -> dict[str, dict]:
     return models
 
 
+# The step under which a backbone from outside the run's models is read: its one revision.
+BACKBONE_STEP = 0
+
+
+def backbone_name(entry: dict) -> str:
+    """A ``rank_heads.backbones`` entry's model name: a model of the run (``model``), or one
+    from outside it (its ``name``, else the repo's name: ``meta-llama/Llama-2-7b-hf`` ->
+    ``Llama-2-7b-hf``)."""
+    return entry.get("model") or entry.get("name") or model_name(entry["repo"])
+
+
+def backbone_models(config: dict) -> dict[str, dict]:
+    """Rank-head backbones given by ``repo`` (``rank_heads.backbones``): hub models outside
+    the run's models, read at one revision for their rank heads alone (never measured over
+    training). {name: {"repo", "revisions": {0: revision}, "tokens": {0: 0}, "tokenizer"}},
+    in the shape of :func:`hub_models`; their step in paths is :data:`BACKBONE_STEP`."""
+    heads = config.get("rank_heads") or {}
+    models = {}
+    for i, b in enumerate(heads.get("backbones") or []):
+        if not b.get("repo"):
+            continue
+        key = f"rank_heads.backbones[{i}]"
+        name = backbone_name(b)
+        if name in models:
+            raise SuiteError(f"config key '{key}': two backbones share the name {name!r}")
+        models[name] = {
+            "repo": b["repo"],
+            "revisions": {BACKBONE_STEP: ref_name(b.get("revision") or "main", f"{key}.revision")},
+            "tokens": {BACKBONE_STEP: 0},
+            "tokenizer": located(b.get("tokenizer") or b["repo"]),
+        }
+    return models
+
+
 # What git allows in a branch or tag name (git check-ref-format), and a commit's hex.
 BAD_REF = re.compile(r"(^[/.-])|(\.\.)|([\x00-\x20~^:?*\[\\])|(//)|(/\.)|(\.lock$)|([/.]$)|(@\{)")
 
@@ -290,8 +324,9 @@ def model_tokenizers(config: dict) -> dict[str, str | None]:
     ckpt = config["checkpoints"]
     if config["corpus"]["source"] == "synthetic":
         return dict.fromkeys(model_steps(config))
-    if ckpt["source"] == "hub":
-        return {m: v["tokenizer"] for m, v in hub_models(config).items()}
+    if ckpt["source"] == "hub":  # with the rank-head backbones from outside the run's models
+        models = hub_models(config) | backbone_models(config)
+        return {m: v["tokenizer"] for m, v in models.items()}
     if ckpt["source"] == "local":
         return {m: v["tokenizer"] for m, v in local_models(config).items()}
     return dict.fromkeys(model_steps(config), config["corpus"]["tokenizer"])
