@@ -354,6 +354,7 @@ PYTHIA_2_8B = dict(
 def prepare_measure_checkpoint(config: dict, size: dict, work: Path) -> None:
     """A pythia-2.8b-shaped checkpoint of random fp16 weights, saved as the hub serves it
     (safetensors), and an evaluation sample of ``size['tokens']`` tokens."""
+    import pyarrow as pa
     import torch
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
@@ -382,33 +383,51 @@ def prepare_measure_checkpoint(config: dict, size: dict, work: Path) -> None:
     seq = config["metrics"]["sequence_length"]
     docs = [rng.integers(0, VOCAB, seq).astype(np.int32) for _ in range(size["tokens"] // seq)]
     write_parquet(corpus_table(list(range(len(docs))), "eval", docs), work / "eval.parquet")
+    # the training sample's token counts (metrics.parts frequency): Zipf-like
+    counts = (1e7 / np.arange(1, VOCAB + 1)).astype(np.int64)
+    ids = np.arange(VOCAB, dtype=np.int64)
+    write_parquet(pa.table({"token": ids, "count": counts}), work / "counts.parquet")
 
 
 def job_measure_checkpoint(config: dict, size: dict, work: Path) -> dict:
-    """One revision measured by the workflow's ``checkpoint_tables`` on this CPU, then a
-    bare forward of the same model over the same tokens, for the ratio."""
+    """One revision measured by the workflow's ``checkpoint_tables`` on this CPU, with the
+    paper's parts alone and with every part (those beyond the paper: ``bottleneck.PARTS``),
+    then a bare forward of the same model over the same tokens, for the ratios. The parts
+    beyond the paper cost a per-token share (two head-sized products and the truncations'
+    log-sum-exps) and a fixed one (the head's SVD from its Gram matrix, one batch's gradient
+    Gram), timed apart, so their share at ``metrics``' 50,000 tokens follows."""
     import torch
 
+    from saturation.bottleneck import PARTS, GradientAccumulator, head_basis
     from saturation.corpus import read_tokens
     from saturation.loading import load_model
     from saturation.measuring import checkpoint_tables
+    from saturation.metrics import head_gram
 
     me = config["metrics"]
-    t0 = time.perf_counter()
-    checkpoint_tables(
-        "pythia-2.8b",
-        143000,
-        0,
-        str(work / "checkpoint"),
-        str(work / "eval.parquet"),
-        me["sequence_length"],
-        me["batch_size"],
-        me["dtype"],
-        "cpu",
-        allow_pickle=False,
-        threads=2,
-    )
-    seconds = time.perf_counter() - t0
+    measured = {}
+    for name, parts in (
+        ("paper", ("forward", "spectrum")),
+        ("all", ("forward", "spectrum", *PARTS)),
+    ):
+        t0 = time.perf_counter()
+        checkpoint_tables(
+            "pythia-2.8b",
+            143000,
+            0,
+            str(work / "checkpoint"),
+            str(work / "eval.parquet"),
+            me["sequence_length"],
+            me["batch_size"],
+            me["dtype"],
+            "cpu",
+            allow_pickle=False,
+            threads=2,
+            parts=parts,
+            counts=str(work / "counts.parquet"),
+        )
+        measured[name] = time.perf_counter() - t0
+    seconds = measured["paper"]
     rss = peak_rss_mb()
     t_load = time.perf_counter()
     model = load_model(work / "checkpoint", dtype=getattr(torch, me["dtype"]))
@@ -419,13 +438,33 @@ def job_measure_checkpoint(config: dict, size: dict, work: Path) -> dict:
         for s in range(0, len(ids), me["batch_size"]):
             model(ids[s : s + me["batch_size"]])
     bare = time.perf_counter() - t1
+    # The fixed share of the parts beyond the paper: the basis, one batch's gradient Gram.
+    head = model.get_output_embeddings()
+    t2 = time.perf_counter()
+    basis = head_basis(head, "cpu", head_gram(head.weight))
+    n_batch = min(len(ids) * (ids.shape[1] - 1), 8192)
+    logp = torch.log_softmax(torch.randn(n_batch, head.weight.shape[0]), 1)
+    GradientAccumulator(basis).batch_shares(logp.exp(), torch.zeros(n_batch, dtype=torch.long))
+    fixed = time.perf_counter() - t2
+    n_tokens = len(ids) * ids.shape[1]
+    extra = measured["all"] - seconds
+    per_token = (extra - fixed) / n_tokens
+    target = config["corpus"]["eval_tokens"]
+    paper_at = load + (seconds - load) * target / n_tokens
+    projected = (fixed + per_token * target) / paper_at
     return {
         "seconds": seconds,
+        "all_parts_seconds": measured["all"],
+        "beyond_fixed_seconds": fixed,
+        "beyond_share_measured": extra / seconds,
+        "beyond_share_at_eval_tokens": projected,
         "measure_peak_rss_mb": rss,
         "bare_forward_seconds": bare,
         "load_seconds": load,
-        "extrapolated": f"{len(ids) * ids.shape[1]} tokens on this CPU; of it the load "
-        f"{load:.0f} s; a bare forward of the tokens {bare:.0f} s",
+        "extrapolated": f"{n_tokens} tokens on this CPU; of it the load "
+        f"{load:.0f} s; a bare forward of the tokens {bare:.0f} s; with every part "
+        f"{measured['all']:.0f} s (+{extra / seconds:.0%}: {fixed:.0f} s fixed, "
+        f"{per_token * 1e3:.1f} ms a token), at {target:,} tokens +{projected:.0%}",
     }
 
 

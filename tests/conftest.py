@@ -207,6 +207,10 @@ FIGURES = [
     "fig6_rank_heads",
     "fig7_w_error",
     "fig8_loss_vs_w_error",
+    "fig10_truncated_heads",
+    "fig11_gradient_bottleneck",
+    "fig12_head_frequency",
+    "fig13_representation_rank",
 ]
 
 

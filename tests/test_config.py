@@ -146,6 +146,14 @@ INVALID = {
         with_value(DEFAULT, [{"model": "mini-d64", "revision": "main"}], "rank_heads", "backbones"),
         "rank_heads.backbones[0]",
     ),
+    "a forward pass without the spectrum": (
+        with_value(DEFAULT, ["forward", "truncation"], "metrics", "parts"),
+        "metrics.parts",
+    ),
+    "a measurement beyond the paper without the forward pass": (
+        with_value(DEFAULT, ["spectrum", "gradient"], "metrics", "parts"),
+        "metrics.parts",
+    ),
     "scaling model not a model": (
         with_value(DEFAULT, ["nope"], "scaling", "models"),
         "scaling.models",

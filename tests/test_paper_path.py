@@ -237,7 +237,8 @@ def test_every_stage_runs_and_duplicates_are_never_fetched(paper_run, loopback_h
     assert set(down.task) == {"loopback_cloze"} and down.value.notna().all()
     for fig in (workdir / "results/figures").glob("*.png"):
         assert fig.stat().st_size > 10_000
-    assert len(list((workdir / "results/figures").glob("*.png"))) == 11  # Fig 9: the rate grid
+    # Fig 9: the rate grid; Figs 10-13: the measurements beyond the paper
+    assert len(list((workdir / "results/figures").glob("*.png"))) == 15
     # WikiText, as the harness's task defines it, measured at every checkpoint in the same
     # job, and Fig 3 drawn from it (figures.fig3_loss: wikitext/loss).
     metrics = pd.read_parquet(workdir / "results/tables/checkpoint_metrics.parquet")

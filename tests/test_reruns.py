@@ -43,6 +43,7 @@ def test_adding_a_rank_runs_only_that_head(tiny_run, tmp_path):
         "aggregate_rank_heads": 1,
         "fig6_rank_heads": 1,
         "fig8_loss_vs_w_error": 1,
+        "fig10_truncated_heads": 1,  # it marks the trained heads beside the truncated ones
         "all": 1,
     }
 
@@ -85,6 +86,16 @@ def test_changing_the_local_tasks_reruns_only_the_evaluations(tiny_run, tmp_path
         "all": 1,
     }
     assert n_checkpoints < len(selection)  # best = final is evaluated once
+
+
+def test_turning_a_part_off_draws_its_figure_no_more(tiny_run, tmp_path):
+    """metrics.parts without truncation and frequency: every measurement again (its params
+    changed), and neither Fig 10 nor Fig 12."""
+    parts = ["forward", "spectrum", "gradient", "representation"]
+    jobs = planned(tiny_run, {"metrics": {"parts": parts}}, tmp_path)
+    assert jobs["measure_checkpoint"] == 1 and jobs["aggregate_metrics"] == 1
+    assert "fig10_truncated_heads" not in jobs and "fig12_head_frequency" not in jobs
+    assert jobs["fig11_gradient_bottleneck"] == 1
 
 
 def test_changing_a_figure_style_reruns_only_figures(tiny_run, tmp_path):

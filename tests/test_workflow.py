@@ -334,6 +334,26 @@ def test_each_figure_writes_the_numbers_it_plots_beside_it(tiny_run):
         own = head_w_error(sigma.sort_values("index").singular_value.to_numpy())
         assert row.head_w_error == pytest.approx(own[row.r], rel=1e-12)
         assert row.eval_loss == ranked[ranked.r == row.r].eval_loss.item()
+    # Beyond the paper: the head truncated to its full rank scores the pass's loss, its
+    # W-errors are the spectrum's, and Fig 10 plots the table; Figs 11-13 the metric rows.
+    truncated = pd.read_parquet(tables / "truncated_heads.parquet")
+    full = truncated[truncated.d == truncated.head_rank].set_index(["model", "step"]).loss
+    every_loss = metrics[metrics.metric == "loss"].set_index(["model", "step"]).value
+    np.testing.assert_allclose(full, every_loss.reindex(full.index), atol=1e-5)
+    for (model, step), g in truncated.groupby(["model", "step"]):
+        sigma = spectra[(spectra.model == model) & (spectra.step == step)]
+        own = head_w_error(sigma.sort_values("index").singular_value.to_numpy())
+        np.testing.assert_allclose(g.w_error, own[g.d], rtol=1e-6)
+    fig10 = plotted["fig10_truncated_heads"].merge(truncated, on=["model", "step", "d"])
+    np.testing.assert_allclose(fig10.gap_x, fig10.gap_y, rtol=1e-12)
+    for fig, name in (("fig11_gradient_bottleneck", "gradient_share_pooled"),
+                      ("fig12_head_frequency", "frequency_rho_1"),
+                      ("fig13_representation_rank", "rankme")):  # fmt: skip
+        drawn = plotted[fig]
+        drawn = drawn[drawn.metric == name].set_index(["series", "step"]).value
+        rows = metrics[(metrics.metric == name) & (metrics.step > 0)]
+        want = rows.set_index(["model", "step"]).value.reindex(drawn.index)
+        np.testing.assert_allclose(drawn, want, rtol=1e-12)
 
 
 def test_story_clozes_data_folder_plans_its_task_for_the_prefetch(tmp_path):

@@ -162,6 +162,14 @@ def model_sample(model, split):
     return f"results/corpus/{split}/{tokenizer_key(tokenizer)}.parquet"
 
 
+def token_counts(model):
+    """Each token id's count in the training sample the model reads (metrics.parts
+    frequency)."""
+    return model_sample(model, "train").replace(
+        "results/corpus/", "results/corpus/token_counts/"
+    )
+
+
 def sample_input(split):
     """An input function: the ``split`` sample of the job's model, tokenized its way."""
     return lambda wildcards: model_sample(wildcards.model, split)
@@ -263,6 +271,7 @@ TABLES = {
     "ngram_spectra": "results/tables/ngram_spectra.parquet",
     "checkpoints": "results/tables/checkpoints.parquet",
     "document_losses": "results/tables/document_losses.parquet",
+    "truncated_heads": "results/tables/truncated_heads.parquet",
 }
 if RANK_HEADS_ON:
     TABLES["rank_heads"] = "results/tables/rank_heads.parquet"

@@ -71,6 +71,28 @@ rule tokenize_corpus:
         "../scripts/tokenize_corpus.py"
 
 
+rule count_tokens:
+    # Each token id's count in a model's training sample (metrics.parts frequency).
+    input:
+        "results/corpus/{sample}.parquet",
+    output:
+        "results/corpus/token_counts/{sample}.parquet",
+    log:
+        "logs/corpus/token_counts/{sample}.log",
+    wildcard_constraints:
+        sample=r"train(/[^/]+)?",
+    conda:
+        "../envs/corpus.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        code=code_of("count_tokens.py"),
+    script:
+        "../scripts/count_tokens.py"
+
+
 rule eval_corpus:
     # A named evaluation corpus's documents: a harness task's, through its own loading.
     output:

@@ -8,7 +8,7 @@ for fig, spec in RUN_FIGURES.items():
         name:
             fig
         input:
-            **figure_inputs(spec.needs),
+            **figure_inputs(spec),
         output:
             png=report(
                 f"results/figures/{fig}.png",

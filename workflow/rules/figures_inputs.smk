@@ -17,10 +17,12 @@ RUN_FIGURES = {
     if all(n in TABLES for n in spec.needs if n != "language_matrix")
     and not (fig == "fig1b_scaling" and FIT_SKIPPED)
     and not (fig == "fig9_learning_rates" and not config["rank_heads"].get("lr_grid"))
+    and (spec.part is None or spec.part in METRICS["parts"])
 }
 
 
-def figure_inputs(needs):
+def figure_inputs(spec):
+    needs = (*spec.needs, *spec.optional)
     inputs = {name: TABLES[name] for name in needs if name in TABLES}
     # The entropy floor is drawn where loss is shown.
     if SYNTHETIC and not SPECTRUM_ONLY:

@@ -9,6 +9,7 @@ rule measure_checkpoint:
         spectrum="results/metrics/{job}/spectrum.parquet",
         checkpoint="results/metrics/{job}/checkpoint.parquet",
         documents="results/metrics/{job}/documents.parquet",
+        truncation="results/metrics/{job}/truncation.parquet",
     log:
         "logs/metrics/{job}.log",
     benchmark:
@@ -41,11 +42,13 @@ rule aggregate_metrics:
         spectra=for_each_measure_job("results/metrics/{job}/spectrum.parquet"),
         checkpoints=for_each_measure_job("results/metrics/{job}/checkpoint.parquet"),
         documents=for_each_measure_job("results/metrics/{job}/documents.parquet"),
+        truncation=for_each_measure_job("results/metrics/{job}/truncation.parquet"),
     output:
         metrics="results/tables/checkpoint_metrics.parquet",
         spectra="results/tables/spectra.parquet",
         checkpoints="results/tables/checkpoints.parquet",
         documents="results/tables/document_losses.parquet",
+        truncation="results/tables/truncated_heads.parquet",
     log:
         "logs/tables/aggregate_metrics.log",
     localrule: True

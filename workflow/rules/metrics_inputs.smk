@@ -26,6 +26,7 @@ def measure_params(wildcards):
             "eval": model_sample(m, "eval"),
             "tokenizer": MODEL_TOKENIZER[m],
             "eval_corpora": model_eval_corpora(m),
+            "counts": token_counts(m) if "frequency" in METRICS["parts"] else None,
         }
         for m, s in measure_job(wildcards)
     ]
@@ -43,6 +44,7 @@ def measure_inputs(wildcards):
     }
     if not SPECTRUM_ONLY:  # the head alone reads no text
         inputs["eval"] = list(dict.fromkeys(c["eval"] for c in read))
+        inputs["counts"] = list(dict.fromkeys(c["counts"] for c in read if c["counts"]))
         inputs["eval_corpora"] = list(
             dict.fromkeys(
                 p for c in read for paths in c["eval_corpora"].values() for p in paths

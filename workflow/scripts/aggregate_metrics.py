@@ -15,4 +15,6 @@ aggregate(
     unreadable=snakemake.params.unreadable,
     documents_paths=snakemake.input.documents,
     out_documents=snakemake.output.documents,
+    truncation_paths=snakemake.input.truncation,
+    out_truncation=snakemake.output.truncation,
 )

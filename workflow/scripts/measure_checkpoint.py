@@ -12,6 +12,7 @@ measure_revisions(
     out_spectrum=snakemake.output.spectrum,
     out_checkpoint=snakemake.output.checkpoint,
     out_documents=snakemake.output.documents,
+    out_truncation=snakemake.output.truncation,
     threads=snakemake.threads,
     mem_mb=snakemake.resources.mem_mb,
     progress_file=progress,

@@ -15,6 +15,7 @@ from saturation.tables import (
     DOCUMENTS_SCHEMA,
     METRICS_SCHEMA,
     SPECTRA_SCHEMA,
+    TRUNCATION_SCHEMA,
 )
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,8 @@ def aggregate(
     unreadable: str = "fail",
     documents_paths=None,
     out_documents=None,
+    truncation_paths=None,
+    out_truncation=None,
 ) -> None:
     """One table of each kind for the whole run.
 
@@ -112,6 +115,9 @@ def aggregate(
     if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
         documents = read_tables(documents_paths, DOCUMENTS_SCHEMA)
         write_parquet(concat(documents, ("model", "step", "document")), out_documents)
+    if out_truncation is not None:  # Theorem 5.3 measured: the truncated heads
+        truncated = read_tables(truncation_paths, TRUNCATION_SCHEMA)
+        write_parquet(concat(truncated, ("model", "step", "d")), out_truncation)
 
 
 def same_as_step(ckpts: pd.DataFrame, key: str, among=None) -> pd.Series:

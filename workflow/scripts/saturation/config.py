@@ -232,11 +232,17 @@ def check_semantics(config: dict) -> None:
     """Rules across keys, checked after defaults are filled in."""
     corpus, ckpt = config["corpus"], config["checkpoints"]
     parts = config["metrics"].get("parts", ["forward", "spectrum"])  # the default where unfilled
-    if parts == ["forward"]:
+    if "forward" in parts and "spectrum" not in parts:
         raise ConfigError(
-            "config key 'metrics.parts': [forward] alone is not a measurement this workflow "
-            "makes: a forward pass measures the head's spectrum too (it costs little beside "
-            "it); give [forward, spectrum], or [spectrum] for the head alone"
+            f"config key 'metrics.parts': {parts} without spectrum is not a measurement this "
+            "workflow makes: a forward pass measures the head's spectrum too (it costs little "
+            "beside it); add spectrum, or give [spectrum] for the head alone"
+        )
+    beyond = [p for p in parts if p not in ("forward", "spectrum")]
+    if beyond and "forward" not in parts:
+        raise ConfigError(
+            f"config key 'metrics.parts': {beyond} are measured in the forward pass; add "
+            "forward, or give [spectrum] alone for the head read by range"
         )
     if "forward" not in parts and ckpt["source"] != "hub":
         raise ConfigError(

@@ -101,6 +101,25 @@ def read_tokens(path: str | Path) -> list[np.ndarray]:
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(col))]
 
 
+TOKEN_COUNTS_SCHEMA = pa.schema([("token", pa.int64()), ("count", pa.int64())])
+
+
+def count_tokens(sample_path: str | Path, out_path: str | Path) -> None:
+    """Each token id's count in a sample (the ids it holds, ascending), streamed a record
+    batch at a time: the memory is the vocabulary's, whatever the sample's length."""
+    counts = np.zeros(0, dtype=np.int64)
+    for batch in pq.ParquetFile(sample_path).iter_batches(columns=["tokens"]):
+        values = batch.column("tokens").values.to_numpy()
+        found = np.bincount(values, minlength=len(counts))
+        if len(found) > len(counts):
+            counts = np.concatenate([counts, np.zeros(len(found) - len(counts), np.int64)])
+        counts += found
+    held = np.flatnonzero(counts)
+    table = pa.table({"token": held, "count": counts[held]}, schema=TOKEN_COUNTS_SCHEMA)
+    write_parquet(table, out_path)
+    log.info("%d tokens of %d distinct ids counted in %s", counts.sum(), len(held), sample_path)
+
+
 def split_of(index: int, seed: int, eval_fraction: float) -> str:
     """Seeded, stable assignment of the ``index``-th document of a stream to a split."""
     h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()

@@ -15,6 +15,9 @@ class Figure:
     needs: tuple[str, ...]  # the run's tables (rules/common.smk's TABLES) and extra inputs
     group: str  # the report's subcategory
     load: Callable[[dict, dict], dict]  # (inputs, shared) -> the drawing function's data
+    optional: tuple[str, ...] = ()  # tables read where the run makes them
+    part: str | None = None  # the metrics.parts it is drawn from, drawn where it is on
+    module: str = "plots"  # the saturation module of its drawing function
 
 
 def head_metrics(inputs, shared) -> dict:
@@ -22,6 +25,11 @@ def head_metrics(inputs, shared) -> dict:
     from saturation.aggregation import distinct_heads
 
     return {"metrics": distinct_heads(shared["metrics"])}
+
+
+def measured(inputs, shared) -> dict:
+    """The metrics of every checkpoint the analysis trusts."""
+    return {"metrics": shared["metrics"]}
 
 
 def with_floor(inputs, shared) -> dict:
@@ -73,7 +81,7 @@ def trusted_head_spectra(inputs, shared) -> dict:
     from saturation.aggregation import distinct_heads
 
     spectra = pd.read_parquet(inputs["head_spectra"])
-    kept = distinct_heads(shared["metrics"])[["model", "step"]].drop_duplicates()
+    kept = distinct_heads(shared["metrics"])[["model", "step", "tokens_seen"]].drop_duplicates()
     return {"head_spectra": spectra.merge(kept, on=["model", "step"])}
 
 
@@ -118,7 +126,21 @@ def heads_and_w_errors(inputs, shared) -> dict:
     }
 
 
+def truncated_and_trained(inputs, shared) -> dict:
+    """The truncated heads of checkpoints with a head of their own, and the trained rank
+    heads where the run trains them."""
+    import pandas as pd
+
+    from saturation.aggregation import distinct_heads
+
+    kept = distinct_heads(shared["metrics"])[["model", "step", "tokens_seen"]].drop_duplicates()
+    truncated = pd.read_parquet(inputs["truncated_heads"]).merge(kept, on=["model", "step"])
+    heads = pd.read_parquet(inputs["rank_heads"]) if inputs.get("rank_heads") else None
+    return {"truncated": truncated, "heads": heads}
+
+
 LOSS, ANISOTROPY, SPECTRUM = "Loss and saturation", "Anisotropy", "LM-head spectrum"
+BEYOND = "Beyond the paper"
 RANK_HEADS, NGRAMS = "Rank-constrained heads", "n-gram spectra"
 FIGURES = {
     "fig1a_loss": Figure(("metrics", "saturation"), LOSS, loss_and_saturated),
@@ -137,6 +159,28 @@ FIGURES = {
     ),
     # drawn where rank_heads.lr_grid is set (rules/figures_inputs.smk)
     "fig9_learning_rates": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_head_grid),
+    # beyond the paper (saturation.bottleneck), each drawn where its metrics.parts is on
+    "fig10_truncated_heads": Figure(
+        ("metrics", "truncated_heads"),
+        BEYOND,
+        truncated_and_trained,
+        optional=("rank_heads",),
+        part="truncation",
+        module="plots_beyond",
+    ),
+    "fig11_gradient_bottleneck": Figure(
+        ("metrics",), BEYOND, head_metrics, part="gradient", module="plots_beyond"
+    ),
+    "fig12_head_frequency": Figure(
+        ("metrics",), BEYOND, head_metrics, part="frequency", module="plots_beyond"
+    ),
+    "fig13_representation_rank": Figure(
+        ("metrics",),
+        BEYOND,
+        measured,
+        part="representation",
+        module="plots_beyond",
+    ),
 }
 
 
@@ -175,10 +219,14 @@ def render(
         "floor": language["entropy_rate"] if language else None,
         "link": link,
     }
-    data = FIGURES[figure].load(inputs, shared)
+    from saturation import plots_beyond
+
+    spec = FIGURES[figure]
+    data = spec.load(inputs, shared)
     st = plots.Style(style, sizes)
     with st.applied():
-        drawn = getattr(plots, figure)(style=st, png=png, pdf=pdf, **data)
+        module = {"plots": plots, "plots_beyond": plots_beyond}[spec.module]
+        drawn = getattr(module, figure)(style=st, png=png, pdf=pdf, **data)
     write_plotted(drawn, figure, csv)
 
 

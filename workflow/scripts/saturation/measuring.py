@@ -1,5 +1,5 @@
 """A measuring job: each checkpoint it reads measured one after another (a local folder, or a
-hub revision read through the Hugging Face cache), its three tables written once."""
+hub revision read through the Hugging Face cache), its tables written once."""
 
 from __future__ import annotations
 
@@ -15,24 +15,35 @@ from saturation.tables import (
     DOCUMENTS_SCHEMA,
     METRICS_SCHEMA,
     SPECTRA_SCHEMA,
+    TRUNCATION_SCHEMA,
 )
 
 log = logging.getLogger(__name__)
 
-Tables = tuple[pa.Table, pa.Table, pa.Table, pa.Table]  # metrics, spectrum, checkpoint, documents
+# metrics, spectrum, checkpoint, documents, truncation
+Tables = tuple[pa.Table, pa.Table, pa.Table, pa.Table, pa.Table]
+EMPTY_TRUNCATION = TRUNCATION_SCHEMA.empty_table()
 
 
 def measure_checkpoint(
-    *args, out_metrics: str, out_spectrum: str, out_checkpoint: str, out_documents=None, **kwargs
+    *args,
+    out_metrics: str,
+    out_spectrum: str,
+    out_checkpoint: str,
+    out_documents=None,
+    out_truncation=None,
+    **kwargs,
 ):
     """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its
-    tables (the per-document losses where ``out_documents`` is given)."""
+    tables (the per-document losses and truncated heads where their paths are given)."""
     tables = checkpoint_tables(*args, **kwargs)
-    write_tables(tables, out_metrics, out_spectrum, out_checkpoint, out_documents)
+    write_tables(tables, out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation)
 
 
-def write_tables(tables: Tables, out_metrics, out_spectrum, out_checkpoint, out_documents) -> None:
-    paths = (out_metrics, out_spectrum, out_checkpoint, out_documents)
+def write_tables(
+    tables: Tables, out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation=None
+) -> None:
+    paths = (out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation)
     for table, path in zip(tables, paths, strict=True):
         if path is not None:
             write_parquet(table, path)
@@ -56,9 +67,14 @@ def checkpoint_tables(
     tokenizer: str | None = None,
     mem_mb: float | None = None,
     eval_corpora: dict | None = None,
+    parts=("forward", "spectrum"),
+    counts: str | None = None,
 ) -> Tables:
-    """One checkpoint's metric rows, head spectrum and checkpoint record; with ``mem_mb``
-    (the job's memory), a checkpoint too large for it is refused before it is loaded."""
+    """One checkpoint's metric rows, head spectrum, checkpoint record, per-document losses
+    and, with ``parts`` beyond the paper's (``bottleneck.PARTS``), their metrics and the
+    truncated heads (``counts``: the training sample's token counts, for ``frequency``); with
+    ``mem_mb`` (the job's memory), a checkpoint too large for it is refused before it is
+    loaded."""
     import torch
 
     from saturation.corpus import read_bytes, read_tokens
@@ -68,6 +84,7 @@ def checkpoint_tables(
         document_half,
         fingerprints,
         forward_metrics,
+        head_gram,
         parameter_counts,
         singular_values,
         spectrum_metrics,
@@ -82,9 +99,11 @@ def checkpoint_tables(
     head = model.get_output_embeddings().weight
     docs = read_tokens(eval_path)
     check_vocabulary(docs, head.shape[0], model_name, step, tokenizer, sample_vocab(eval_path))
-    sigma = singular_values(head)
+    gram = head_gram(head)
+    sigma = singular_values(head, gram)
     spec = spectrum_metrics(sigma)
-    fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file)
+    extras = beyond_paper(parts, model.get_output_embeddings(), device, counts, gram)
+    fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file, extras)
     counts = parameter_counts(model)
     base = {
         "model": model_name,
@@ -106,6 +125,8 @@ def checkpoint_tables(
         metrics += [(k, None, v) for k, v in scored.items()]
     metrics += [("anisotropy", i, a) for i, a in enumerate(fwd["anisotropy"])]
     metrics += [(k, None, v) for k, v in spec.items()]
+    if extras is not None:
+        metrics += [(k, None, v) for k, v in extras.metrics().items()]
     rows = {k: [v] * len(metrics) for k, v in base.items()}
     rows["metric"], rows["layer"], rows["value"] = map(list, zip(*metrics, strict=True))
     if not np.isfinite(rows["value"]).all():  # never a silent NaN in a table
@@ -142,7 +163,33 @@ def checkpoint_tables(
         },
         schema=DOCUMENTS_SCHEMA,
     )
-    return metrics_table, spectrum, checkpoint, documents
+    truncated = [
+        {"model": model_name, "step": step, **row}
+        for row in (extras.truncation_rows() if extras is not None else [])
+    ]
+    truncation = pa.Table.from_pylist(truncated, schema=TRUNCATION_SCHEMA)
+    return metrics_table, spectrum, checkpoint, documents, truncation
+
+
+def beyond_paper(parts, head, device, counts: str | None, gram):
+    """The accumulators of the parts beyond the paper's a measurement asks for, or None."""
+    from saturation.bottleneck import PARTS, BeyondPaper
+
+    if not set(parts) & set(PARTS):
+        return None
+    counted = read_token_counts(counts) if "frequency" in parts else None
+    return BeyondPaper(parts, head, device, counted, gram)
+
+
+def read_token_counts(path: str) -> np.ndarray:
+    """Each token id's count in the training sample (``corpus.count_tokens``'s table)."""
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path)
+    ids = table.column("token").to_numpy()
+    counts = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
+    counts[ids] = table.column("count").to_numpy()
+    return counts
 
 
 def spectrum_tables(
@@ -223,6 +270,7 @@ def spectrum_tables(
         spectrum,
         pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
         DOCUMENTS_SCHEMA.empty_table(),
+        EMPTY_TRUNCATION,
     )
 
 
@@ -283,6 +331,7 @@ def unmeasured_tables(row: dict, model_name: str) -> Tables:
         SPECTRA_SCHEMA.empty_table(),
         pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA),
         DOCUMENTS_SCHEMA.empty_table(),
+        EMPTY_TRUNCATION,
     )
 
 
@@ -336,6 +385,7 @@ def measure_revisions(
     out_spectrum: str,
     out_checkpoint: str,
     out_documents: str | None = None,
+    out_truncation: str | None = None,
     parts=("forward", "spectrum"),
     **kwargs,
 ) -> None:
@@ -364,6 +414,8 @@ def measure_revisions(
                     eval_path=c["eval"],
                     tokenizer=c["tokenizer"],
                     eval_corpora=c.get("eval_corpora"),
+                    parts=parts,
+                    counts=c.get("counts"),
                     **kwargs,
                 )
         except UnreadableCheckpoint as exc:
@@ -380,4 +432,5 @@ def measure_revisions(
         out_spectrum,
         out_checkpoint,
         out_documents,
+        out_truncation,
     )

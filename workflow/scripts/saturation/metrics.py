@@ -66,21 +66,27 @@ def anisotropy(h: torch.Tensor | np.ndarray) -> float:
 # --- head spectrum -------------------------------------------------------------------------
 
 
-def singular_values(w: torch.Tensor | np.ndarray) -> np.ndarray:
+def head_gram(w: torch.Tensor | np.ndarray) -> np.ndarray:
+    """The small Gram matrix of a V x d matrix in float64 (W^T W for a tall W, else W W^T)."""
+    w = torch.as_tensor(w).detach()
+    if w.ndim != 2:
+        raise MetricError(f"the head must be a matrix, got shape {tuple(w.shape)}")
+    w = w.to("cpu", torch.float64).numpy()
+    # numpy turns a.T @ a into a symmetric rank-k update (BLAS syrk): half a GEMM's work.
+    return w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+
+
+def singular_values(w: torch.Tensor | np.ndarray, gram: np.ndarray | None = None) -> np.ndarray:
     """All min(V, d) singular values of a V x d matrix, descending, in float64.
 
     Computed as the square roots of the eigenvalues of the small Gram matrix (W^T W for a
     tall W), in float64: O(V d^2) like an SVD but a single matrix product plus a d x d
     symmetric eigensolve. The eigenvalues carry an absolute error of about eps * sigma_max^2,
     so sigma_i is exact to a relative 1e-9 whenever sigma_i > ~1e-3 sigma_max; values below
-    eps^(1/2) sigma_max (numerically zero) come out as ~1e-8 sigma_max or 0.
+    eps^(1/2) sigma_max (numerically zero) come out as ~1e-8 sigma_max or 0. ``gram``:
+    ``head_gram(w)``, where it was already computed.
     """
-    w = torch.as_tensor(w).detach()
-    if w.ndim != 2:
-        raise MetricError(f"the head must be a matrix, got shape {tuple(w.shape)}")
-    w = w.to("cpu", torch.float64).numpy()
-    # numpy turns a.T @ a into a symmetric rank-k update (BLAS syrk): half a GEMM's work.
-    gram = w.T @ w if w.shape[0] >= w.shape[1] else w @ w.T
+    gram = head_gram(w) if gram is None else gram
     if not np.isfinite(gram).all():  # NaN or inf anywhere in W reaches the Gram matrix
         raise MetricError("the head's weights contain NaN or infinite values")
     eig = np.clip(np.linalg.eigvalsh(gram), 0.0, None)
@@ -212,6 +218,7 @@ class LayerTaps:
         self.device = device
         self.acc: list[AnisotropyAccumulator | None] = [None] * (self.n_layers + 2)
         self.mask = None
+        self.head_input = None  # the batch's head inputs, every position
         self.handles = [
             self.blocks[0].register_forward_pre_hook(self.pre_hook(0), with_kwargs=True)
         ]
@@ -228,6 +235,8 @@ class LayerTaps:
         if self.acc[layer] is None:
             self.acc[layer] = AnisotropyAccumulator(h.shape[-1], self.device)
         self.acc[layer].update(h[self.mask])
+        if layer == self.n_layers + 1:
+            self.head_input = h
 
     def pre_hook(self, layer):
         def hook(module, args, kwargs):
@@ -253,8 +262,10 @@ def forward_metrics(
     batch_size: int,
     device="cpu",
     progress_file=None,
+    extras=None,
 ) -> dict:
-    """One forward pass over the sample: loss, accuracy and every layer's anisotropy.
+    """One forward pass over the sample: loss, accuracy and every layer's anisotropy; with
+    ``extras`` (a ``bottleneck.BeyondPaper``), its accumulators fed each batch.
 
     The loss is also reported on each half of the documents (``loss_select``: even
     positions, ``loss_report``: odd positions; see :func:`document_half`), so a best
@@ -299,6 +310,9 @@ def forward_metrics(
                 row = torch.nonzero(valid)[:, 0]  # the sequence of each valid position
                 nll.index_add_(0, start + row, token_nll)
                 correct += int((logp.argmax(dim=1) == t).sum())
+                if extras is not None:  # the head's inputs: all, and those predicting t
+                    h = taps.head_input
+                    extras.update(h[mask], h[:, :-1][valid], t, logp)
     finally:
         taps.remove()
     silent = [i for i, acc in enumerate(taps.acc) if acc is None]

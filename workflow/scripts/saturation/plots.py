@@ -228,11 +228,14 @@ OVER_STEPS_UNITS = {
 }
 
 
-def per_model_over_steps(ax, rows, style, labelled: bool = True) -> pd.DataFrame:
+def per_model_over_steps(
+    ax, rows, style, labelled: bool = True, dashed: bool = False
+) -> pd.DataFrame:
     """One line per model of a metric over training, against its steps or the tokens it
     had seen (``figures.x_axis``; step 0 has no place on a log axis); a size trained with
     several seeds as one band, the runs' range at each step they all have, around their
-    median. Returns what it drew (``OVER_STEPS_UNITS``; tokens_seen where plotted)."""
+    median (``dashed``: a second metric beside the first, thin and dashed, without markers).
+    Returns what it drew (``OVER_STEPS_UNITS``; tokens_seen where plotted)."""
     x = style.x
     index = ["step"] if x == "step" else ["step", x]
     drawn = []
@@ -250,8 +253,8 @@ def per_model_over_steps(ax, rows, style, labelled: bool = True) -> pd.DataFrame
             low, high, median = wide.min(axis=1), wide.max(axis=1), wide.median(axis=1)
             ax.fill_between(at, low, high, color=color, alpha=0.25, lw=0)
             name = f"{size} ({human(style.sizes[models[0]])}, {wide.shape[1]} seeds: median, range)"
-        ax.plot(at, median, marker="o", ms=2.5, lw=1.3, color=color,
-                label=name if labelled else None)  # fmt: skip
+        line = dict(ls="--", lw=1.0) if dashed else dict(marker="o", ms=2.5, lw=1.3)
+        ax.plot(at, median, color=color, label=name if labelled else None, **line)
         frame = pd.DataFrame({"series": wide.columns[0] if wide.shape[1] == 1 else size,
                               "runs": wide.shape[1], "value": median.to_numpy(),
                               "low": low, "high": high}, index=wide.index)  # fmt: skip

@@ -1,4 +1,5 @@
-"""The schemas of the metrics stage's tables: metric rows, head spectra, checkpoint records."""
+"""The schemas of the metrics stage's tables: metric rows, head spectra, checkpoint records,
+per-document losses and truncated heads."""
 
 from __future__ import annotations
 
@@ -49,5 +50,19 @@ CHECKPOINTS_SCHEMA = pa.schema(
         ("weights_sha256", pa.string()),  # the hub's sha256 of the weights files (manifest)
         ("status", pa.string()),  # measured | duplicate | missing | unreadable
         ("reason", pa.string()),  # why an unreadable checkpoint was not measured
+    ]
+)
+# Theorem 5.3 measured (metrics.parts truncation): the head truncated to rank d by its SVD.
+TRUNCATION_SCHEMA = pa.schema(
+    [
+        ("model", pa.string()),
+        ("step", pa.int64()),
+        ("d", pa.int64()),  # the truncation's rank: powers of two, and the head's rank
+        ("head_rank", pa.int64()),  # min(V, d) of the head
+        ("loss", pa.float64()),  # the truncated head's loss on the evaluation tokens (nats)
+        ("gap", pa.float64()),  # loss - the full head's loss, Delta L(d)
+        ("tail_norm", pa.float64()),  # T(d) = sqrt(sum_{i>d} sigma_i^2)
+        ("w_error", pa.float64()),  # T(d) / ||W||_F
+        ("gap_over_tail", pa.float64()),  # Delta L(d) / T(d), null at full rank
     ]
 )
