@@ -116,8 +116,15 @@ def write_sample(path: Path, vocab: int, docs: int, length: int, seed: int) -> P
 
 
 def measure(folder: Path, sample: Path, device: str, dtype: str, seq: int, batch: int):
+    """One measurement with every part, those beyond the paper included (the token counts:
+    the sample's own)."""
+    from saturation.bottleneck import PARTS
+    from saturation.corpus import count_tokens
     from saturation.measuring import checkpoint_tables
 
+    counts = sample.with_name(f"{sample.stem}-counts.parquet")
+    if not counts.exists():
+        count_tokens(sample, counts)
     tables = checkpoint_tables(
         model_name=folder.name,
         step=0,
@@ -130,12 +137,22 @@ def measure(folder: Path, sample: Path, device: str, dtype: str, seq: int, batch
         device=device,
         allow_pickle=False,
         threads=os.cpu_count() or 1,
+        parts=("forward", "spectrum", *PARTS),
+        counts=str(counts),
     )
     metrics = tables[0].to_pandas()
     loss = float(metrics[metrics.metric == "loss"].value.iloc[0])
     aniso = metrics[metrics.metric == "anisotropy"].sort_values("layer").value.to_numpy()
     sigma = tables[1].column("singular_value").to_numpy()
-    return {"loss": loss, "anisotropy": aniso, "sigma": sigma, "tables": tables}
+    beyond = metrics[metrics.layer.isna()].set_index("metric").value
+    beyond = beyond[[m for m in beyond.index if m.startswith(BEYOND_METRICS)]]
+    truncated = tables[4].column("loss").to_numpy()
+    return {"loss": loss, "anisotropy": aniso, "sigma": sigma, "tables": tables,
+            "beyond": beyond, "truncated": truncated}  # fmt: skip
+
+
+# The metrics beyond the paper (saturation.bottleneck), by their names' starts.
+BEYOND_METRICS = ("gradient_", "frequency_", "top_component", "rankme", "alpha_req")
 
 
 def measure_memory_estimate(n_params: int, element: int, batch: int, seq: int, vocab: int,
@@ -335,6 +352,11 @@ def cuda_checks(name, folder, sample, runs, heads, scores, seq, batch, tokens, v
           f"{name}: float32 anisotropy, CUDA vs CPU (1e-6)")  # fmt: skip
     check(np.max(np.abs(gpu["sigma"] - cpu["sigma"]) / cpu["sigma"].max()) < 1e-9,
           f"{name}: head spectrum, CUDA vs CPU (1e-9 rel)")  # fmt: skip
+    check(np.max(np.abs(gpu["truncated"] - cpu["truncated"])) < 1e-4,
+          f"{name}: truncated heads' losses, CUDA vs CPU (1e-4)")  # fmt: skip
+    worst = (gpu["beyond"] - cpu["beyond"]).abs() / cpu["beyond"].abs().clip(lower=1e-3)
+    check(worst.max() < 1e-3, f"{name}: gradient, frequency and RankMe metrics, CUDA vs CPU "
+          f"(1e-3 rel; worst {worst.idxmax()})")  # fmt: skip
     bf16 = timed_measure(folder, sample, "cuda", "bfloat16", seq, batch, tokens)
     check(rel(bf16["loss"], cpu["loss"]) < 2e-2, f"{name}: bf16 loss within 2e-2 rel")
     check(np.max(np.abs(bf16["anisotropy"] - cpu["anisotropy"])) < 2e-2,
