@@ -119,51 +119,57 @@ def fig10_truncated_heads(truncated, heads, style, png, pdf):
     return plotted(data.sort_values(["model", "step", "d"]), units)
 
 
+def metrics_over_training(fig, axes, metrics, style, panels) -> pd.DataFrame:
+    """Each panel's metrics over training, one line per model (its first metric solid, a
+    second dashed), on log steps, with one legend below the figure; ``panels``: (metric
+    names, y label, title) per axis. Returns the drawn rows, tidy, with a ``metric``
+    column."""
+    drawn = []
+    for ax, (names, ylabel, title) in zip(axes, panels, strict=True):
+        for i, name in enumerate(names):
+            rows = metric(metrics, name)
+            first = ax is axes[0] and i == 0
+            line = per_model_over_steps(ax, rows, style, labelled=first, dashed=i > 0)
+            drawn.append(line.assign(metric=name))
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize="medium")
+        log_steps(ax, style)
+    legend_below(fig, axes[0])
+    return pd.concat(drawn, ignore_index=True)
+
+
+NAMED = "the metric's name in checkpoint_metrics.parquet"
+
+
 def fig11_gradient_bottleneck(metrics, style, png, pdf):
     """The head as a gradient bottleneck over training: the share of the logit gradient's
     squared norm in the head's column space (pooled, solid; per-token mean, dashed; chance
     rank / V, dotted), the share its best rank-r approximation keeps of one batch's gradient
     matrix, and the head's singular entropy beside them."""
     fig, axes = style.figure(1, 3, width=style.s["width"] * 2.4, layout="constrained")
-    ax_share, ax_batch, ax_entropy = axes[0]
-    pooled = per_model_over_steps(ax_share, metric(metrics, "gradient_share_pooled"), style)
-    mean = per_model_over_steps(ax_share, metric(metrics, "gradient_share_mean"), style,
-                                labelled=False, dashed=True)  # fmt: skip
+    panels = [
+        (
+            ["gradient_share_pooled", "gradient_share_mean"],
+            "‖P_W g‖² / ‖g‖²",
+            "Gradient kept by the head's column space\n(pooled —, per token --, chance r/V ···)",
+        ),
+        (
+            ["gradient_batch_share_rank_r"],
+            "share of ‖G‖²_F in its top r singular values",
+            "One batch's gradient matrix G (tokens × V)",
+        ),
+        (["singular_entropy"], "singular entropy (nats)", "The head's singular entropy (Fig 5)"),
+    ]
+    data = metrics_over_training(fig, axes[0], metrics, style, panels)
     chance = metric(metrics, "gradient_share_chance").groupby("model").value.first()
     for model, level in chance.items():
-        ax_share.axhline(level, color=style.color(model), ls=":", lw=1)
-    ax_share.set_ylabel("‖P_W g‖² / ‖g‖²")
-    ax_share.set_title("Gradient kept by the head's column space\n(pooled —, per token --, "
-                       "chance r/V ···)", fontsize="medium")  # fmt: skip
-    batch = per_model_over_steps(ax_batch, metric(metrics, "gradient_batch_share_rank_r"), style,
-                                 labelled=False)  # fmt: skip
-    ax_batch.set_ylabel("share of ‖G‖²_F in its top r singular values")
-    ax_batch.set_title("One batch's gradient matrix G (tokens × V)", fontsize="medium")
-    entropy = per_model_over_steps(ax_entropy, metric(metrics, "singular_entropy"), style,
-                                   labelled=False)  # fmt: skip
-    ax_entropy.set_ylabel("singular entropy (nats)")
-    ax_entropy.set_title("The head's singular entropy (Fig 5)", fontsize="medium")
-    for ax in axes[0]:
-        log_steps(ax, style)
-    legend_below(fig, ax_share)
+        axes[0, 0].axhline(level, color=style.color(model), ls=":", lw=1)
     style.save(fig, png, pdf)
-    data = pd.concat(
-        [
-            d.assign(metric=name)
-            for name, d in (
-                ("gradient_share_pooled", pooled),
-                ("gradient_share_mean", mean),
-                ("gradient_batch_share_rank_r", batch),
-                ("singular_entropy", entropy),
-            )
-        ],  # fmt: skip
-        ignore_index=True,
-    )
     data["chance"] = data.series.map(chance)
     units = over_steps_units(
         data,
         value="the metric's value (a share, or nats)",
-        metric="the metric's name in checkpoint_metrics.parquet",
+        metric=NAMED,
         chance="rank(W) / V of the model's head",
     )
     return plotted(data, units)
@@ -174,34 +180,17 @@ def fig12_head_frequency(metrics, style, png, pdf):
     rho| of the top left singular vector's loadings (solid) and the second's (dashed) with
     log(1 + count) in the training sample; the top component's share of ||W||_F^2."""
     fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7, layout="constrained")
-    ax_rho, ax_share = axes[0]
-    first = per_model_over_steps(ax_rho, metric(metrics, "frequency_rho_1"), style)
-    second = per_model_over_steps(ax_rho, metric(metrics, "frequency_rho_2"), style,
-                                  labelled=False, dashed=True)  # fmt: skip
-    ax_rho.set_ylabel("|Spearman ρ| with log(1 + token count)")
-    ax_rho.set_title("Top singular vectors against frequency\n(1st —, 2nd --)",
-                     fontsize="medium")  # fmt: skip
-    share = per_model_over_steps(ax_share, metric(metrics, "top_component_share"), style,
-                                 labelled=False)  # fmt: skip
-    ax_share.set_ylabel("σ₁² / ‖W‖²_F")
-    ax_share.set_title("The top component's share of the head", fontsize="medium")
-    for ax in axes[0]:
-        log_steps(ax, style)
-    legend_below(fig, ax_rho)
+    panels = [
+        (
+            ["frequency_rho_1", "frequency_rho_2"],
+            "|Spearman ρ| with log(1 + token count)",
+            "Top singular vectors against frequency\n(1st —, 2nd --)",
+        ),
+        (["top_component_share"], "σ₁² / ‖W‖²_F", "The top component's share of the head"),
+    ]
+    data = metrics_over_training(fig, axes[0], metrics, style, panels)
     style.save(fig, png, pdf)
-    data = pd.concat(
-        [
-            first.assign(metric="frequency_rho_1"),
-            second.assign(metric="frequency_rho_2"),
-            share.assign(metric="top_component_share"),
-        ],  # fmt: skip
-        ignore_index=True,
-    )
-    units = over_steps_units(
-        data,
-        value="|rho| or sigma_1^2 / ||W||_F^2",
-        metric="the metric's name in checkpoint_metrics.parquet",
-    )
+    units = over_steps_units(data, value="|rho| or sigma_1^2 / ||W||_F^2", metric=NAMED)
     return plotted(data, units)
 
 
@@ -209,22 +198,16 @@ def fig13_representation_rank(metrics, style, png, pdf):
     """The head input's own spectrum over training: RankMe, its effective rank, and
     alpha-ReQ, the power-law decay of its covariance's eigenvalues."""
     fig, axes = style.figure(1, 2, width=style.s["width"] * 1.7, layout="constrained")
-    ax_rank, ax_alpha = axes[0]
-    ranked = per_model_over_steps(ax_rank, metric(metrics, "rankme"), style)
-    ax_rank.set_yscale("log")
-    ax_rank.set_ylabel("RankMe (effective dimensions)")
-    ax_rank.set_title("Effective rank of the head's inputs (RankMe)", fontsize="medium")
-    alpha = per_model_over_steps(ax_alpha, metric(metrics, "alpha_req"), style, labelled=False)
-    ax_alpha.set_ylabel("α of λᵢ ∝ i^−α")
-    ax_alpha.set_title("Covariance eigenvalue decay (α-ReQ)", fontsize="medium")
-    for ax in axes[0]:
-        log_steps(ax, style)
-    legend_below(fig, ax_rank)
+    panels = [
+        (
+            ["rankme"],
+            "RankMe (effective dimensions)",
+            "Effective rank of the head's inputs (RankMe)",
+        ),
+        (["alpha_req"], "α of λᵢ ∝ i^−α", "Covariance eigenvalue decay (α-ReQ)"),
+    ]
+    data = metrics_over_training(fig, axes[0], metrics, style, panels)
+    axes[0, 0].set_yscale("log")
     style.save(fig, png, pdf)
-    data = pd.concat(
-        [ranked.assign(metric="rankme"), alpha.assign(metric="alpha_req")], ignore_index=True
-    )
-    units = over_steps_units(
-        data, value="RankMe (dimensions), or alpha", metric="rankme or alpha_req"
-    )
+    units = over_steps_units(data, value="RankMe (dimensions), or alpha", metric=NAMED)
     return plotted(data, units)
