@@ -160,6 +160,26 @@ def test_evict_fetches_into_a_private_folder_and_deletes_it(hub, tmp_path, monke
     assert not (cache / row["commit"]).exists()  # the cache did not grow
 
 
+def test_evict_stages_a_revision_the_cache_holds_only_part_of(hub, tmp_path, monkeypatch):
+    """A snapshot holding only the revision's tokenizer (read by a tokenizing job from the
+    same repo, as a backbone with its own tokenizer is) is not taken for the checkpoint: the
+    revision is staged whole, and the cache gains no weights."""
+    from huggingface_hub import hf_hub_download
+
+    import saturation.hub
+
+    monkeypatch.setattr(saturation.hub, "_XET_CACHE", [])
+    for name in ("HF_XET_CACHE", "HF_XET_CHUNK_CACHE_SIZE_BYTES"):
+        monkeypatch.setenv(name, "unset by the test")
+    server, facts = hub
+    row = manifest("pythia-31m", facts)[2000]
+    part = Path(hf_hub_download("EleutherAI/pythia-31m", "tokenizer.json", revision=row["commit"]))
+    assert not (part.parent / "model.safetensors").exists()
+    with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=tmp_path) as folder:
+        assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+    assert not folder.exists() and not (part.parent / "model.safetensors").exists()
+
+
 def test_a_killed_downloads_empty_file_is_swept_before_the_next_download(hub):
     """A download killed before its first byte leaves an empty ``*.incomplete`` in the
     Hugging Face cache; the next fetch of that repo removes it, unless a download holds its
@@ -173,7 +193,10 @@ def test_a_killed_downloads_empty_file_is_swept_before_the_next_download(hub):
     (folder / "blobs").mkdir(parents=True, exist_ok=True)
     (Path(constants.HF_HUB_CACHE) / ".locks" / folder.name).mkdir(parents=True, exist_ok=True)
     empty, held, partial = (folder / "blobs" / f"{c * 64}.incomplete" for c in "abc")
-    for part in (empty, held):
+    # the client's own file of one process (huggingface_hub 1.x): <blob>.<8 hex>.incomplete,
+    # under the blob's lock
+    held_own = folder / "blobs" / f"{'b' * 64}.0123abcd.incomplete"
+    for part in (empty, held, held_own):
         part.write_bytes(b"")
     partial.write_bytes(b"12345")
     lock = Path(constants.HF_HUB_CACHE) / ".locks" / folder.name / f"{'b' * 64}.lock"
@@ -181,7 +204,8 @@ def test_a_killed_downloads_empty_file_is_swept_before_the_next_download(hub):
         with hub_checkpoint(row, False, evict=False, retry=RETRY) as snapshot:
             assert (snapshot / "model.safetensors").is_file()
         assert not empty.exists() and held.exists() and partial.read_bytes() == b"12345"
-    for part in (held, partial):
+        assert held_own.exists()
+    for part in (held, held_own, partial):
         part.unlink()
 
 

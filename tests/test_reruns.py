@@ -171,5 +171,5 @@ def test_killed_run_resumes_to_identical_outputs(tiny_run, tmp_path):
     ours = parquet_digests(workdir)
     reference = parquet_digests(tiny_run)
     measured = [k for k in ours if k.startswith("results/metrics/")]
-    assert len(measured) == 4  # both models in one job, four tables a job
+    assert len(measured) == 5  # both models in one job, five tables a job
     assert ours == {k: reference[k] for k in ours}

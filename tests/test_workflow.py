@@ -104,9 +104,10 @@ def test_families_config_plans_offline(tmp_path):
     sample tokenized its family's way, planned with the hub unreachable."""
     out = plan_offline(tmp_path, "config/families.yaml")
     assert re.search(r"measure_checkpoint\s+21\n", out)
-    # The eval split for GPT-2's, OPT's and Gemma's tokenizers (Pythia's drew the sample),
-    # the train split for the rank-head backbones of GPT-2 and OPT.
-    assert re.search(r"tokenize_corpus\s+5\n", out)
+    # Both splits for GPT-2's, OPT's and Gemma's tokenizers (Pythia's drew the sample): the
+    # eval split measured, the train split the rank heads' (GPT-2, OPT) and each tokenizer's
+    # token counts (metrics.parts frequency), four tokenizers, four counts.
+    assert re.search(r"tokenize_corpus\s+6\n", out) and re.search(r"count_tokens\s+4\n", out)
     for path in (
         "results/corpus/eval/openai-community--gpt2.parquet",
         "results/corpus/eval/facebook--opt-125m.parquet",

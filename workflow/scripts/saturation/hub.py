@@ -26,6 +26,7 @@ import hashlib
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import tempfile
@@ -407,6 +408,24 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
             log.info("evicted %s", describe(row))
 
 
+def cached_whole(folder: Path, row: dict, patterns: list[str]) -> bool:
+    """Whether the Hugging Face cache's snapshot of a revision holds what a job reads: its
+    config and every weights file of the manifest that ``patterns`` fetch. A snapshot may
+    hold only some files: a tokenizer read from the same repo makes one."""
+    from fnmatch import fnmatch
+
+    wanted = [
+        e["path"]
+        for e in row.get("weights_files") or []
+        if any(fnmatch(e["path"], p) for p in patterns)
+    ]
+    if not (folder / "config.json").is_file():
+        return False
+    if wanted:
+        return all((folder / p).is_file() for p in wanted)
+    return any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+
+
 def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, staging_root=None):
     """(folder, staged) of one manifest revision: the Hugging Face cache's snapshot, or with
     ``evict`` and the revision not cached, a private folder under ``staging_root`` (staged,
@@ -429,21 +448,25 @@ def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
     try:
         if evict:
             try:
-                return snapshot_download(**fetch, local_files_only=True), None
+                cached = snapshot_download(**fetch, local_files_only=True)
             except LocalEntryNotFoundError:
-                staging_root = Path(staging_root or tempfile.gettempdir())
-                staging_root.mkdir(parents=True, exist_ok=True)
-                sweep_dead_jobs(staging_root)
-                bound_xet_cache(staging_root)
-                staged = Path(tempfile.mkdtemp(prefix=f"checkpoint-{job_tag()}-", dir=staging_root))
-                try:
-                    folder = with_backoff(
-                        lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
-                    )
-                except BaseException:  # a failed download leaves nothing on the disk
-                    shutil.rmtree(staged, ignore_errors=True)
-                    raise
-                return folder, staged
+                cached = None
+            if cached is not None and cached_whole(Path(cached), row, fetch["allow_patterns"]):
+                return cached, None
+            # not in the cache, or only some of its files (its tokenizer): staged
+            staging_root = Path(staging_root or tempfile.gettempdir())
+            staging_root.mkdir(parents=True, exist_ok=True)
+            sweep_dead_jobs(staging_root)
+            bound_xet_cache(staging_root)
+            staged = Path(tempfile.mkdtemp(prefix=f"checkpoint-{job_tag()}-", dir=staging_root))
+            try:
+                folder = with_backoff(
+                    lambda: snapshot_download(**fetch, local_dir=str(staged)), where, **retry
+                )
+            except BaseException:  # a failed download leaves nothing on the disk
+                shutil.rmtree(staged, ignore_errors=True)
+                raise
+            return folder, staged
         sweep_empty_downloads(row["repo_id"])
         return with_backoff(lambda: snapshot_download(**fetch), where, **retry), None
     except RevisionNotFoundError as exc:
@@ -542,8 +565,9 @@ def sweep_dead_jobs(staging_root: Path) -> list[Path]:
 def sweep_empty_downloads(repo_id: str, cache_dir=None) -> list[Path]:
     """Remove the empty ``*.incomplete`` files a killed download left in the Hugging Face
     cache's folder of ``repo_id`` (there is nothing in them to resume from), each only while
-    no download holds its lock (the client's ``.locks/<repo>/<blob>.lock``); returns them. A
-    partial file with bytes in it is left for the client to resume."""
+    no download holds its blob's lock (the client's ``.locks/<repo>/<blob>.lock``, whether the
+    file is ``<blob>.incomplete`` or a process's own ``<blob>.<8 hex>.incomplete``); returns
+    them. A partial file with bytes in it is left to the client."""
     from filelock import FileLock, Timeout
     from huggingface_hub import constants
     from huggingface_hub.file_download import repo_folder_name
@@ -554,7 +578,9 @@ def sweep_empty_downloads(repo_id: str, cache_dir=None) -> list[Path]:
     for part in sorted((cache / name / "blobs").glob("*.incomplete")):
         if part.stat().st_size:
             continue
-        lock = cache / ".locks" / name / (part.name.removesuffix(".incomplete") + ".lock")
+        # <blob>.incomplete, or <blob>.<8 hex>.incomplete: the client's file of one process
+        blob = re.sub(r"\.[0-9a-f]{8}$", "", part.name.removesuffix(".incomplete"))
+        lock = cache / ".locks" / name / f"{blob}.lock"
         lock.parent.mkdir(parents=True, exist_ok=True)
         try:
             with FileLock(str(lock), timeout=0):
