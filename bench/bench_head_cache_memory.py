@@ -29,7 +29,8 @@ CHILD = r"""
 import json, resource, sys, time
 sys.path.insert(0, {scripts!r})
 import torch
-from saturation.heads import FeatureShards, HeadTraining, load_cache, train_head
+from saturation.head_settings import HeadTraining
+from saturation.heads import FeatureShards, load_cache, train_head
 torch.set_num_threads(2)
 cache, mode, vocab = {cache!r}, {mode!r}, {vocab}
 train = FeatureShards(cache) if mode == "streamed" else load_cache(cache, "train")

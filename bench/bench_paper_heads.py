@@ -104,7 +104,8 @@ def time_heads(ranks, d: int, vocab: int, tokens: int, device: str, steps: int =
     """Seconds a training step of one rate's heads takes per token, on random features."""
     import torch
 
-    from saturation.streamed_heads import StreamTraining, make_trainees, train_streamed
+    from saturation.head_settings import StreamTraining
+    from saturation.streamed_heads import make_trainees, train_streamed
 
     setup = StreamTraining(batch_sequences=1, batch_size=1, sequence_length=tokens + 1,
                            lr_grid=(1e-3,), lr_base=1e-3, lr_reference_params=1, lr_exponent=0,

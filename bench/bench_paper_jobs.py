@@ -172,7 +172,8 @@ def job_rank_head(config: dict, size: dict, work: Path) -> dict:
     import torch
     from safetensors.torch import load_file
 
-    from saturation.heads import FeatureShards, HeadTraining, train_heads
+    from saturation.head_settings import HeadTraining
+    from saturation.heads import FeatureShards, train_heads
 
     rh = config["rank_heads"]
     torch.set_num_threads(rh["threads"])

@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
 
 from saturation.corpus import read_tokens  # noqa: E402
+from saturation.head_settings import HeadTraining  # noqa: E402
 from saturation.heads import (  # noqa: E402
-    HeadTraining,
     RankHead,
     build_cache,
     chunked_cross_entropy,

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from conftest import tiny_gpt_neox
+from saturation.head_settings import HeadTraining
 from saturation.heads import (
     FullHead,
-    HeadTraining,
     RankHead,
     build_cache,
     chunked_cross_entropy,

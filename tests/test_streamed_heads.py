@@ -10,10 +10,10 @@ import torch
 from test_heads import planted_teacher
 
 from conftest import tiny_gpt_neox
+from saturation.head_settings import StreamTraining
 from saturation.heads import MixtureHead, RankHead, make_head
 from saturation.metrics import chunk_documents
 from saturation.streamed_heads import (
-    StreamTraining,
     backbone_features,
     run_protocol,
     split_training_stream,

@@ -1,5 +1,7 @@
 # The rank-heads stage's Python (the backbones, the ranks and the jobs that train them, the cache's lifetime), included by rules/rank_heads.smk
 # above its rules (Snakemake's linter keeps functions out of files with rules).
+from saturation.head_settings import HeadTraining, StreamTraining, rank_heads_keys
+
 RANK_HEADS = config["rank_heads"]
 
 
@@ -56,33 +58,10 @@ def rank_head_job(wildcards):
         ) from None
 
 
-# The settings of heads.HeadTraining (protocol cached) and streamed_heads.StreamTraining
-# (protocol paper), each from its rank_heads key of the same name.
-HEAD_TRAINING_KEYS = (
-    "steps",
-    "batch_tokens",
-    "lr_base",
-    "lr_reference_params",
-    "lr_exponent",
-    "warmup_steps",
-    "min_lr_ratio",
-    "weight_decay",
-    "chunk_tokens",
-)
-STREAM_TRAINING_KEYS = (
-    "batch_sequences",
-    "batch_size",
-    "sequence_length",
-    "lr_grid",
-    "lr_base",
-    "lr_reference_params",
-    "lr_exponent",
-    "warmup_steps",
-    "min_lr_ratio",
-    "weight_decay",
-    "grad_clip",
-    "chunk_tokens",
-)
+# The settings of HeadTraining (protocol cached) and StreamTraining (protocol paper), each
+# from its rank_heads key of the same name (saturation/head_settings.py).
+HEAD_TRAINING_KEYS = rank_heads_keys(HeadTraining)
+STREAM_TRAINING_KEYS = rank_heads_keys(StreamTraining)
 
 
 def backbone_setting(key, per_rank=False):

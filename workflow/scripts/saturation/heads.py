@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from saturation.devices import resolve_device
+from saturation.head_settings import HeadTraining
 from saturation.io import write_json, write_parquet
 from saturation.rank_table import RANK_HEADS_SCHEMA
 from saturation.training import warmup_cosine
@@ -328,36 +328,10 @@ def evaluate(head, features, targets, chunk_tokens):
 # --- training ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class HeadTraining:
-    steps: int
-    batch_tokens: int
-    lr_base: float
-    lr_reference_params: int
-    lr_exponent: float
-    warmup_steps: int
-    min_lr_ratio: float
-    weight_decay: float
-    chunk_tokens: int
-    seed: int
-    init: str = "scaled"
-    components: int = 4
-
-    def learning_rate(self, trainable_params: int) -> float:
-        return scaled_learning_rate(
-            self.lr_base, self.lr_reference_params, self.lr_exponent, trainable_params
-        )
-
-
 def head_specs(ranks: list[int | None], kinds=("linear",)) -> list[tuple[str, int | None]]:
     """(kind, rank) of every head a job trains: each rank in each kind, the full-rank control
     (rank None) linear only."""
     return [(kind, r) for r in ranks for kind in (kinds if r is not None else ("linear",))]
-
-
-def scaled_learning_rate(lr_base: float, reference_params: int, exponent: float, params: int):
-    """Our rule for a head's peak rate: lr_base * (reference_params / params) ** exponent."""
-    return lr_base * (reference_params / params) ** exponent
 
 
 def trainable_params(head: torch.nn.Module) -> int:

@@ -31,6 +31,7 @@ import pyarrow as pa
 import torch
 
 from saturation.devices import resolve_device
+from saturation.head_settings import StreamTraining
 from saturation.heads import (
     backbone_ranks,
     chunked_cross_entropy,
@@ -41,7 +42,6 @@ from saturation.heads import (
     make_head,
     original_record,
     result_row,
-    scaled_learning_rate,
     trainable_params,
 )
 from saturation.io import write_json, write_parquet
@@ -51,32 +51,6 @@ from saturation.training import warmup_cosine
 log = logging.getLogger(__name__)
 
 BETAS, EPS = (0.9, 0.95), 1e-8  # Pythia's Adam
-
-
-@dataclass(frozen=True)
-class StreamTraining:
-    batch_sequences: int  # sequences per optimiser step (the paper: 256)
-    batch_size: int  # sequences per backbone forward pass
-    sequence_length: int
-    lr_grid: tuple[float, ...] | None  # None: one rate a head, from the formula below
-    lr_base: float
-    lr_reference_params: int
-    lr_exponent: float
-    warmup_steps: int
-    min_lr_ratio: float
-    weight_decay: float
-    grad_clip: float | None
-    chunk_tokens: int
-    init: str
-    components: int
-    seed: int
-
-    def peak_rates(self, params: int) -> list[float]:
-        if self.lr_grid:
-            return list(self.lr_grid)
-        return [
-            scaled_learning_rate(self.lr_base, self.lr_reference_params, self.lr_exponent, params)
-        ]
 
 
 @dataclass

@@ -1,0 +1,72 @@
+"""The rank heads' training settings, one dataclass a protocol, torch-free: the workflow reads
+their fields while building the DAG (each field but those set apart is the ``rank_heads``
+key of its name), the training modules take them as arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+# Fields not read from rank_heads keys of their names: the heads' initialisation
+# (rank_heads.init), the mixture's components (rank_heads.mixture_components), the run's seed.
+SET_APART = ("init", "components", "seed")
+
+
+def scaled_learning_rate(lr_base: float, reference_params: int, exponent: float, params: int):
+    """Our rule for a head's peak rate: lr_base * (reference_params / params) ** exponent."""
+    return lr_base * (reference_params / params) ** exponent
+
+
+@dataclass(frozen=True)
+class HeadTraining:
+    """protocol cached: ``steps`` batches of ``batch_tokens`` from the feature cache."""
+
+    steps: int
+    batch_tokens: int
+    lr_base: float
+    lr_reference_params: int
+    lr_exponent: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    chunk_tokens: int
+    seed: int
+    init: str = "scaled"
+    components: int = 4
+
+    def learning_rate(self, trainable_params: int) -> float:
+        return scaled_learning_rate(
+            self.lr_base, self.lr_reference_params, self.lr_exponent, trainable_params
+        )
+
+
+@dataclass(frozen=True)
+class StreamTraining:
+    """protocol paper: the backbone's stream, each training token once."""
+
+    batch_sequences: int  # sequences per optimiser step (the paper: 256)
+    batch_size: int  # sequences per backbone forward pass
+    sequence_length: int
+    lr_grid: tuple[float, ...] | None  # None: one rate a head, from the formula below
+    lr_base: float
+    lr_reference_params: int
+    lr_exponent: float
+    warmup_steps: int
+    min_lr_ratio: float
+    weight_decay: float
+    grad_clip: float | None
+    chunk_tokens: int
+    init: str
+    components: int
+    seed: int
+
+    def peak_rates(self, params: int) -> list[float]:
+        if self.lr_grid:
+            return list(self.lr_grid)
+        return [
+            scaled_learning_rate(self.lr_base, self.lr_reference_params, self.lr_exponent, params)
+        ]
+
+
+def rank_heads_keys(settings) -> tuple[str, ...]:
+    """The ``rank_heads`` keys a settings class reads, in its fields' order."""
+    return tuple(f.name for f in fields(settings) if f.name not in SET_APART)
