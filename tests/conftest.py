@@ -107,22 +107,6 @@ def load_yaml(path):
     return yaml.safe_load(Path(path).read_text())
 
 
-@pytest.fixture
-def workflow_copy(tmp_path):
-    """A copy of the workflow in a temporary directory, whose config/config.yaml a test writes.
-
-    Returns a function (config dict) -> directory.
-    """
-
-    def make(config: dict) -> Path:
-        shutil.copytree(ROOT / "workflow", tmp_path / "workflow")
-        (tmp_path / "config").mkdir(exist_ok=True)
-        (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
-        return tmp_path
-
-    return make
-
-
 def run_snakemake(workdir, *args, timeout=900, env=None):
     return subprocess.run(
         [SNAKEMAKE, *args],

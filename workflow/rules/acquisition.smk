@@ -75,7 +75,7 @@ elif SOURCE == "hub":
         params:
             code=code_of("prefetch_checkpoint.py"),
             allow_pickle=CHECKPOINT_CONFIG["allow_pickle"],
-            retry=HUB_ACCESS["retry"],
+            retry=HUB_RETRY,
             heads=HUB_ACCESS["heads"] if SPECTRUM_ONLY else None,  # the head alone
         script:
             "../scripts/prefetch_checkpoint.py"

@@ -7,7 +7,7 @@ def manifest_params(wildcards):
         "revisions": HUB_MODELS[wildcards.model]["revisions"],
         "trusted_steps": CHECKPOINT_CONFIG["trusted_steps"].get(wildcards.model, []),
         "reference": HUB["reference_revision"],
-        "retry": HUB_ACCESS["retry"],
+        "retry": HUB_RETRY,
     }
 
 
