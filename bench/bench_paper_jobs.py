@@ -25,7 +25,7 @@ on synthetic inputs of the real shapes, since the real ones cannot be had offlin
   host memory a measuring job needs to load it), beside a bare forward of the same tokens;
 - aggregate_metrics, scaling_fit and figures: per-revision tables of the real shapes (the config's
   models x 154 revisions, each model's layer count and head width, the evaluation
-  documents), read and joined by ``aggregation.aggregate``, then the saturation analysis
+  documents), read and joined by ``aggregation.aggregate_metrics``, then the saturation analysis
   and the fit (``scaling.saturation_analysis``, with the bootstrap) on the result, then
   Figs 1a to 5 drawn from them (``figures.render``; ``--keep-figures DIR`` keeps the PNGs).
 
@@ -291,11 +291,11 @@ def prepare_aggregate_metrics(config: dict, size: dict, work: Path) -> None:
 
 
 def job_aggregate_metrics(config: dict, size: dict, work: Path) -> dict:
-    from saturation.aggregation import aggregate
+    from saturation.aggregation import aggregate_metrics
 
     paths = json.loads((work / "paths.json").read_text())
     t0 = time.perf_counter()
-    aggregate(
+    aggregate_metrics(
         paths["metrics"],
         paths["spectrum"],
         paths["checkpoint"],

@@ -197,7 +197,7 @@ def measure(tmp_path, name, step, directory, eval_path):
 
 
 def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
-    from saturation.aggregation import aggregate
+    from saturation.aggregation import aggregate_metrics
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
     from saturation.tables import METRICS_SCHEMA, SPECTRA_SCHEMA
@@ -221,7 +221,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
     tables = tmp_path / "tables"
 
     def run_aggregate(**kw):
-        aggregate(
+        aggregate_metrics(
             [o / "metrics.parquet" for o in outs],
             [o / "spectrum.parquet" for o in outs],
             [o / "checkpoint.parquet" for o in outs],
@@ -279,7 +279,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     aggregation then stops naming it (metrics.unreadable: fail) or leaves it out (skip)."""
     import json
 
-    from saturation.aggregation import UnreadableCheckpoints, aggregate, left_out_report
+    from saturation.aggregation import UnreadableCheckpoints, aggregate_metrics, left_out_report
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
     from saturation.measuring import measure_revisions
@@ -327,7 +327,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     outputs = [tables / f"{k}.parquet" for k in ("metrics", "spectra", "checkpoints")]
     inputs = [[job / "metrics.parquet"], [job / "spectrum.parquet"], [job / "checkpoint.parquet"]]
     with pytest.raises(UnreadableCheckpoints) as info:
-        aggregate(*inputs, *outputs, unreadable="fail")
+        aggregate_metrics(*inputs, *outputs, unreadable="fail")
     message = str(info.value)
     assert (
         f"1 checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  tiny step 10: checkpoint {dirs[10]}"
@@ -336,7 +336,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     assert "metrics.unreadable: skip" in message
     assert f"snakemake --forcerun {job / 'checkpoint.parquet'})" in message
     assert not outputs[2].exists()
-    aggregate(*inputs, *outputs, unreadable="skip")
+    aggregate_metrics(*inputs, *outputs, unreadable="skip")
     table = pd.read_parquet(outputs[2]).set_index("step")
     assert table.status.to_dict() == {0: "measured", 10: "unreadable", 20: "measured"}
     assert set(pd.read_parquet(outputs[0]).step) == {0, 20}
@@ -358,7 +358,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
         [only / "checkpoint.parquet"],
     ]
     with pytest.raises(UnreadableCheckpoints, match=r"none of the run's checkpoints could be read"):
-        aggregate(*inputs, *outputs, unreadable="skip")
+        aggregate_metrics(*inputs, *outputs, unreadable="skip")
 
 
 def test_a_device_this_machine_lacks_names_its_key():

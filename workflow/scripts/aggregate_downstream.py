@@ -1,10 +1,10 @@
 """downstream.parquet and Table 1 (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.table1 import run_aggregate
+from saturation.table1 import aggregate_downstream
 
 logs.to_file(snakemake.log[0])
-run_aggregate(
+aggregate_downstream(
     snakemake.input.selection,
     list(snakemake.input.evaluations),
     snakemake.params.models,

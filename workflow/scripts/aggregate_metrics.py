@@ -1,10 +1,10 @@
 """Aggregate per-checkpoint tables into results/tables (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.aggregation import aggregate
+from saturation.aggregation import aggregate_metrics
 
 logs.to_file(snakemake.log[0])
-aggregate(
+aggregate_metrics(
     snakemake.input.metrics,
     snakemake.input.spectra,
     snakemake.input.checkpoints,

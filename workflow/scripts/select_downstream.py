@@ -1,9 +1,9 @@
 """Pick each model's best and final checkpoints for evaluation (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.selection import run_selection
+from saturation.selection import select_downstream
 
 logs.to_file(snakemake.log[0])
-run_selection(
+select_downstream(
     snakemake.input.metrics, snakemake.params.models, snakemake.params.steps, snakemake.output[0]
 )

@@ -29,7 +29,7 @@ def concat(tables: list[pa.Table], keys=("model", "step")) -> pa.Table:
     return pa.concat_tables(tables).sort_by([(k, "ascending") for k in keys])
 
 
-def aggregate(
+def aggregate_metrics(
     metrics_paths,
     spectrum_paths,
     checkpoint_paths,

@@ -95,7 +95,7 @@ def select_checkpoints(metrics: pd.DataFrame, models: list[str], steps: list[int
     return sel.astype({c: float for c in cols})
 
 
-def run_selection(metrics_path: str, models: list[str], steps: list[int], out: str) -> None:
+def select_downstream(metrics_path: str, models: list[str], steps: list[int], out: str) -> None:
     from saturation.aggregation import trusted_metrics
 
     sel = select_checkpoints(trusted_metrics(pd.read_parquet(metrics_path)), models, steps)

@@ -31,7 +31,7 @@ PAPER_TABLE1 = {
 PERCENT_METRICS = {"acc", "acc_norm", "exact_match"}
 
 
-def aggregate(
+def downstream_table(
     selection_path: str, eval_paths: list[str], models: list[str], out: str
 ) -> pd.DataFrame:
     """downstream.parquet: every evaluation under each role its checkpoint plays."""
@@ -236,7 +236,7 @@ def evaluation_items(raw_paths: list[str]) -> dict:
     return out
 
 
-def run_aggregate(
+def aggregate_downstream(
     selection: str,
     evaluations: list[str],
     models: list[str],
@@ -252,7 +252,7 @@ def run_aggregate(
     ``missing``: {task: why it was not run}, said in the log and in Table 1."""
     for task, reason in (missing or {}).items():
         log.warning("%s not evaluated: %s", task, reason)
-    down = aggregate(selection, evaluations, models, out_table)
+    down = downstream_table(selection, evaluations, models, out_table)
     t = table1(down, evaluation_items(raws), level, missing)
     for path, text in ((out_md, to_markdown(t)), (out_tex, to_latex(t)), (out_html, to_html(t))):
         Path(path).parent.mkdir(parents=True, exist_ok=True)
