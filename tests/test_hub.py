@@ -171,12 +171,18 @@ def test_evict_stages_a_revision_the_cache_holds_only_part_of(hub, tmp_path, mon
     monkeypatch.setattr(saturation.hub, "_XET_CACHE", [])
     for name in ("HF_XET_CACHE", "HF_XET_CHUNK_CACHE_SIZE_BYTES"):
         monkeypatch.setenv(name, "unset by the test")
+    from huggingface_hub import constants
+
+    # a cache of the test's own: other tests of the session fill the shared one
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
     server, facts = hub
     row = manifest("pythia-31m", facts)[2000]
     part = Path(hf_hub_download("EleutherAI/pythia-31m", "tokenizer.json", revision=row["commit"]))
+    assert part.is_relative_to(tmp_path / "cache")
     assert not (part.parent / "model.safetensors").exists()
-    with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=tmp_path) as folder:
-        assert folder.parent == tmp_path and (folder / "model.safetensors").is_file()
+    staging = tmp_path / "staging"
+    with hub_checkpoint(row, False, evict=True, retry=RETRY, staging_root=staging) as folder:
+        assert folder.parent == staging and (folder / "model.safetensors").is_file()
     assert not folder.exists() and not (part.parent / "model.safetensors").exists()
 
 
