@@ -1,4 +1,4 @@
-# The metrics stage's Python (the checkpoints each measuring job reads and where from, and the fit's inputs), included by rules/metrics.smk
+# The metrics stage's Python (the checkpoints each measuring job reads and where from), included by rules/metrics.smk
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 def measure_job(wildcards):
     """The (model, step) checkpoints one measuring job reads (its ``job`` wildcard names
@@ -56,13 +56,3 @@ def measure_inputs(wildcards):
 def for_each_measure_job(pattern):
     """``pattern`` formatted for every measuring job of the run (``{job}``: its name)."""
     return [pattern.format(job=j) for j in MEASURE_JOBS]
-
-
-def scaling_fit_inputs(wildcards):
-    inputs = {
-        "metrics": TABLES["metrics"],
-        "document_losses": TABLES["document_losses"],
-    }
-    if SYNTHETIC:
-        inputs["language"] = LANGUAGE_META
-    return inputs
