@@ -399,7 +399,7 @@ def job_measure_checkpoint(config: dict, size: dict, work: Path) -> dict:
     Gram), timed apart, so their share at ``metrics``' 50,000 tokens follows."""
     import torch
 
-    from saturation.bottleneck import PARTS, GradientAccumulator, head_basis
+    from saturation.bottleneck import PARTS, GradientAccumulator, head_basis, logit_gradient
     from saturation.corpus import read_tokens
     from saturation.loading import load_model
     from saturation.measuring import checkpoint_tables
@@ -445,7 +445,9 @@ def job_measure_checkpoint(config: dict, size: dict, work: Path) -> dict:
     basis = head_basis(head, "cpu", head_gram(head.weight))
     n_batch = min(len(ids) * (ids.shape[1] - 1), 8192)
     logp = torch.log_softmax(torch.randn(n_batch, head.weight.shape[0]), 1)
-    GradientAccumulator(basis).batch_shares(logp.exp(), torch.zeros(n_batch, dtype=torch.long))
+    GradientAccumulator(basis).batch_shares(
+        logit_gradient(logp, torch.zeros(n_batch, dtype=torch.long))
+    )
     fixed = time.perf_counter() - t2
     n_tokens = len(ids) * ids.shape[1]
     extra = measured["all"] - seconds

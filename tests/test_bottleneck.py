@@ -152,6 +152,15 @@ def test_the_gradient_share_closed_forms():
     assert got["gradient_share_chance"] == 3 / 40
     assert got["gradient_share_pooled"] == pytest.approx(pooled, rel=1e-4)
     assert got["gradient_share_mean"] == pytest.approx(mean, rel=1e-4)
+    # A head wider than tall (V < d, LAPACK's SVD of W itself), of rank 3.
+    wide = (rng.standard_normal((6, 3)) @ rng.standard_normal((3, 10))).astype(np.float32)
+    wide = wide.astype(float)
+    assert head_basis(linear_head(wide), "cpu").rank == 3
+    h, y6 = rng.standard_normal((n, 10)), rng.integers(0, 6, n)
+    pooled, mean, _ = naive_gradient_shares(wide, h, y6)
+    got = gradient_values(wide, h, y6)
+    assert got["gradient_share_pooled"] == pytest.approx(pooled, rel=1e-4)
+    assert got["gradient_share_mean"] == pytest.approx(mean, rel=1e-4)
 
 
 def naive_spearman(a, b):

@@ -76,6 +76,7 @@ def head_basis(head: torch.nn.Module, device, gram: np.ndarray | None = None) ->
     if w.shape[0] < w.shape[1]:
         u, s, vt = torch.linalg.svd(w.to("cpu", torch.float64), full_matrices=False)
         sigma, right = s.numpy().copy(), vt.T.numpy()
+        u[:, torch.from_numpy(sigma <= NUMERICAL_ZERO * sigma[0])] = 0
         u = u.to(device)
     else:
         lam, right = np.linalg.eigh(head_gram(w) if gram is None else gram)
@@ -97,14 +98,6 @@ def head_basis(head: torch.nn.Module, device, gram: np.ndarray | None = None) ->
 def truncation_ranks(rank: int) -> list[int]:
     """The ranks k a head is truncated to: the powers of two below its rank, and its rank."""
     return [2**i for i in range(rank.bit_length()) if 2**i < rank] + [rank]
-
-
-def tail_norms(sigma: np.ndarray) -> np.ndarray:
-    """T(k) = sqrt(sum_{i>k} sigma_i^2) for k = 0..len(sigma), each tail summed from the
-    smallest value up."""
-    sq = np.asarray(sigma, dtype=np.float64) ** 2
-    tails = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
-    return np.sqrt(tails)
 
 
 class TruncationAccumulator:
@@ -139,6 +132,8 @@ class TruncationAccumulator:
     def rows(self) -> list[dict]:
         """Per rank k: the truncated head's loss, its gap to the full head's (the last
         rank), T(k), the W-error T(k)/||W||_F and the ratio gap / T(k) (null at full rank)."""
+        from saturation.ngrams import tail_norms
+
         loss = self.nll / self.n
         tails = tail_norms(self.basis.sigma)
         norm = tails[0]
@@ -160,9 +155,17 @@ class TruncationAccumulator:
         return rows
 
 
+def logit_gradient(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """g = softmax(z) - e_y of each token, in float32, from its log-probabilities."""
+    g = logp.float().exp()
+    g[torch.arange(len(targets), device=g.device), targets] -= 1
+    return g
+
+
 class GradientAccumulator:
     """The logit-space gradient g = p - e_y against the head's column space (U's span):
-    ||U^T g||^2 / ||g||^2 pooled over tokens and averaged per token; and for the first
+    ||U^T g||^2 / ||g||^2 pooled over tokens and averaged per token (over the tokens with a
+    gradient: one predicted with certainty in float32 has none); and for the first
     min(4r, ``GRADIENT_BATCH_TOKENS``) tokens, the gradient matrix G (tokens x V), whose best
     rank-r and rank-2r approximations keep the sum of its top squared singular values."""
 
@@ -176,33 +179,31 @@ class GradientAccumulator:
         u = self.basis.u
         if self.batch is None:
             cap = min(GRADIENT_BATCH_TOKENS, 4 * self.basis.rank)
-            self.batch = self.batch_shares(logp[:cap].exp(), targets[:cap])
+            self.batch = self.batch_shares(logit_gradient(logp[:cap], targets[:cap]))
         for start in range(0, len(targets), CHUNK_TOKENS):
-            p = logp[start : start + CHUNK_TOKENS].float().exp()
-            t = targets[start : start + CHUNK_TOKENS]
-            rows = torch.arange(len(t), device=p.device)
-            p_y = p[rows, t]
-            g2 = (p * p).sum(1).double() - 2 * p_y.double() + 1  # ||p - e_y||^2
-            c = p @ u - u[t]  # U^T g, (n, r)
+            g = logit_gradient(
+                logp[start : start + CHUNK_TOKENS], targets[start : start + CHUNK_TOKENS]
+            )
+            g2 = (g * g).sum(1).double()
+            c = g @ u  # U^T g, (n, r)
             kept = (c * c).sum(1).double()
             self.kept += float(kept.sum())
             self.total += float(g2.sum())
-            self.mean_sum += float((kept / g2).sum())
-            self.n += len(t)
+            moved = g2 > 0  # a token predicted with certainty has no gradient to share
+            self.mean_sum += float((kept[moved] / g2[moved]).sum())
+            self.n += int(moved.sum())
 
-    def batch_shares(self, p: torch.Tensor, t: torch.Tensor) -> dict:
-        """G = P - onehot(Y) of one batch: the shares of ||G||_F^2 in its top r and 2r
-        singular values, from the eigenvalues of G G^T in float64 (both 1 where the batch has
-        at most r tokens)."""
-        g = p.float()
-        g[torch.arange(len(t), device=g.device), t] -= 1
+    def batch_shares(self, g: torch.Tensor) -> dict:
+        """G (tokens x V) of one batch: the shares of ||G||_F^2 in its top r and 2r singular
+        values, from the eigenvalues of G G^T in float64 (both 1 where the batch has at most
+        r tokens)."""
         # the smaller Gram (tokens or vocabulary); float32 products, shares exact to ~1e-6
-        gram = (g @ g.T if len(t) <= g.shape[1] else g.T @ g).double()
+        gram = (g @ g.T if len(g) <= g.shape[1] else g.T @ g).double()
         eig = torch.linalg.eigvalsh(gram).clamp(min=0).flip(0).cpu().numpy()
         total = eig.sum()
         r = self.basis.rank
         return {
-            "gradient_batch_tokens": float(len(t)),
+            "gradient_batch_tokens": float(len(g)),
             "gradient_batch_share_rank_r": float(eig[:r].sum() / total),
             "gradient_batch_share_rank_2r": float(eig[: 2 * r].sum() / total),
         }

@@ -120,6 +120,15 @@ def count_tokens(sample_path: str | Path, out_path: str | Path) -> None:
     log.info("%d tokens of %d distinct ids counted in %s", counts.sum(), len(held), sample_path)
 
 
+def read_token_counts(path: str) -> np.ndarray:
+    """Each token id's count in the training sample (``count_tokens``'s table), by id."""
+    table = pq.read_table(path)
+    ids = table.column("token").to_numpy()
+    counts = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
+    counts[ids] = table.column("count").to_numpy()
+    return counts
+
+
 def split_of(index: int, seed: int, eval_fraction: float) -> str:
     """Seeded, stable assignment of the ``index``-th document of a stream to a split."""
     h = hashlib.blake2b(f"{seed}:{index}".encode(), digest_size=8).digest()

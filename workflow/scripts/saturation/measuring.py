@@ -177,19 +177,10 @@ def beyond_paper(parts, head, device, counts: str | None, gram):
 
     if not set(parts) & set(PARTS):
         return None
+    from saturation.corpus import read_token_counts
+
     counted = read_token_counts(counts) if "frequency" in parts else None
     return BeyondPaper(parts, head, device, counted, gram)
-
-
-def read_token_counts(path: str) -> np.ndarray:
-    """Each token id's count in the training sample (``corpus.count_tokens``'s table)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    ids = table.column("token").to_numpy()
-    counts = np.zeros(int(ids.max()) + 1 if len(ids) else 0, dtype=np.int64)
-    counts[ids] = table.column("count").to_numpy()
-    return counts
 
 
 def spectrum_tables(

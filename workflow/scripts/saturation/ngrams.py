@@ -388,13 +388,19 @@ def w_error(sigma: np.ndarray, frobenius_sq: float) -> np.ndarray:
     return np.sqrt(np.clip(frobenius_sq - captured, 0.0, None) / frobenius_sq)
 
 
+def tail_norms(sigma: np.ndarray) -> np.ndarray:
+    """T(d) = sqrt(sum_{i>d} sigma_i^2) for d = 0 .. len(sigma) of a matrix whose every
+    singular value is given, each tail summed from the smallest up, so that a small tail is
+    not lost to cancellation; T(0) = ||W||_F."""
+    sq = np.sort(np.asarray(sigma, dtype=np.float64))[::-1] ** 2
+    return np.sqrt(np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]]))
+
+
 def head_w_error(sigma: np.ndarray) -> np.ndarray:
     """W-error(d) for d = 0 .. len(sigma) of a matrix whose every singular value is given
-    (an LM head's d of them): sqrt(sum_{i>d} sigma_i^2) / ||W||_F, each tail summed from the
-    smallest up, so that a small tail is not lost to cancellation."""
-    sq = np.sort(np.asarray(sigma, dtype=np.float64))[::-1] ** 2
-    tails = np.concatenate([np.cumsum(sq[::-1])[::-1], [0.0]])
-    return np.sqrt(tails / tails[0]) if tails[0] > 0 else np.zeros_like(tails)
+    (an LM head's d of them): T(d) / ||W||_F (``tail_norms``)."""
+    tails = tail_norms(sigma)
+    return tails / tails[0] if tails[0] > 0 else np.zeros_like(tails)
 
 
 SPECTRA_SCHEMA = pa.schema(
