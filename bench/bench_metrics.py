@@ -83,11 +83,11 @@ def matmul_flops(n=2048):
 MEASURE = """
 import json, resource, sys, time
 sys.path.insert(0, {scripts!r})
-from saturation.measuring import measure_checkpoint
+from saturation.measuring import checkpoint_tables, write_tables
 t = time.perf_counter()
-measure_checkpoint("bench", 0, 1, {ckpt!r}, {eval!r}, {seq}, {batch}, "float32", "cpu", False,
-                   out_metrics={out!r} + "/m.parquet", out_spectrum={out!r} + "/s.parquet",
-                   out_checkpoint={out!r} + "/c.parquet", threads=2)
+tables = checkpoint_tables("bench", 0, 1, {ckpt!r}, {eval!r}, {seq}, {batch}, "float32", "cpu",
+                           False, threads=2)
+write_tables(tables, {{k: {out!r} + f"/{{k}}.parquet" for k in tables}})
 print(json.dumps({{"seconds": time.perf_counter() - t,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -212,10 +212,10 @@ def revision_tables(model: str, step: int, d: int, layers: int, n_docs: int, rng
 
     from saturation.metrics import document_half, spectrum_metrics
     from saturation.tables import (
-        CHECKPOINTS_SCHEMA,
-        DOCUMENTS_SCHEMA,
+        CHECKPOINT_SCHEMA,
+        DOCUMENT_LOSSES_SCHEMA,
+        HEAD_SPECTRA_SCHEMA,
         METRICS_SCHEMA,
-        SPECTRA_SCHEMA,
     )
 
     loss = 3.0 + 4.0 / (1 + step / 2000) + 0.02 * rng.standard_normal()
@@ -260,27 +260,29 @@ def revision_tables(model: str, step: int, d: int, layers: int, n_docs: int, rng
         "nll": rng.random(n_docs) * 400 + loss * 100,
         "n_predicted": np.full(n_docs, 100),
     }
-    return (
-        pa.table(rows, schema=METRICS_SCHEMA),
-        pa.table(spectrum, schema=SPECTRA_SCHEMA),
-        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
-        pa.table(documents, schema=DOCUMENTS_SCHEMA),
-    )
+    return {
+        "checkpoint_metrics": pa.table(rows, schema=METRICS_SCHEMA),
+        "head_spectra": pa.table(spectrum, schema=HEAD_SPECTRA_SCHEMA),
+        "checkpoints": pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINT_SCHEMA),
+        "document_losses": pa.table(documents, schema=DOCUMENT_LOSSES_SCHEMA),
+    }
 
 
 def synthetic_jobs(tmp: Path, revisions: dict[str, list[int]], n_docs: int) -> dict:
     from saturation.measuring import write_tables
 
     rng = np.random.default_rng(0)
-    paths = {k: [] for k in ("metrics", "spectrum", "checkpoint", "documents")}
+    paths = {
+        k: [] for k in ("checkpoint_metrics", "head_spectra", "checkpoints", "document_losses")
+    }
     for model, steps in revisions.items():
         d, layers = pythia_shape(model)
         for step in steps:
             job = tmp / "metrics" / f"{model}-step{step}"
             job.mkdir(parents=True)
-            out = [str(job / f"{k}.parquet") for k in paths]
-            write_tables(revision_tables(model, step, d, layers, n_docs, rng), *out)
-            for k, p in zip(paths, out, strict=True):
+            out = {k: str(job / f"{k}.parquet") for k in paths}
+            write_tables(revision_tables(model, step, d, layers, n_docs, rng), out)
+            for k, p in out.items():
                 paths[k].append(p)
     return paths
 
@@ -295,17 +297,8 @@ def job_aggregate_metrics(config: dict, size: dict, work: Path) -> dict:
 
     paths = json.loads((work / "paths.json").read_text())
     t0 = time.perf_counter()
-    aggregate_metrics(
-        paths["metrics"],
-        paths["spectrum"],
-        paths["checkpoint"],
-        str(work / "metrics.parquet"),
-        str(work / "spectra.parquet"),
-        str(work / "checkpoints.parquet"),
-        documents_paths=paths["documents"],
-        out_documents=str(work / "documents.parquet"),
-    )
-    return {"seconds": time.perf_counter() - t0, "revisions": len(paths["metrics"])}
+    aggregate_metrics(paths, {k: str(work / f"{k}.parquet") for k in paths})
+    return {"seconds": time.perf_counter() - t0, "revisions": len(paths["checkpoints"])}
 
 
 def prepare_scaling_fit(config: dict, size: dict, work: Path) -> None:
@@ -320,7 +313,7 @@ def job_scaling_fit(config: dict, size: dict, work: Path) -> dict:
     sc = config["scaling"]
     t0 = time.perf_counter()
     saturation_analysis(
-        str(work / "metrics.parquet"),
+        str(work / "checkpoint_metrics.parquet"),
         fit_models=[m for m in sc["models"] if m in models] or models,
         parameters=sc["parameters"],
         min_step=sc["min_step"],
@@ -328,9 +321,9 @@ def job_scaling_fit(config: dict, size: dict, work: Path) -> dict:
         fixed=sc["fixed"],
         initial=sc["initial"],
         out_saturation=str(work / "saturation.parquet"),
-        out_fit=str(work / "fit.parquet"),
+        out_fit=str(work / "scaling_fit.parquet"),
         out_points=str(work / "points.parquet"),
-        documents_path=str(work / "documents.parquet"),
+        documents_path=str(work / "document_losses.parquet"),
         level=sc["saturation_level"],
         resamples=sc["bootstrap_resamples"],
         seed=0,
@@ -492,11 +485,11 @@ def job_figures(config: dict, size: dict, work: Path) -> dict:
     from saturation.figures import render
 
     inputs = {
-        "metrics": work / "metrics.parquet",
+        "checkpoint_metrics": work / "checkpoint_metrics.parquet",
         "saturation": work / "saturation.parquet",
-        "fit": work / "fit.parquet",
+        "scaling_fit": work / "scaling_fit.parquet",
         "checkpoints": work / "checkpoints.parquet",
-        "head_spectra": work / "spectra.parquet",
+        "head_spectra": work / "head_spectra.parquet",
     }
     inputs = {k: str(v) for k, v in inputs.items()}
     out, worst = {}, (0.0, 0.0)

@@ -140,13 +140,13 @@ def measure(folder: Path, sample: Path, device: str, dtype: str, seq: int, batch
         parts=("forward", "spectrum", *PARTS),
         counts=str(counts),
     )
-    metrics = tables[0].to_pandas()
+    metrics = tables["checkpoint_metrics"].to_pandas()
     loss = float(metrics[metrics.metric == "loss"].value.iloc[0])
     aniso = metrics[metrics.metric == "anisotropy"].sort_values("layer").value.to_numpy()
-    sigma = tables[1].column("singular_value").to_numpy()
+    sigma = tables["head_spectra"].column("singular_value").to_numpy()
     beyond = metrics[metrics.layer.isna()].set_index("metric").value
     beyond = beyond[[m for m in beyond.index if m.startswith(BEYOND_METRICS)]]
-    truncated = tables[4].column("loss").to_numpy()
+    truncated = tables["truncated_heads"].column("loss").to_numpy()
     return {"loss": loss, "anisotropy": aniso, "sigma": sigma, "tables": tables,
             "beyond": beyond, "truncated": truncated}  # fmt: skip
 
@@ -367,11 +367,11 @@ def cuda_checks(name, folder, sample, runs, heads, scores, seq, batch, tokens, v
     deterministic("cuda")
     first = measure(folder, sample, "cuda", "float32", seq, batch)
     second = measure(folder, sample, "cuda", "float32", seq, batch)
-    same = all(a.equals(b) for a, b in zip(first["tables"], second["tables"], strict=True))
+    same = all(first["tables"][k].equals(second["tables"][k]) for k in first["tables"])
     check(same, f"{name}: two deterministic CUDA runs give identical tables")
     torch.use_deterministic_algorithms(False)
     # Memory against the estimate.
-    n_params = int(cpu["tables"][2].column("n_params")[0].as_py())
+    n_params = int(cpu["tables"]["checkpoints"].column("n_params")[0].as_py())
     estimate = measure_memory_estimate(n_params, 4, batch, seq, vocab, hidden, layers)
     check(gpu["peak_bytes"] <= estimate,
           f"{name}: measurement peak {gpu['peak_bytes'] / 2**20:.0f} MB <= estimate "

@@ -20,7 +20,8 @@ from saturation.downstream import (
     results_rows,
     task_manager,
 )
-from saturation.table1 import DOWNSTREAM_SCHEMA, PAPER_TABLE1, table1, to_latex, to_markdown
+from saturation.table1 import PAPER_TABLE1, table1, to_latex, to_markdown
+from saturation.tables import DOWNSTREAM_SCHEMA
 from saturation.tasks import local_items, synthetic_tokenizer, write_local_tasks
 
 V, CONTEXT = 20, 6

@@ -150,11 +150,10 @@ def test_feature_cache_holds_the_heads_input(family):
 def test_opt_checkpoint_records_its_narrow_head(tmp_path):
     """Measured from a saved checkpoint: OPT's head spectrum has as many values as the
     head's input is wide, and the checkpoint row says so."""
-    import pyarrow.parquet as pq
 
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.measuring import measure_checkpoint
+    from saturation.measuring import checkpoint_tables
 
     torch.manual_seed(0)
     opt().save_pretrained(tmp_path / "opt")
@@ -162,8 +161,7 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
     docs = [rng.integers(0, V, n).astype(np.int32) for n in (20, 11, 9)]
     n_bytes = [57, 31, 22]  # the UTF-8 bytes of each document's predicted text
     write_parquet(corpus_table([0, 1, 2], "eval", docs, n_bytes), tmp_path / "eval.parquet")
-    out = {k: tmp_path / f"{k}.parquet" for k in ("metrics", "spectrum", "checkpoint")}
-    measure_checkpoint(
+    tables = checkpoint_tables(
         "opt-tiny",
         0,
         100,
@@ -174,16 +172,13 @@ def test_opt_checkpoint_records_its_narrow_head(tmp_path):
         "float32",
         "cpu",
         False,
-        out_metrics=out["metrics"],
-        out_spectrum=out["spectrum"],
-        out_checkpoint=out["checkpoint"],
     )
-    row = pq.read_table(out["checkpoint"]).to_pylist()[0]
+    row = tables["checkpoints"].to_pylist()[0]
     assert (row["hidden_size"], row["head_input_size"], row["tied_head"]) == (16, 8, True)
     assert row["n_layers"] == 2 and row["vocab_size"] == V
-    assert pq.read_table(out["spectrum"]).num_rows == 8
+    assert tables["head_spectra"].num_rows == 8
     # Bits per byte: the summed loss over the sample's bytes, from a direct computation.
-    m = pq.read_table(out["metrics"]).to_pandas().set_index("metric").value
+    m = tables["checkpoint_metrics"].to_pandas().set_index("metric").value
     model = transformers.OPTForCausalLM.from_pretrained(tmp_path / "opt").eval()
     seqs = [d[i : i + 16] for d in docs for i in range(0, len(d) - 1, 15)]
     loss, _ = direct(model, seqs)

@@ -165,7 +165,7 @@ def test_a_tokenizer_the_head_does_not_cover_is_refused_before_measuring(family_
     config["checkpoints"]["hub"]["models"][4]["tokenizer"] = "google/gemma-2b"
     config["metrics"]["checkpoints_per_job"] = 1  # pythia-14m's revision a job of its own
     (workdir / "config" / "wrong.yaml").write_text(yaml.safe_dump(config))
-    target = "results/metrics/pythia-14m/step0/metrics.parquet"
+    target = "results/metrics/pythia-14m/step0/checkpoint_metrics.parquet"
     result = run_snakemake(
         workdir, target, "--cores", "2", "--configfile", "config/wrong.yaml", env=family_run["env"]
     )
@@ -287,7 +287,7 @@ def test_a_rewritten_or_broken_local_checkpoint_is_measured_again_by_itself(loca
     step0_config = json.loads((run / "step0" / "config.json").read_text())
     step0_config["hidden_size"] *= 2
     (run / "step0" / "config.json").write_text(json.dumps(step0_config))
-    kept = workdir / "results/metrics/my-llama/step500/metrics.parquet"
+    kept = workdir / "results/metrics/my-llama/step500/checkpoint_metrics.parquet"
     kept_time = kept.stat().st_mtime_ns
     tables = ["results/tables/checkpoint_metrics.parquet", "results/tables/checkpoints.parquet"]
     failed = run_snakemake(workdir, *tables, *args, env=env)
@@ -299,7 +299,7 @@ def test_a_rewritten_or_broken_local_checkpoint_is_measured_again_by_itself(loca
         "describes (LlamaForCausalLM" in log
     )
     assert kept.stat().st_mtime_ns == kept_time
-    recorded = pd.read_parquet(workdir / "results/metrics/my-llama/step0/checkpoint.parquet")
+    recorded = pd.read_parquet(workdir / "results/metrics/my-llama/step0/checkpoints.parquet")
     assert recorded.status.tolist() == ["unreadable"]
     config = {**config, "metrics": {**config["metrics"], "unreadable": "skip"}}
     (workdir / "config" / "skip.yaml").write_text(yaml.safe_dump(config))

@@ -202,8 +202,8 @@ def test_new_checkpoints_of_a_trainer_run_are_measured_alone(tmp_path):
     plan = run_snakemake(workdir, "-n", "--cores", "2", target)
     assert plan.returncode == 0, plan.stderr[-3000:]
     assert job_stats(plan.stdout) == {"measure_checkpoint": 2, "aggregate_metrics": 1}
-    assert "results/metrics/mine/step6/metrics.parquet" in plan.stdout
-    assert "results/metrics/mine/step8/metrics.parquet" in plan.stdout
+    assert "results/metrics/mine/step6/checkpoint_metrics.parquet" in plan.stdout
+    assert "results/metrics/mine/step8/checkpoint_metrics.parquet" in plan.stdout
 
 
 def test_a_runs_own_tokenizer_stays_put_as_the_run_saves_more(tmp_path):
@@ -342,7 +342,7 @@ def test_a_trainer_run_and_its_text_are_measured_with_the_starter_config_alone(t
         *(f.removesuffix(".png") for f in figures),
     }
     for step in (6, 8):
-        assert f"results/metrics/gpt2-d32/step{step}/metrics.parquet" in plan.stdout
+        assert f"results/metrics/gpt2-d32/step{step}/checkpoint_metrics.parquet" in plan.stdout
     assert "gpt2-d32 step 10 is left out of this run, still being written" in plan.stdout
     # Trainer's save_total_limit deletes the first checkpoints, the tokenizer's among them:
     # the same tokenizer is found in the next; nothing is sampled or measured again.

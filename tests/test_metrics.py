@@ -174,25 +174,17 @@ def test_parameter_counts():
     assert parameter_counts(model) == {"n_params": total, "n_params_no_embedding": total - emb}
 
 
+PAPER_TABLES = ("checkpoint_metrics", "head_spectra", "checkpoints")
+
+
 def measure(tmp_path, name, step, directory, eval_path):
-    from saturation.measuring import measure_checkpoint
+    from saturation.measuring import checkpoint_tables, write_tables
 
     out = tmp_path / "m" / name / str(step)
-    measure_checkpoint(
-        name,
-        step,
-        step * 100,
-        directory,
-        eval_path,
-        12,
-        4,
-        "float32",
-        "cpu",
-        False,
-        out_metrics=out / "metrics.parquet",
-        out_spectrum=out / "spectrum.parquet",
-        out_checkpoint=out / "checkpoint.parquet",
+    tables = checkpoint_tables(
+        name, step, step * 100, directory, eval_path, 12, 4, "float32", "cpu", False
     )
+    write_tables(tables, {t: out / f"{t}.parquet" for t in PAPER_TABLES})
     return out
 
 
@@ -200,7 +192,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
     from saturation.aggregation import aggregate_metrics
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.tables import METRICS_SCHEMA, SPECTRA_SCHEMA
+    from saturation.tables import HEAD_SPECTRA_SCHEMA, METRICS_SCHEMA
 
     eval_path = tmp_path / "eval.parquet"
     write_parquet(
@@ -212,9 +204,9 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
         dirs[step] = tmp_path / f"ck{step}"
         tiny_model(seed).save_pretrained(dirs[step])
     outs = [measure(tmp_path, "tiny", s, d, eval_path) for s, d in dirs.items()]
-    m = pq.read_table(outs[0] / "metrics.parquet")
+    m = pq.read_table(outs[0] / "checkpoint_metrics.parquet")
     assert m.schema.equals(METRICS_SCHEMA)
-    assert pq.read_table(outs[0] / "spectrum.parquet").schema.equals(SPECTRA_SCHEMA)
+    assert pq.read_table(outs[0] / "head_spectra.parquet").schema.equals(HEAD_SPECTRA_SCHEMA)
     names = m.column("metric").to_pylist()
     assert names.count("anisotropy") == 4 and "singular_entropy" in names and "loss" in names
     assert set(m.column("tokens_seen").to_pylist()) == {0}
@@ -222,12 +214,8 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
 
     def run_aggregate(**kw):
         aggregate_metrics(
-            [o / "metrics.parquet" for o in outs],
-            [o / "spectrum.parquet" for o in outs],
-            [o / "checkpoint.parquet" for o in outs],
-            tables / "metrics.parquet",
-            tables / "spectra.parquet",
-            tables / "checkpoints.parquet",
+            {t: [o / f"{t}.parquet" for o in outs] for t in PAPER_TABLES},
+            {t: tables / f"{t}.parquet" for t in PAPER_TABLES},
             **kw,
         )
 
@@ -238,7 +226,7 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
     assert pd.isna(ck.loc[0, "duplicate_of_step"])
     assert ck.status.to_dict() == {0: "measured", 10: "duplicate", 20: "duplicate"}
     assert ck.loc[0, "head_fingerprint"] != ck.loc[10, "head_fingerprint"]
-    metrics = pd.read_parquet(tables / "metrics.parquet")
+    metrics = pd.read_parquet(tables / "checkpoint_metrics.parquet")
     assert metrics.groupby("step").duplicate_weights.all().to_dict() == {
         0: False,
         10: True,
@@ -249,10 +237,10 @@ def test_measure_and_aggregate_flag_duplicate_weights(tmp_path):
 
     assert set(trusted_metrics(metrics).step) == {0}
     run_aggregate(trusted_steps={"tiny": [10]})
-    metrics = pd.read_parquet(tables / "metrics.parquet")
+    metrics = pd.read_parquet(tables / "checkpoint_metrics.parquet")
     assert set(trusted_metrics(metrics).step) == {0, 10}
     assert not metrics.value.isna().any()
-    spectra = pd.read_parquet(tables / "spectra.parquet")
+    spectra = pd.read_parquet(tables / "head_spectra.parquet")
     assert len(spectra) == 3 * 16
 
 
@@ -282,7 +270,7 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
     from saturation.aggregation import UnreadableCheckpoints, aggregate_metrics, left_out_report
     from saturation.corpus import corpus_table
     from saturation.io import write_parquet
-    from saturation.measuring import measure_revisions
+    from saturation.measuring import measure_checkpoint
 
     eval_path = tmp_path / "eval.parquet"
     write_parquet(corpus_table([0, 1], "eval", [np.arange(12, dtype=np.int32)] * 2), eval_path)
@@ -299,48 +287,46 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
          "eval": str(eval_path), "tokenizer": None}
         for s, d in dirs.items()
     ]  # fmt: skip
-    measure_revisions(
+    measure_checkpoint(
         checkpoints,
         None,
-        out_metrics=job / "metrics.parquet",
-        out_spectrum=job / "spectrum.parquet",
-        out_checkpoint=job / "checkpoint.parquet",
+        {t: job / f"{t}.parquet" for t in PAPER_TABLES},
         sequence_length=12,
         batch_size=4,
         dtype="float32",
         device="cpu",
         allow_pickle=False,
     )
-    ck = pd.read_parquet(job / "checkpoint.parquet").set_index("step")
+    ck = pd.read_parquet(job / "checkpoints.parquet").set_index("step")
     assert ck.status.to_dict() == {0: "measured", 10: "unreadable", 20: "measured"}
     assert ck.loc[10, "reason"].startswith(f"checkpoint {dirs[10]}: its weights do not match")
     assert "hidden size 32" in ck.loc[10, "reason"] and pd.isna(ck.loc[0, "reason"])
     # The good ones' rows are those of measuring each alone.
     alone = measure(tmp_path, "tiny", 20, dirs[20], eval_path)
-    job_rows = pd.read_parquet(job / "metrics.parquet")
+    job_rows = pd.read_parquet(job / "checkpoint_metrics.parquet")
     pd.testing.assert_frame_equal(
         job_rows[job_rows.step == 20].reset_index(drop=True),
-        pd.read_parquet(alone / "metrics.parquet"),
+        pd.read_parquet(alone / "checkpoint_metrics.parquet"),
     )
     assert set(job_rows.step) == {0, 20}
     tables = tmp_path / "tables"
-    outputs = [tables / f"{k}.parquet" for k in ("metrics", "spectra", "checkpoints")]
-    inputs = [[job / "metrics.parquet"], [job / "spectrum.parquet"], [job / "checkpoint.parquet"]]
+    outputs = {t: tables / f"{t}.parquet" for t in PAPER_TABLES}
+    inputs = {t: [job / f"{t}.parquet"] for t in PAPER_TABLES}
     with pytest.raises(UnreadableCheckpoints) as info:
-        aggregate_metrics(*inputs, *outputs, unreadable="fail")
+        aggregate_metrics(inputs, outputs, unreadable="fail")
     message = str(info.value)
     assert (
         f"1 checkpoint(s) could not be read, and metrics.unreadable is 'fail':\n  tiny step 10: checkpoint {dirs[10]}"
         in message
     )
     assert "metrics.unreadable: skip" in message
-    assert f"snakemake --forcerun {job / 'checkpoint.parquet'})" in message
-    assert not outputs[2].exists()
-    aggregate_metrics(*inputs, *outputs, unreadable="skip")
-    table = pd.read_parquet(outputs[2]).set_index("step")
+    assert f"snakemake --forcerun {job / 'checkpoints.parquet'})" in message
+    assert not outputs["checkpoints"].exists()
+    aggregate_metrics(inputs, outputs, unreadable="skip")
+    table = pd.read_parquet(outputs["checkpoints"]).set_index("step")
     assert table.status.to_dict() == {0: "measured", 10: "unreadable", 20: "measured"}
-    assert set(pd.read_parquet(outputs[0]).step) == {0, 20}
-    report = left_out_report(str(outputs[2]))
+    assert set(pd.read_parquet(outputs["checkpoint_metrics"]).step) == {0, 20}
+    report = left_out_report(str(outputs["checkpoints"]))
     assert report.startswith("1 checkpoint(s) were unreadable and are left out")
     assert f"tiny step 10: checkpoint {dirs[10]}" in report
     # Every checkpoint unreadable: nothing is left to analyse, and skip says so by name.
@@ -349,16 +335,12 @@ def test_an_unreadable_checkpoint_is_recorded_and_the_job_measures_the_rest(tmp_
 
     only = tmp_path / "only"
     only.mkdir()
-    for name in ("metrics", "spectrum", "checkpoint"):
+    for name in PAPER_TABLES:
         t = pq.read_table(job / f"{name}.parquet")
         pq.write_table(t.filter(pc.equal(t.column("step"), 10)), only / f"{name}.parquet")
-    inputs = [
-        [only / "metrics.parquet"],
-        [only / "spectrum.parquet"],
-        [only / "checkpoint.parquet"],
-    ]
+    inputs = {t: [only / f"{t}.parquet"] for t in PAPER_TABLES}
     with pytest.raises(UnreadableCheckpoints, match=r"none of the run's checkpoints could be read"):
-        aggregate_metrics(*inputs, *outputs, unreadable="skip")
+        aggregate_metrics(inputs, outputs, unreadable="skip")
 
 
 def test_a_device_this_machine_lacks_names_its_key():

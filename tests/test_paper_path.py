@@ -344,8 +344,8 @@ def test_a_spectrum_only_run_reads_each_head_by_range(paper_run, loopback_hub, t
     figures = sorted(p.name for p in (workdir / "results/figures").glob("*.png"))
     assert figures == ["fig4_head_spectrum.png", "fig5_singular_entropy.png"]
     # The same spectra as the full run's, to the bit.
-    full = pd.read_parquet(paper_run["workdir"] / "results/tables/spectra.parquet")
-    ranged = pd.read_parquet(workdir / "results/tables/spectra.parquet")
+    full = pd.read_parquet(paper_run["workdir"] / "results/tables/head_spectra.parquet")
+    ranged = pd.read_parquet(workdir / "results/tables/head_spectra.parquet")
     both = full.merge(ranged, on=["model", "step", "index"], suffixes=("_full", "_ranged"))
     assert len(both) == len(full) > 0
     assert (both.singular_value_full == both.singular_value_ranged).all()
@@ -426,8 +426,8 @@ def test_a_spectrum_only_prefetch_keeps_the_heads_for_an_offline_run(
     result = run_snakemake(workdir, "--cores", "2", *ARGS, env=offline, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     assert server.log == []
-    full = pd.read_parquet(paper_run["workdir"] / "results/tables/spectra.parquet")
-    ranged = pd.read_parquet(workdir / "results/tables/spectra.parquet")
+    full = pd.read_parquet(paper_run["workdir"] / "results/tables/head_spectra.parquet")
+    ranged = pd.read_parquet(workdir / "results/tables/head_spectra.parquet")
     pd.testing.assert_frame_equal(
         full.sort_values(["model", "step", "index"]).reset_index(drop=True),
         ranged.sort_values(["model", "step", "index"]).reset_index(drop=True),
@@ -437,7 +437,7 @@ def test_a_spectrum_only_prefetch_keeps_the_heads_for_an_offline_run(
 
     shutil.rmtree(store)
     shutil.rmtree(workdir / "results/metrics")
-    target = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
+    target = f"results/metrics/{MEASURE_JOB}/checkpoint_metrics.parquet"
     result = run_snakemake(workdir, target, "--cores", "2", *ARGS, env=offline, timeout=900)
     assert result.returncode != 0
     logs = "".join(p.read_text() for p in (workdir / "logs/metrics").glob("*.log"))
@@ -575,7 +575,9 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
     staging = workdir / "results/checkpoints/staging"
     assert not staging.exists() or not any(staging.iterdir())
     assert DiskSampler(hf_home).size() == 0
-    jobs = sorted(p.parent.name for p in (workdir / "results/metrics").glob("*/*/metrics.parquet"))
+    jobs = sorted(
+        p.parent.name for p in (workdir / "results/metrics").glob("*/*/checkpoint_metrics.parquet")
+    )
     assert jobs == ["step2-3000"] * 3
     for table in ("checkpoint_metrics", "spectra"):
         ours = pd.read_parquet(workdir / f"results/tables/{table}.parquet")
@@ -596,7 +598,7 @@ def test_editing_a_metrics_key_downloads_nothing_already_cached(paper_run, loopb
     write_config(workdir, config)
     server.clear()
     # Every model's revisions (one job), measured again from the cache: nothing downloaded.
-    job = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
+    job = f"results/metrics/{MEASURE_JOB}/checkpoint_metrics.parquet"
     result = run_snakemake(workdir, job, "--cores", "2", *ARGS, env=env, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     ran = result.stdout + result.stderr
@@ -702,7 +704,7 @@ def test_prefetch_fills_the_cache_for_an_offline_run(loopback_hub, tmp_path):
     assert (workdir / "results/corpus/eval.parquet").is_file()
     # Offline, a measurement reads the cache and asks the hub nothing.
     server.clear()
-    target = f"results/metrics/{MEASURE_JOB}/metrics.parquet"
+    target = f"results/metrics/{MEASURE_JOB}/checkpoint_metrics.parquet"
     result = run_snakemake(
         workdir, target, "--cores", "2", *ARGS, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600
     )

@@ -134,7 +134,7 @@ def test_polypythia_config_plans_offline(tmp_path):
     out = plan_offline(tmp_path, "config/polypythia.yaml")
     assert re.search(r"revision_manifest\s+50\n", out)
     assert re.search(r"measure_checkpoint\s+7700\n", out)
-    assert "results/metrics/pythia-410m-seed9/step143000/metrics.parquet" in out
+    assert "results/metrics/pythia-410m-seed9/step143000/checkpoint_metrics.parquet" in out
     assert "results/tables/saturation_by_size.parquet" in out
 
 

@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import FIGURES, copy_workflow, job_stats, load_yaml, run_snakemake
-from saturation.corpus import CORPUS_SCHEMA
 from saturation.loading import load_model
+from saturation.tables import CORPUS_SCHEMA
 
 
 def test_tiny_run_builds_corpus_and_checkpoints(tiny_run):
@@ -63,7 +63,7 @@ def test_pythia_config_plans_offline(tmp_path):
     # WikiText (Fig 3): its documents once, encoded once (one tokenizer for all Pythia)
     assert re.search(r"eval_corpus\s+1\n", out) and re.search(r"tokenize_eval_corpus\s+1\n", out)
     assert "results/eval_corpora/wikitext/EleutherAI--pythia-160m.parquet" in out
-    assert "results/metrics/pythia-2.8b/step143000/metrics.parquet" in out
+    assert "results/metrics/pythia-2.8b/step143000/checkpoint_metrics.parquet" in out
     assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
     assert "sample_corpus" in out
     # the rank heads as the paper trains them: one streaming job and one original head a
@@ -113,8 +113,8 @@ def test_families_config_plans_offline(tmp_path):
         "results/corpus/eval/facebook--opt-125m.parquet",
         "results/corpus/eval/google--gemma-2b.parquet",
         "results/corpus/train/facebook--opt-125m.parquet",
-        "results/metrics/gemma-7b/step0/metrics.parquet",
-        "results/metrics/pythia-12b/step143000/metrics.parquet",
+        "results/metrics/gemma-7b/step0/checkpoint_metrics.parquet",
+        "results/metrics/pythia-12b/step143000/checkpoint_metrics.parquet",
     ):
         assert path in out, path
 
@@ -133,7 +133,7 @@ def test_tiny_run_measures_every_checkpoint(tiny_run):
     floor = json.loads((tiny_run / "results/corpus/synthetic_language.json").read_text())
     assert loss[("tiny-d16", 40)] < loss[("tiny-d16", 0)]
     assert loss.min() > floor["entropy_rate"] - 0.05
-    spectra = pd.read_parquet(tiny_run / "results/tables/spectra.parquet")
+    spectra = pd.read_parquet(tiny_run / "results/tables/head_spectra.parquet")
     assert spectra.groupby(["model", "step"]).size().to_dict()[("tiny-d16", 40)] == 16
     sat = pd.read_parquet(tiny_run / "results/tables/saturation.parquet")
     assert set(sat.role) == {"best", "final"} and len(sat[sat.selected]) == 4
@@ -167,7 +167,7 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     import pandas as pd
     import yaml
 
-    both = "results/metrics/tiny-d8.step0-tiny-d16.step40/metrics.parquet"
+    both = "results/metrics/tiny-d8.step0-tiny-d16.step40/checkpoint_metrics.parquet"
     assert (tiny_run / both).is_file()
     selection = pd.read_parquet(tiny_run / "results/downstream/selection.parquet")
     evaluated = sorted(set(zip(selection.model, selection.step, strict=True)))
@@ -200,7 +200,7 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     for target in targets:
         assert (workdir / target).read_bytes() == (tiny_run / target).read_bytes(), target
     assert (workdir / f"{backbone}/r1-full.parquet").is_file()
-    assert (workdir / "results/metrics/tiny-d16/step0-40/metrics.parquet").is_file()
+    assert (workdir / "results/metrics/tiny-d16/step0-40/checkpoint_metrics.parquet").is_file()
     result = run_snakemake(workdir, both, "-n")
     assert result.returncode != 0
     expected = "= 6, its jobs are tiny-d8/step0-40, tiny-d16/step0-40"
@@ -268,7 +268,7 @@ def test_the_papers_protocol_streams_the_backbone_and_chooses_each_ranks_rate(ti
 def test_tiny_run_evaluates_best_and_final_downstream(tiny_run):
     import pandas as pd
 
-    from saturation.table1 import DOWNSTREAM_SCHEMA
+    from saturation.tables import DOWNSTREAM_SCHEMA
 
     table = pq.read_table(tiny_run / "results/tables/downstream.parquet")
     assert table.schema.equals(DOWNSTREAM_SCHEMA, check_metadata=False)
@@ -309,7 +309,7 @@ def test_each_figure_writes_the_numbers_it_plots_beside_it(tiny_run):
     pd.testing.assert_series_equal(
         fig1a.sort_index(), loss.value.sort_index(), check_names=False, check_index_type=False
     )
-    spectra = pd.read_parquet(tables / "spectra.parquet")
+    spectra = pd.read_parquet(tables / "head_spectra.parquet")
     ratio = spectra.singular_value / spectra.groupby(["model", "step"]).singular_value.transform(
         "max"
     )

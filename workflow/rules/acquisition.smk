@@ -5,10 +5,10 @@ if SOURCE == "minisuite":
 
     rule train_minisuite:
         input:
-            train="results/corpus/train.parquet",
+            train=PATH["corpus"].format(split="train"),
         output:
             checkpoints=[directory(checkpoint_dir("{model}", step)) for step in STEPS],
-            history="results/training/{model}.parquet",
+            history=PATH["training_history"],
         log:
             "logs/checkpoints/train_{model}.log",
         benchmark:
@@ -63,7 +63,7 @@ elif SOURCE == "hub":
         input:
             manifest=lambda wildcards: revision_manifest(wildcards.model),
         output:
-            "results/prefetch/{model}/step{step}.json",
+            PATH["prefetched"],
         log:
             "logs/checkpoints/prefetch_{model}_step{step}.log",
         conda:

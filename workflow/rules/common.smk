@@ -6,6 +6,7 @@ from snakemake.utils import validate
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.defaults import expand_shorthands, fill_derived
+from saturation.outputs import MEASURED_TABLES, PATH
 from saturation.suites import (
     CHECKPOINT_JOB,
     BACKBONE_STEP,
@@ -69,7 +70,7 @@ NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"
-LANGUAGE_META = "results/corpus/synthetic_language.json"
+LANGUAGE_META = PATH["synthetic_language_record"]
 STEPS = schedule_steps(config)  # the mini-suite's schedule
 # Each model's own steps: the schedule, a hub entry's revisions, a local run's folders.
 MODEL_STEPS = model_steps(config)
@@ -151,22 +152,32 @@ wildcard_constraints:
     eval_tokenizer="|".join(map(re.escape, MODEL_TOKENIZER_KEYS)) or "(?!)",
 
 
-def model_sample(model, split):
-    """The sample a model reads: the corpus as drawn, or its documents tokenized with the
-    model's own tokenizer."""
+def own_tokenizer(model):
+    """The key in paths of the tokenizer a model reads the corpus with, where it is not the
+    corpus's own (None where it is)."""
     tokenizer = MODEL_TOKENIZER[model]
     if tokenizer is None or tokenizer_key(tokenizer) == tokenizer_key(
         CORPUS["tokenizer"]
     ):
-        return f"results/corpus/{split}.parquet"
-    return f"results/corpus/{split}/{tokenizer_key(tokenizer)}.parquet"
+        return None
+    return tokenizer_key(tokenizer)
+
+
+def model_sample(model, split):
+    """The sample a model reads: the corpus as drawn, or its documents tokenized with the
+    model's own tokenizer."""
+    key = own_tokenizer(model)
+    if key is None:
+        return PATH["corpus"].format(split=split)
+    return PATH["tokenized_corpus"].format(split=split, tokenizer=key)
 
 
 def token_counts(model):
     """Each token id's count in the training sample the model reads (metrics.parts
     frequency)."""
-    return model_sample(model, "train").replace(
-        "results/corpus/", "results/corpus/token_counts/"
+    key = own_tokenizer(model)
+    return PATH["token_counts"].format(
+        sample="train" if key is None else f"train/{key}"
     )
 
 
@@ -183,18 +194,19 @@ def model_eval_corpora(model):
     key = tokenizer_key(EVAL_TOKENIZER[model])
     return {
         name: [
-            f"results/eval_corpora/{name}/{key}.{ext}" for ext in ("parquet", "json")
+            PATH[table].format(eval_corpus=name, eval_tokenizer=key)
+            for table in ("eval_corpus_tokens", "eval_corpus_tokens_record")
         ]
         for name in EVAL_CORPORA
     }
 
 
 def checkpoint_dir(model, step):
-    return f"results/checkpoints/{model}/step{step}"
+    return PATH["minisuite_checkpoint"].format(model=model, step=step)
 
 
 def revision_manifest(model):
-    return f"results/checkpoints/{model}/revisions.parquet"
+    return PATH["revision_manifest"].format(model=model)
 
 
 def checkpoint_source(model, step):
@@ -226,16 +238,20 @@ def checkpoint_files_input(wildcards):
     return checkpoint_files(wildcards.model, wildcards.step)
 
 
+# The run's tables (saturation/outputs.py: every output's name and path).
 TABLES = {
-    "metrics": "results/tables/checkpoint_metrics.parquet",
-    "head_spectra": "results/tables/spectra.parquet",
-    "saturation": "results/tables/saturation.parquet",
-    "fit": "results/tables/scaling_fit.parquet",
-    "ngram_spectra": "results/tables/ngram_spectra.parquet",
-    "checkpoints": "results/tables/checkpoints.parquet",
-    "document_losses": "results/tables/document_losses.parquet",
-    "truncated_heads": "results/tables/truncated_heads.parquet",
+    name: PATH[name]
+    for name in (
+        "checkpoint_metrics",
+        "head_spectra",
+        "checkpoints",
+        "document_losses",
+        "truncated_heads",
+        "saturation",
+        "scaling_fit",
+        "scaling_points",
+        "saturation_by_size",
+        "ngram_spectra",
+        *(("rank_heads", "backbone_spectra") if RANK_HEADS_ON else ()),
+    )
 }
-if RANK_HEADS_ON:
-    TABLES["rank_heads"] = "results/tables/rank_heads.parquet"
-    TABLES["backbone_spectra"] = "results/tables/backbone_spectra.parquet"

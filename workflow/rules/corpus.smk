@@ -5,8 +5,8 @@ if SYNTHETIC:  # the demo's language, generated
 
     rule synthetic_language:
         output:
-            language="results/corpus/synthetic_language.npz",
-            meta="results/corpus/synthetic_language.json",
+            language=PATH["synthetic_language"],
+            meta=PATH["synthetic_language_record"],
         log:
             "logs/corpus/synthetic_language.log",
         conda:
@@ -30,8 +30,8 @@ rule sample_corpus:
     input:
         unpack(corpus_inputs),
     output:
-        tokens="results/corpus/{split}.parquet",
-        meta="results/corpus/{split}.json",
+        tokens=PATH["corpus"],
+        meta=PATH["corpus_record"],
     log:
         "logs/corpus/sample_{split}.log",
     benchmark:
@@ -51,10 +51,10 @@ rule sample_corpus:
 
 rule tokenize_corpus:
     input:
-        reference="results/corpus/{split}.parquet",
+        reference=PATH["corpus"],
     output:
-        tokens="results/corpus/{split}/{tokenizer}.parquet",
-        meta="results/corpus/{split}/{tokenizer}.json",
+        tokens=PATH["tokenized_corpus"],
+        meta=PATH["tokenized_corpus_record"],
     log:
         "logs/corpus/tokenize_{split}_{tokenizer}.log",
     conda:
@@ -74,9 +74,9 @@ rule tokenize_corpus:
 rule count_tokens:
     # Each token id's count in a model's training sample (metrics.parts frequency).
     input:
-        "results/corpus/{sample}.parquet",
+        PATH["corpus"].format(split="{sample}"),
     output:
-        "results/corpus/token_counts/{sample}.parquet",
+        PATH["token_counts"],
     log:
         "logs/corpus/token_counts/{sample}.log",
     wildcard_constraints:
@@ -96,8 +96,8 @@ rule count_tokens:
 rule eval_corpus:
     # A named evaluation corpus's documents: a harness task's, through its own loading.
     output:
-        text="results/eval_corpora/{eval_corpus}.parquet",
-        meta="results/eval_corpora/{eval_corpus}.json",
+        text=PATH["eval_corpus"],
+        meta=PATH["eval_corpus_record"],
     log:
         "logs/eval_corpora/{eval_corpus}.log",
     conda:
@@ -117,10 +117,10 @@ rule eval_corpus:
 
 rule tokenize_eval_corpus:
     input:
-        text="results/eval_corpora/{eval_corpus}.parquet",
+        text=PATH["eval_corpus"],
     output:
-        tokens="results/eval_corpora/{eval_corpus}/{eval_tokenizer}.parquet",
-        meta="results/eval_corpora/{eval_corpus}/{eval_tokenizer}.json",
+        tokens=PATH["eval_corpus_tokens"],
+        meta=PATH["eval_corpus_tokens_record"],
     log:
         "logs/eval_corpora/{eval_corpus}_{eval_tokenizer}.log",
     conda:

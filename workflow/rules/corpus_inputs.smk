@@ -22,7 +22,7 @@ def corpus_params(split):
 
 def corpus_inputs(wildcards):
     if CORPUS["source"] == "synthetic":
-        return {"language": "results/corpus/synthetic_language.npz"}
+        return {"language": PATH["synthetic_language"]}
     if CORPUS["source"] == "local":
         return {
             "documents": CORPUS["local"]["paths"]

@@ -9,9 +9,9 @@ if DOWNSTREAM["activate"]:
 
         rule downstream_tasks:
             input:
-                eval="results/corpus/eval.parquet",
+                eval=PATH["corpus"].format(split="eval"),
             output:
-                directory("results/downstream/tasks"),
+                directory(PATH["downstream_tasks"]),
             log:
                 "logs/downstream/tasks.log",
             localrule: True
@@ -38,7 +38,7 @@ if DOWNSTREAM["activate"]:
         rule story_cloze_task:
             # StoryCloze's CSV files (distributed by request) as the harness's task.
             output:
-                f"results/downstream/harness_tasks/{STORY_CLOZE}.yaml",
+                PATH["story_cloze_task"],
             log:
                 "logs/downstream/story_cloze_task.log",
             localrule: True
@@ -60,7 +60,7 @@ if DOWNSTREAM["activate"]:
             input:
                 story_cloze=STORY_CLOZE_TASK or [],
             output:
-                "results/prefetch/tasks.json",
+                PATH["prefetched_tasks"],
             log:
                 "logs/downstream/prefetch_tasks.log",
             conda:
@@ -80,9 +80,9 @@ if DOWNSTREAM["activate"]:
 
     checkpoint select_downstream:
         input:
-            metrics=TABLES["metrics"],
+            metrics=TABLES["checkpoint_metrics"],
         output:
-            "results/downstream/selection.parquet",
+            PATH["selection"],
         log:
             "logs/downstream/selection.log",
         localrule: True
@@ -103,8 +103,8 @@ if DOWNSTREAM["activate"]:
         input:
             unpack(downstream_inputs),
         output:
-            table="results/downstream/{job}.parquet",
-            raw="results/downstream/{job}.json",
+            table=PATH["downstream_part"],
+            raw=PATH["downstream_raw"],
         log:
             "logs/downstream/{job}.log",
         benchmark:
@@ -138,15 +138,15 @@ if DOWNSTREAM["activate"]:
 
     rule aggregate_downstream:
         input:
-            selection="results/downstream/selection.parquet",
+            selection=PATH["selection"],
             evaluations=downstream_evaluations,
             raw=downstream_raw,
         output:
-            table="results/tables/downstream.parquet",
-            md="results/tables/table1.md",
-            tex="results/tables/table1.tex",
+            table=PATH["downstream"],
+            md=PATH["table1_md"],
+            tex=PATH["table1_tex"],
             html=report(
-                "results/tables/table1.html",
+                PATH["table1_html"],
                 caption="../report/table1.rst",
                 category="Saturation and the softmax bottleneck",
                 subcategory="Downstream evaluation",

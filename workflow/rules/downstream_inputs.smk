@@ -10,7 +10,7 @@ HARNESS_TASKS, MISSING_TASKS = harness_tasks(
     DOWNSTREAM["tasks"], DOWNSTREAM["story_cloze_dir"]
 )
 STORY_CLOZE_TASK = (
-    f"results/downstream/harness_tasks/{STORY_CLOZE}.yaml"
+    PATH["story_cloze_task"]
     if STORY_CLOZE in HARNESS_TASKS and DOWNSTREAM["story_cloze_dir"]
     else None
 )
@@ -28,7 +28,7 @@ def downstream_tokenizer(model):
     """The tokenizer the harness uses for ``model``: the synthetic language's word-level
     one, or the model's (None: the hub checkpoint's own files)."""
     if SYNTHETIC:
-        return "results/downstream/tasks/tokenizer"
+        return f"{PATH['downstream_tasks']}/tokenizer"
     tokenizer = MODEL_TOKENIZER[model]
     if SOURCE == "hub" and tokenizer == HUB_MODELS[model]["repo"]:
         return None
@@ -73,7 +73,7 @@ def downstream_inputs(wildcards):
         "weights": [f for m, s in pairs for f in checkpoint_files(m, s)],
     }
     if SYNTHETIC:
-        inputs["tasks"] = "results/downstream/tasks"
+        inputs["tasks"] = PATH["downstream_tasks"]
     if STORY_CLOZE_TASK:
         inputs["story_cloze"] = STORY_CLOZE_TASK
     return inputs
@@ -95,9 +95,9 @@ def downstream_params(wildcards):
 
 def downstream_evaluations(wildcards):
     """The evaluation jobs' tables; known once select_downstream has run."""
-    return [f"results/downstream/{job}.parquet" for job in downstream_jobs()]
+    return [fPATH["downstream_part"] for job in downstream_jobs()]
 
 
 def downstream_raw(wildcards):
     """Each evaluation job's raw record: the harness's results and each item's score."""
-    return [f"results/downstream/{job}.json" for job in downstream_jobs()]
+    return [fPATH["downstream_raw"] for job in downstream_jobs()]

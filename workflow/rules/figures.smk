@@ -11,14 +11,14 @@ for fig, spec in RUN_FIGURES.items():
             **figure_inputs(spec),
         output:
             png=report(
-                f"results/figures/{fig}.png",
+                PATH["figure_png"].format(fig=fig),
                 caption=f"../report/{fig}.rst",
                 category="Saturation and the softmax bottleneck",
                 subcategory=spec.group,
             ),
-            pdf=f"results/figures/{fig}.pdf",
+            pdf=PATH["figure_pdf"].format(fig=fig),
             csv=report(
-                f"results/figures/{fig}.csv",
+                PATH["figure_csv"].format(fig=fig),
                 caption="../report/plotted.rst",
                 category="Saturation and the softmax bottleneck",
                 subcategory=spec.group,

@@ -7,9 +7,7 @@ from saturation.scaling import fit_plan
 # Why Fig 1b is not drawn (no fit to draw, as the config tells), or None.
 FIT_SKIPPED = fit_plan(config["scaling"])
 if FIT_SKIPPED and not SPECTRUM_ONLY:
-    logger.info(
-        f"Fig 1b is not drawn: {FIT_SKIPPED} (results/tables/scaling_fit.parquet)"
-    )
+    logger.info(f"Fig 1b is not drawn: {FIT_SKIPPED} ({PATH['scaling_fit']})")
 # The figures this run draws: those whose tables it makes.
 RUN_FIGURES = {
     fig: spec
@@ -28,5 +26,5 @@ def figure_inputs(spec):
     if SYNTHETIC and not SPECTRUM_ONLY:
         inputs["language"] = LANGUAGE_META
         if "language_matrix" in needs:  # Fig 7's reference: the language's true logits
-            inputs["language_matrix"] = "results/corpus/synthetic_language.npz"
+            inputs["language_matrix"] = PATH["synthetic_language"]
     return inputs

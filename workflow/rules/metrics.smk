@@ -5,11 +5,11 @@ rule measure_checkpoint:
     input:
         unpack(measure_inputs),
     output:
-        metrics="results/metrics/{job}/metrics.parquet",
-        spectrum="results/metrics/{job}/spectrum.parquet",
-        checkpoint="results/metrics/{job}/checkpoint.parquet",
-        documents="results/metrics/{job}/documents.parquet",
-        truncation="results/metrics/{job}/truncation.parquet",
+        checkpoint_metrics=PATH["checkpoint_metrics_part"],
+        head_spectra=PATH["head_spectra_part"],
+        checkpoints=PATH["checkpoints_part"],
+        document_losses=PATH["document_losses_part"],
+        truncated_heads=PATH["truncated_heads_part"],
     log:
         "logs/metrics/{job}.log",
     benchmark:
@@ -38,17 +38,9 @@ rule measure_checkpoint:
 
 rule aggregate_metrics:
     input:
-        metrics=for_each_measure_job("results/metrics/{job}/metrics.parquet"),
-        spectra=for_each_measure_job("results/metrics/{job}/spectrum.parquet"),
-        checkpoints=for_each_measure_job("results/metrics/{job}/checkpoint.parquet"),
-        documents=for_each_measure_job("results/metrics/{job}/documents.parquet"),
-        truncation=for_each_measure_job("results/metrics/{job}/truncation.parquet"),
+        **{t: for_each_measure_job(PATH[f"{t}_part"]) for t in MEASURED_TABLES},
     output:
-        metrics="results/tables/checkpoint_metrics.parquet",
-        spectra="results/tables/spectra.parquet",
-        checkpoints="results/tables/checkpoints.parquet",
-        documents="results/tables/document_losses.parquet",
-        truncation="results/tables/truncated_heads.parquet",
+        **{t: PATH[t] for t in MEASURED_TABLES},
     log:
         "logs/tables/aggregate_metrics.log",
     localrule: True

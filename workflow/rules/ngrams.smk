@@ -5,8 +5,8 @@ rule ngram_corpus:
     input:
         unpack(ngram_corpus_inputs),
     output:
-        tokens="results/ngrams/{corpus}/tokens.parquet",
-        meta="results/ngrams/{corpus}/tokens.json",
+        tokens=PATH["ngram_corpus"],
+        meta=PATH["ngram_corpus_record"],
     log:
         "logs/ngrams/{corpus}/corpus.log",
     benchmark:
@@ -28,7 +28,7 @@ rule ngram_spectrum:
     input:
         unpack(ngram_tokens),
     output:
-        "results/ngrams/{corpus}/spectrum.parquet",
+        PATH["ngram_spectra_part"],
     log:
         "logs/ngrams/{corpus}/spectrum.log",
     benchmark:
@@ -59,9 +59,9 @@ rule ngram_spectrum:
 
 rule aggregate_ngrams:
     input:
-        expand("results/ngrams/{corpus}/spectrum.parquet", corpus=NGRAM_CORPORA),
+        expand(PATH["ngram_spectra_part"], corpus=NGRAM_CORPORA),
     output:
-        "results/tables/ngram_spectra.parquet",
+        PATH["ngram_spectra"],
     log:
         "logs/tables/aggregate_ngrams.log",
     localrule: True

@@ -4,12 +4,12 @@ def ngram_tokens(wildcards):
     """The tokens of an n-gram corpus: the workflow's training split, or its own sample."""
     if NGRAM_ENTRIES[wildcards.corpus]["source"] == "workflow":
         return {
-            "tokens": "results/corpus/train.parquet",
-            "meta": "results/corpus/train.json",
+            "tokens": PATH["corpus"].format(split="train"),
+            "meta": PATH["corpus_record"].format(split="train"),
         }
     return {
-        "tokens": f"results/ngrams/{wildcards.corpus}/tokens.parquet",
-        "meta": f"results/ngrams/{wildcards.corpus}/tokens.json",
+        "tokens": PATH["ngram_corpus"].format(corpus=wildcards.corpus),
+        "meta": PATH["ngram_corpus_record"].format(corpus=wildcards.corpus),
     }
 
 

@@ -12,8 +12,8 @@ if RANK_HEADS["protocol"] == "cached":
         output:
             # One backbone pass per token for the whole sweep; deleted after the sweep unless
             # rank_heads.keep_cache is set.
-            cache=cache_output("results/rank_heads/{model}/step{step}/cache"),
-            original="results/rank_heads/{model}/step{step}/original.json",
+            cache=cache_output(PATH["rank_head_cache"]),
+            original=PATH["original_head"],
         log:
             "logs/rank_heads/{model}/step{step}/cache.log",
         benchmark:
@@ -46,10 +46,10 @@ if RANK_HEADS["protocol"] == "cached":
 
     rule rank_head:
         input:
-            cache="results/rank_heads/{model}/step{step}/cache",
-            original="results/rank_heads/{model}/step{step}/original.json",
+            cache=PATH["rank_head_cache"],
+            original=PATH["original_head"],
         output:
-            "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
+            PATH["rank_heads_part"],
         log:
             "logs/rank_heads/{model}/step{step}/r{ranks}.log",
         benchmark:
@@ -78,7 +78,7 @@ else:
             weights=checkpoint_files_input,
             eval=sample_input("eval"),
         output:
-            "results/rank_heads/{model}/step{step}/original.json",
+            PATH["original_head"],
         log:
             "logs/rank_heads/{model}/step{step}/original.log",
         benchmark:
@@ -107,7 +107,7 @@ else:
             train=sample_input("train"),
             eval=sample_input("eval"),
         output:
-            "results/rank_heads/{model}/step{step}/r{ranks}.parquet",
+            PATH["rank_heads_part"],
         log:
             "logs/rank_heads/{model}/step{step}/r{ranks}.log",
         benchmark:
@@ -134,12 +134,12 @@ else:
 rule aggregate_rank_heads:
     input:
         heads=[
-            f"results/rank_heads/{b['model']}/step{b['step']}/r{job}.parquet"
+            PATH["rank_heads_part"].format(model=b["model"], step=b["step"], ranks=job)
             for b in BACKBONES
             for job in RANK_JOBS
         ],
         originals=[
-            f"results/rank_heads/{b['model']}/step{b['step']}/original.json"
+            PATH["original_head"].format(model=b["model"], step=b["step"])
             for b in BACKBONES
         ],
     output:

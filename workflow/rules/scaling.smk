@@ -5,10 +5,10 @@ rule scaling_fit:
     input:
         unpack(scaling_fit_inputs),
     output:
-        saturation="results/tables/saturation.parquet",
-        fit="results/tables/scaling_fit.parquet",
-        points="results/tables/scaling_points.parquet",
-        by_size="results/tables/saturation_by_size.parquet",
+        saturation=PATH["saturation"],
+        scaling_fit=PATH["scaling_fit"],
+        scaling_points=PATH["scaling_points"],
+        saturation_by_size=PATH["saturation_by_size"],
     log:
         "logs/tables/scaling_fit.log",
     localrule: True

@@ -2,7 +2,7 @@
 # rules (Snakemake's linter keeps functions out of files with rules).
 def scaling_fit_inputs(wildcards):
     inputs = {
-        "metrics": TABLES["metrics"],
+        "checkpoint_metrics": TABLES["checkpoint_metrics"],
         "document_losses": TABLES["document_losses"],
     }
     if SYNTHETIC:

@@ -3,25 +3,24 @@
 # rules call these functions, after every stage's file is included.
 
 
+def figure_files(figures):
+    return [
+        PATH[f"figure_{ext}"].format(fig=f) for f in figures for ext in ("png", "pdf")
+    ]
+
+
 def all_targets():
     if SPECTRUM_ONLY:  # metrics.parts: [spectrum]
-        tables = [TABLES[k] for k in ("metrics", "head_spectra", "checkpoints")]
-        return tables + expand(
-            "results/figures/{fig}.{ext}", fig=head_figures(), ext=("png", "pdf")
-        )
-    targets = list(TABLES.values()) + ["results/tables/scaling_points.parquet"]
-    targets.append("results/tables/saturation_by_size.parquet")
-    targets += expand(
-        "results/figures/{fig}.{ext}", fig=RUN_FIGURES, ext=("png", "pdf")
-    )
+        tables = [
+            TABLES[k] for k in ("checkpoint_metrics", "head_spectra", "checkpoints")
+        ]
+        return tables + figure_files(head_figures())
+    targets = list(TABLES.values()) + figure_files(RUN_FIGURES)
     if SOURCE == "minisuite":
-        targets += expand("results/training/{model}.parquet", model=MODELS)
+        targets += expand(PATH["training_history"], model=MODELS)
     if DOWNSTREAM["activate"]:
         targets += [
-            "results/tables/downstream.parquet",
-            "results/tables/table1.md",
-            "results/tables/table1.tex",
-            "results/tables/table1.html",
+            PATH[t] for t in ("downstream", "table1_md", "table1_tex", "table1_html")
         ]
     return targets
 
@@ -32,14 +31,15 @@ def prefetch_targets():
     the harness's tasks; with metrics.parts [spectrum], each revision's head alone."""
     targets = []
     if SOURCE == "hub":
-        targets += for_each_checkpoint("results/prefetch/{model}/step{step}.json")
+        targets += for_each_checkpoint(PATH["prefetched"])
     if SPECTRUM_ONLY:  # each revision's head, into the head store; nothing else is read
         return targets
     # Rank-head backbones from outside the run's models: their one revision.
     targets += [
-        f"results/prefetch/{m}/step{BACKBONE_STEP}.json" for m in OUTSIDE_BACKBONES
+        PATH["prefetched"].format(model=m, step=BACKBONE_STEP)
+        for m in OUTSIDE_BACKBONES
     ]
-    targets += expand("results/corpus/{split}.parquet", split=("train", "eval"))
+    targets += expand(PATH["corpus"], split=("train", "eval"))
     targets += sorted(
         {
             model_sample(m, s)
@@ -48,7 +48,7 @@ def prefetch_targets():
         }
     )
     targets += [
-        f"results/ngrams/{name}/tokens.parquet"
+        PATH["ngram_corpus"].format(corpus=name)
         for name, entry in NGRAM_ENTRIES.items()
         if entry["source"] != "workflow"
     ]
@@ -59,5 +59,5 @@ def prefetch_targets():
         for path in paths
     ]
     if config["downstream"]["activate"] and not SYNTHETIC:
-        targets.append("results/prefetch/tasks.json")  # the harness's tasks' data sets
+        targets.append(PATH["prefetched_tasks"])  # the harness's tasks' data sets
     return targets

@@ -11,11 +11,12 @@ import pyarrow.parquet as pq
 
 from saturation.io import write_parquet
 from saturation.tables import (
+    CHECKPOINT_SCHEMA,
     CHECKPOINTS_SCHEMA,
-    DOCUMENTS_SCHEMA,
+    DOCUMENT_LOSSES_SCHEMA,
+    HEAD_SPECTRA_SCHEMA,
     METRICS_SCHEMA,
-    SPECTRA_SCHEMA,
-    TRUNCATION_SCHEMA,
+    TRUNCATED_HEADS_SCHEMA,
 )
 
 log = logging.getLogger(__name__)
@@ -30,20 +31,12 @@ def concat(tables: list[pa.Table], keys=("model", "step")) -> pa.Table:
 
 
 def aggregate_metrics(
-    metrics_paths,
-    spectrum_paths,
-    checkpoint_paths,
-    out_metrics,
-    out_spectra,
-    out_checkpoints,
-    trusted_steps: dict | None = None,
-    unreadable: str = "fail",
-    documents_paths=None,
-    out_documents=None,
-    truncation_paths=None,
-    out_truncation=None,
+    inputs: dict, outputs: dict, trusted_steps: dict | None = None, unreadable: str = "fail"
 ) -> None:
-    """One table of each kind for the whole run.
+    """The run's table of each kind from its measuring jobs' parts: ``inputs`` {table: [a
+    job's part, ...]}, ``outputs`` {table: path}, by the tables' names in
+    :mod:`saturation.outputs` (checkpoints, checkpoint_metrics, head_spectra, and where the
+    run measures them document_losses and truncated_heads).
 
     Checkpoints that serve the same weights as another step of the same model are all
     flagged (``duplicate_of_step``: the smallest other step of the group;
@@ -54,18 +47,39 @@ def aggregate_metrics(
     with its reason (``unreadable: fail``; the measured ones are kept, so a re-run measures
     only a checkpoint that changed), or are left out with a warning (``skip``).
     """
-    trusted_steps = trusted_steps or {}
-    jobs = read_tables(checkpoint_paths, CHECKPOINTS_SCHEMA)
-    check_unreadable(jobs, checkpoint_paths, unreadable)
-    ckpts = concat(jobs).to_pandas()
+    jobs = read_tables(inputs["checkpoints"], CHECKPOINT_SCHEMA)
+    check_unreadable(jobs, inputs["checkpoints"], unreadable)
+    ckpts, duplicates, head_duplicates = checkpoints_table(concat(jobs), trusted_steps or {})
+    write_parquet(
+        pa.Table.from_pandas(ckpts, schema=CHECKPOINTS_SCHEMA, preserve_index=False),
+        outputs["checkpoints"],
+    )
+    metrics = concat(read_tables(inputs["checkpoint_metrics"], METRICS_SCHEMA))
+    write_parquet(
+        flag_duplicates(metrics, duplicates, head_duplicates), outputs["checkpoint_metrics"]
+    )
+    for name, schema, keys in (
+        ("head_spectra", HEAD_SPECTRA_SCHEMA, ("model", "step")),
+        ("document_losses", DOCUMENT_LOSSES_SCHEMA, ("model", "step", "document")),
+        ("truncated_heads", TRUNCATED_HEADS_SCHEMA, ("model", "step", "d")),
+    ):
+        if name in outputs:
+            write_parquet(concat(read_tables(inputs[name], schema), keys), outputs[name])
+
+
+def checkpoints_table(jobs: pa.Table, trusted_steps: dict) -> tuple[pd.DataFrame, set, set]:
+    """The run's checkpoint records with the steps each duplicates, and the (model, step)
+    keys flagged as serving another step's weights and as serving another step's head."""
+    ckpts = jobs.to_pandas()
     # The hub's sha256 where the manifest has it (duplicates it found were never fetched, so
     # they have no fingerprint of their own), else the measured weights' fingerprint.
     ckpts["_weights"] = ckpts.weights_sha256.fillna(ckpts.weights_fingerprint)
     ckpts["duplicate_of_step"] = same_as_step(ckpts, "_weights")
-    trusted = [
-        ckpts.at[i, "step"] in trusted_steps.get(ckpts.at[i, "model"], []) for i in ckpts.index
-    ]
-    flagged = ckpts["duplicate_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
+    trusted = pd.Series(
+        [s in trusted_steps.get(m, []) for m, s in zip(ckpts.model, ckpts.step, strict=True)],
+        index=ckpts.index,
+    )
+    flagged = ckpts["duplicate_of_step"].notna() & ~trusted
     ckpts.loc[flagged, "status"] = "duplicate"
     ckpts = ckpts.drop(columns="_weights")
     # A head equal to another step's (files that differ can serve one head): no new point in
@@ -73,19 +87,13 @@ def aggregate_metrics(
     ckpts["duplicate_head_of_step"] = same_as_step(
         ckpts, "head_fingerprint", ckpts.status == "measured"
     )
-    head_flagged = ckpts["duplicate_head_of_step"].notna() & ~pd.Series(trusted, index=ckpts.index)
+    head_flagged = ckpts["duplicate_head_of_step"].notna() & ~trusted
     for model, g in ckpts[head_flagged].groupby("model"):
         log.warning(
             "%s: steps %s serve the LM head of another step; left out of the head's figures",
             model,
             g.step.tolist(),
         )
-    dup_schema = CHECKPOINTS_SCHEMA.append(pa.field("duplicate_of_step", pa.int64())).append(
-        pa.field("duplicate_head_of_step", pa.int64())
-    )
-    write_parquet(
-        pa.Table.from_pandas(ckpts, schema=dup_schema, preserve_index=False), out_checkpoints
-    )
     why = {
         "duplicate": "serve another step's weights",
         "missing": "are missing",
@@ -96,28 +104,24 @@ def aggregate_metrics(
             log.warning(
                 "%s: steps %s %s, left out of the analysis", model, h.step.tolist(), why[status]
             )
-    dup = set(zip(ckpts["model"][flagged], ckpts["step"][flagged], strict=True))
-    metrics = concat(read_tables(metrics_paths, METRICS_SCHEMA))
-    flags = [
-        (m, s) in dup
-        for m, s in zip(
-            metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True
-        )
-    ]
-    metrics = metrics.append_column(pa.field("duplicate_weights", pa.bool_()), pa.array(flags))
-    same = set(zip(ckpts["model"][head_flagged], ckpts["step"][head_flagged], strict=True))
-    keys = zip(metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True)
-    metrics = metrics.append_column(
-        pa.field("duplicate_head", pa.bool_()), pa.array([k in same for k in keys])
+
+    def keys(rows):
+        return set(zip(ckpts.model[rows], ckpts.step[rows], strict=True))
+
+    return ckpts, keys(flagged), keys(head_flagged)
+
+
+def flag_duplicates(metrics: pa.Table, duplicates: set, head_duplicates: set) -> pa.Table:
+    """The metric rows with ``duplicate_weights`` and ``duplicate_head`` from the checkpoints'
+    (model, step) keys."""
+    keys = list(
+        zip(metrics.column("model").to_pylist(), metrics.column("step").to_pylist(), strict=True)
     )
-    write_parquet(metrics, out_metrics)
-    write_parquet(concat(read_tables(spectrum_paths, SPECTRA_SCHEMA)), out_spectra)
-    if out_documents is not None:  # each document's loss at each checkpoint, for paired tests
-        documents = read_tables(documents_paths, DOCUMENTS_SCHEMA)
-        write_parquet(concat(documents, ("model", "step", "document")), out_documents)
-    if out_truncation is not None:  # Theorem 5.3 measured: the truncated heads
-        truncated = read_tables(truncation_paths, TRUNCATION_SCHEMA)
-        write_parquet(concat(truncated, ("model", "step", "d")), out_truncation)
+    for name, flagged in (("duplicate_weights", duplicates), ("duplicate_head", head_duplicates)):
+        metrics = metrics.append_column(
+            pa.field(name, pa.bool_()), pa.array([k in flagged for k in keys])
+        )
+    return metrics
 
 
 def same_as_step(ckpts: pd.DataFrame, key: str, among=None) -> pd.Series:

@@ -23,26 +23,11 @@ import pyarrow.parquet as pq
 
 from saturation.io import write_json, write_parquet
 from saturation.synthetic import SyntheticLanguage
+from saturation.tables import CORPUS_SCHEMA, TOKEN_COUNTS_SCHEMA
 
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "eval")
-
-CORPUS_SCHEMA = pa.schema(
-    [
-        ("doc_id", pa.int64()),
-        ("split", pa.string()),
-        ("tokens", pa.list_(pa.int32())),
-        # UTF-8 bytes of the text of tokens[1:], the tokens a model predicts (null for the
-        # synthetic language, which has no text): the denominator of bits per byte.
-        ("n_bytes", pa.int64()),
-        # The text the tokens cover (after any cut to max_document_tokens), from which every
-        # other tokenizer of the run tokenizes the same documents; null for the synthetic
-        # language and for n-gram corpora.
-        ("text", pa.string()),
-    ],
-    metadata={"description": b"token ids of sampled documents, one document a row"},
-)
 
 
 class CorpusError(ValueError):
@@ -99,9 +84,6 @@ def read_tokens(path: str | Path) -> list[np.ndarray]:
     offsets = col.offsets.to_numpy()
     values = col.values.to_numpy()
     return [values[offsets[i] : offsets[i + 1]] for i in range(len(col))]
-
-
-TOKEN_COUNTS_SCHEMA = pa.schema([("token", pa.int64()), ("count", pa.int64())])
 
 
 def count_tokens(sample_path: str | Path, out_path: str | Path) -> None:

@@ -17,20 +17,9 @@ import pyarrow as pa
 
 from saturation.devices import resolve_device
 from saturation.io import write_json, write_parquet
+from saturation.tables import SCORES_SCHEMA
 
 log = logging.getLogger(__name__)
-
-EVAL_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("step", pa.int64()),
-        ("task", pa.string()),
-        ("metric", pa.string()),
-        ("value", pa.float64()),
-        ("stderr", pa.float64()),
-        ("n_items", pa.int64()),
-    ]
-)
 
 
 class DownstreamError(ValueError):
@@ -299,4 +288,6 @@ def run_evaluations(
         raws.append({"model": model, "step": step, **raw})
     write_json(raws, out_json)
     table = pd.concat(tables, ignore_index=True)
-    write_parquet(pa.Table.from_pandas(table, schema=EVAL_SCHEMA, preserve_index=False), out_table)
+    write_parquet(
+        pa.Table.from_pandas(table, schema=SCORES_SCHEMA, preserve_index=False), out_table
+    )

@@ -23,6 +23,7 @@ import numpy as np
 import pyarrow as pa
 
 from saturation.io import read_json, write_json, write_parquet
+from saturation.tables import EVAL_TEXT_SCHEMA, EVAL_TOKENS_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -31,24 +32,6 @@ class EvalCorpusError(ValueError):
     pass
 
 
-# The documents of a corpus as the harness scores them.
-TEXT_SCHEMA = pa.schema(
-    [
-        ("document", pa.int64()),  # its place in the task's test split (or the file)
-        ("text", pa.string()),  # what is scored: the task's doc_to_target
-        ("words", pa.int64()),  # the task's word count (wikitext: of the page before detokenizing)
-        ("bytes", pa.int64()),  # the task's byte count (UTF-8)
-    ]
-)
-# The same documents encoded with one tokenizer, as the harness's HFLM encodes them.
-TOKENS_SCHEMA = pa.schema(
-    [
-        ("document", pa.int64()),
-        ("tokens", pa.list_(pa.int32())),
-        ("words", pa.int64()),
-        ("bytes", pa.int64()),
-    ]
-)
 METRICS = ("loss", "word_perplexity", "byte_perplexity", "bits_per_byte")
 
 
@@ -113,7 +96,7 @@ def eval_corpus(entry: dict, include_path: str | None, retry: dict | None, out, 
     else:
         rows = file_documents(entry["path"], entry.get("text_field", "text"))
         source = {"path": entry["path"]}
-    write_parquet(pa.Table.from_pylist(rows, schema=TEXT_SCHEMA), out)
+    write_parquet(pa.Table.from_pylist(rows, schema=EVAL_TEXT_SCHEMA), out)
     words, n_bytes = sum(r["words"] for r in rows), sum(r["bytes"] for r in rows)
     write_json({"name": entry["name"], **source, "documents": len(rows), "words": words,
                 "bytes": n_bytes}, meta)  # fmt: skip
@@ -160,7 +143,7 @@ def tokenize_eval_corpus(text_path: str, tokenizer_name: str, out: str, meta: st
         }  # fmt: skip
         for d in docs
     ]
-    write_parquet(pa.Table.from_pylist(rows, schema=TOKENS_SCHEMA), out)
+    write_parquet(pa.Table.from_pylist(rows, schema=EVAL_TOKENS_SCHEMA), out)
     n_tokens = sum(len(r["tokens"]) for r in rows)
     write_json({"tokenizer": tokenizer_name, "prefix_token_id": prefix, "tokens": n_tokens,
                 "vocab_size": len(tokenizer)}, meta)  # fmt: skip

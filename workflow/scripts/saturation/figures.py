@@ -54,7 +54,7 @@ def scaling_tables(inputs, shared) -> dict:
 
     return {
         "saturation": pd.read_parquet(inputs["saturation"]),
-        "fit": pd.read_parquet(inputs["fit"]),
+        "fit": pd.read_parquet(inputs["scaling_fit"]),
         "floor": shared["floor"],
     }
 
@@ -143,25 +143,33 @@ LOSS, ANISOTROPY, SPECTRUM = "Loss and saturation", "Anisotropy", "LM-head spect
 BEYOND = "Beyond the paper"
 RANK_HEADS, NGRAMS = "Rank-constrained heads", "n-gram spectra"
 FIGURES = {
-    "fig1a_loss": Figure(("metrics", "saturation"), LOSS, loss_and_saturated),
-    "fig1b_scaling": Figure(("metrics", "saturation", "fit"), LOSS, scaling_tables),
-    "fig2_anisotropy_layers": Figure(("metrics", "checkpoints"), ANISOTROPY, layers_by_family),
-    "fig3_anisotropy_training": Figure(("metrics",), ANISOTROPY, with_floor),
-    "fig3_loss_and_anisotropy": Figure(("metrics",), ANISOTROPY, with_floor),
-    "fig4_head_spectrum": Figure(("metrics", "head_spectra"), SPECTRUM, trusted_head_spectra),
-    "fig5_singular_entropy": Figure(("metrics",), SPECTRUM, head_metrics),
-    "fig6_rank_heads": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_heads),
-    "fig7_w_error": Figure(("metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors),
+    "fig1a_loss": Figure(("checkpoint_metrics", "saturation"), LOSS, loss_and_saturated),
+    "fig1b_scaling": Figure(
+        ("checkpoint_metrics", "saturation", "scaling_fit"), LOSS, scaling_tables
+    ),
+    "fig2_anisotropy_layers": Figure(
+        ("checkpoint_metrics", "checkpoints"), ANISOTROPY, layers_by_family
+    ),
+    "fig3_anisotropy_training": Figure(("checkpoint_metrics",), ANISOTROPY, with_floor),
+    "fig3_loss_and_anisotropy": Figure(("checkpoint_metrics",), ANISOTROPY, with_floor),
+    "fig4_head_spectrum": Figure(
+        ("checkpoint_metrics", "head_spectra"), SPECTRUM, trusted_head_spectra
+    ),
+    "fig5_singular_entropy": Figure(("checkpoint_metrics",), SPECTRUM, head_metrics),
+    "fig6_rank_heads": Figure(("checkpoint_metrics", "rank_heads"), RANK_HEADS, rank_heads),
+    "fig7_w_error": Figure(
+        ("checkpoint_metrics", "ngram_spectra", "language_matrix"), NGRAMS, w_errors
+    ),
     "fig8_loss_vs_w_error": Figure(
-        ("metrics", "rank_heads", "backbone_spectra", "ngram_spectra"),
+        ("checkpoint_metrics", "rank_heads", "backbone_spectra", "ngram_spectra"),
         RANK_HEADS,
         heads_and_w_errors,
     ),
     # drawn where rank_heads.lr_grid is set (rules/figures_inputs.smk)
-    "fig9_learning_rates": Figure(("metrics", "rank_heads"), RANK_HEADS, rank_head_grid),
+    "fig9_learning_rates": Figure(("checkpoint_metrics", "rank_heads"), RANK_HEADS, rank_head_grid),
     # beyond the paper (saturation.bottleneck), each drawn where its metrics.parts is on
     "fig10_truncated_heads": Figure(
-        ("metrics", "truncated_heads"),
+        ("checkpoint_metrics", "truncated_heads"),
         BEYOND,
         truncated_and_trained,
         optional=("rank_heads",),
@@ -169,13 +177,13 @@ FIGURES = {
         module="plots_beyond",
     ),
     "fig11_gradient_bottleneck": Figure(
-        ("metrics",), BEYOND, head_metrics, part="gradient", module="plots_beyond"
+        ("checkpoint_metrics",), BEYOND, head_metrics, part="gradient", module="plots_beyond"
     ),
     "fig12_head_frequency": Figure(
-        ("metrics",), BEYOND, head_metrics, part="frequency", module="plots_beyond"
+        ("checkpoint_metrics",), BEYOND, head_metrics, part="frequency", module="plots_beyond"
     ),
     "fig13_representation_rank": Figure(
-        ("metrics",),
+        ("checkpoint_metrics",),
         BEYOND,
         measured,
         part="representation",
@@ -209,7 +217,7 @@ def render(
 
     if figure not in FIGURES:
         raise ValueError(f"unknown figure {figure}; the figures are {', '.join(FIGURES)}")
-    metrics = trusted_metrics(pd.read_parquet(inputs["metrics"]))
+    metrics = trusted_metrics(pd.read_parquet(inputs["checkpoint_metrics"]))
     sizes = metrics.groupby("model").n_params.first().to_dict()
     language = read_json(inputs["language"]) if inputs.get("language") else None
     shared = {

@@ -39,34 +39,11 @@ import pyarrow.parquet as pq
 
 from saturation.io import write_parquet
 from saturation.loading import CheckpointError, allow_patterns, weights_files
+from saturation.tables import MANIFEST_SCHEMA
 
 log = logging.getLogger(__name__)
 
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
-
-MANIFEST_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("repo_id", pa.string()),
-        ("step", pa.int64()),
-        ("revision", pa.string()),
-        ("commit", pa.string()),  # null where the revision does not exist
-        ("status", pa.string()),  # ok | duplicate | missing
-        ("weights_format", pa.string()),  # safetensors | bin | none
-        ("weights_sha256", pa.string()),  # digest of the weights files' sha256 and names
-        ("weights_bytes", pa.int64()),
-        # each weights file as the hub's tree gave it: every download is checked against it
-        (
-            "weights_files",
-            pa.list_(
-                pa.struct([("path", pa.string()), ("sha256", pa.string()), ("size", pa.int64())])
-            ),
-        ),  # fmt: skip
-        ("duplicate_steps", pa.list_(pa.int64())),  # the other scheduled steps it equals
-        ("same_as_reference", pa.bool_()),
-    ],
-    metadata={"description": b"one row per scheduled revision, known before any download"},
-)
 
 
 # --- retries -------------------------------------------------------------------------------

@@ -11,42 +11,67 @@ import pyarrow as pa
 
 from saturation.io import write_parquet
 from saturation.tables import (
-    CHECKPOINTS_SCHEMA,
-    DOCUMENTS_SCHEMA,
+    CHECKPOINT_SCHEMA,
+    DOCUMENT_LOSSES_SCHEMA,
+    HEAD_SPECTRA_SCHEMA,
+    MEASURED_TABLES,
     METRICS_SCHEMA,
-    SPECTRA_SCHEMA,
-    TRUNCATION_SCHEMA,
+    TRUNCATED_HEADS_SCHEMA,
 )
 
 log = logging.getLogger(__name__)
 
-# metrics, spectrum, checkpoint, documents, truncation
-Tables = tuple[pa.Table, pa.Table, pa.Table, pa.Table, pa.Table]
-EMPTY_TRUNCATION = TRUNCATION_SCHEMA.empty_table()
+Tables = dict[str, pa.Table]  # a measuring job's part of each run table (MEASURED_TABLES)
 
 
-def measure_checkpoint(
-    *args,
-    out_metrics: str,
-    out_spectrum: str,
-    out_checkpoint: str,
-    out_documents=None,
-    out_truncation=None,
-    **kwargs,
-):
-    """Measure one checkpoint folder (``checkpoint_tables``'s arguments) and write its
-    tables (the per-document losses and truncated heads where their paths are given)."""
-    tables = checkpoint_tables(*args, **kwargs)
-    write_tables(tables, out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation)
+def write_tables(tables: Tables, outputs: dict) -> None:
+    """Each table to its path in ``outputs`` ({table: path}); those without a path are not
+    written."""
+    for name, table in tables.items():
+        if outputs.get(name) is not None:
+            write_parquet(table, outputs[name])
 
 
-def write_tables(
-    tables: Tables, out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation=None
-) -> None:
-    paths = (out_metrics, out_spectrum, out_checkpoint, out_documents, out_truncation)
-    for table, path in zip(tables, paths, strict=True):
-        if path is not None:
-            write_parquet(table, path)
+def empty_tables() -> Tables:
+    return {name: schema.empty_table() for name, schema in MEASURED_TABLES.items()}
+
+
+def checkpoint_columns(model_name: str, step: int, tokens_seen: int, model) -> dict:
+    """The columns every row of a checkpoint's tables begins with (``CHECKPOINT_COLUMNS``)."""
+    from saturation.metrics import parameter_counts
+
+    return {
+        "model": model_name,
+        "step": step,
+        "tokens_seen": tokens_seen,
+        **parameter_counts(model),
+        "hidden_size": model.config.hidden_size,
+    }
+
+
+def metrics_table(base: dict, metrics: list[tuple]) -> pa.Table:
+    """One row per (metric, layer, value), after ``base``'s columns; never a silent NaN."""
+    bad = [m for m, _, v in metrics if not np.isfinite(v)]
+    if bad:
+        raise ValueError(f"{base['model']} step {base['step']}: non-finite metrics {bad}")
+    rows = {k: [v] * len(metrics) for k, v in base.items()}
+    rows["metric"], rows["layer"], rows["value"] = map(list, zip(*metrics, strict=True))
+    return pa.table(rows, schema=METRICS_SCHEMA)
+
+
+def checkpoint_record(base: dict, model, head_weight, **columns) -> pa.Table:
+    """A measured checkpoint's row: ``base``, the head's shape, the architecture, and the
+    columns a measurement knows (``n_layers``, ``tied_head``, fingerprints, hub commit...)."""
+    record = {
+        **base,
+        "vocab_size": head_weight.shape[0],
+        "model_type": model.config.model_type,
+        "head_input_size": head_weight.shape[1],
+        "status": "measured",
+        "reason": None,
+        **columns,
+    }
+    return pa.Table.from_pylist([record], schema=CHECKPOINT_SCHEMA)
 
 
 def checkpoint_tables(
@@ -85,7 +110,6 @@ def checkpoint_tables(
         fingerprints,
         forward_metrics,
         head_gram,
-        parameter_counts,
         singular_values,
         spectrum_metrics,
     )
@@ -104,14 +128,7 @@ def checkpoint_tables(
     spec = spectrum_metrics(sigma)
     extras = beyond_paper(parts, model.get_output_embeddings(), device, counts, gram)
     fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file, extras)
-    counts = parameter_counts(model)
-    base = {
-        "model": model_name,
-        "step": step,
-        "tokens_seen": tokens_seen,
-        **counts,
-        "hidden_size": model.config.hidden_size,
-    }
+    base = checkpoint_columns(model_name, step, tokens_seen, model)
     metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
     metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
     n_bytes = read_bytes(eval_path)
@@ -127,48 +144,39 @@ def checkpoint_tables(
     metrics += [(k, None, v) for k, v in spec.items()]
     if extras is not None:
         metrics += [(k, None, v) for k, v in extras.metrics().items()]
-    rows = {k: [v] * len(metrics) for k, v in base.items()}
-    rows["metric"], rows["layer"], rows["value"] = map(list, zip(*metrics, strict=True))
-    if not np.isfinite(rows["value"]).all():  # never a silent NaN in a table
-        bad = [m for m, _, v in metrics if not np.isfinite(v)]
-        raise ValueError(f"{model_name} step {step}: non-finite metrics {bad}")
-    metrics_table = pa.table(rows, schema=METRICS_SCHEMA)
-    spectrum = spectrum_table(model_name, step, sigma)
-    tied = head.data_ptr() == model.get_input_embeddings().weight.data_ptr()
-    record = {
-        **base,
-        "vocab_size": head.shape[0],
-        "model_type": model.config.model_type,
-        "n_layers": fwd["n_layers"],
-        "tied_head": tied,
-        "head_input_size": head.shape[1],
-        "n_predicted_tokens": fwd["n_predicted_tokens"],
-        **fingerprints(model),
-        "commit": commit,
-        "weights_sha256": weights_sha256,
-        "status": "measured",
-        "reason": None,
-    }
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
-    checkpoint = pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA)
     per_doc = fwd["documents"]
-    documents = pa.table(
-        {
-            "model": [model_name] * len(per_doc["document"]),
-            "step": [step] * len(per_doc["document"]),
-            "document": per_doc["document"],
-            "half": [document_half(int(i)) for i in per_doc["document"]],
-            "nll": per_doc["nll"],
-            "n_predicted": per_doc["n_predicted"],
-        },
-        schema=DOCUMENTS_SCHEMA,
-    )
-    truncated = [
-        {"model": model_name, "step": step, **row}
-        for row in (extras.truncation_rows() if extras is not None else [])
-    ]
-    truncation = pa.Table.from_pylist(truncated, schema=TRUNCATION_SCHEMA)
-    return metrics_table, spectrum, checkpoint, documents, truncation
+    truncated = extras.truncation_rows() if extras is not None else []
+    return {
+        "checkpoint_metrics": metrics_table(base, metrics),
+        "head_spectra": spectrum_table(model_name, step, sigma),
+        "checkpoints": checkpoint_record(
+            base,
+            model,
+            head,
+            n_layers=fwd["n_layers"],
+            tied_head=head.data_ptr() == model.get_input_embeddings().weight.data_ptr(),
+            n_predicted_tokens=fwd["n_predicted_tokens"],
+            **fingerprints(model),
+            commit=commit,
+            weights_sha256=weights_sha256,
+        ),
+        "document_losses": pa.table(
+            {
+                "model": [model_name] * len(per_doc["document"]),
+                "step": [step] * len(per_doc["document"]),
+                "document": per_doc["document"],
+                "half": [document_half(int(i)) for i in per_doc["document"]],
+                "nll": per_doc["nll"],
+                "n_predicted": per_doc["n_predicted"],
+            },
+            schema=DOCUMENT_LOSSES_SCHEMA,
+        ),
+        "truncated_heads": pa.Table.from_pylist(
+            [{"model": model_name, "step": step, **row} for row in truncated],
+            schema=TRUNCATED_HEADS_SCHEMA,
+        ),
+    }
 
 
 def beyond_paper(parts, head, device, counts: str | None, gram):
@@ -202,13 +210,7 @@ def spectrum_tables(
 
     import torch
 
-    from saturation.metrics import (
-        find_blocks,
-        parameter_counts,
-        singular_values,
-        spectrum_metrics,
-        tensor_digest,
-    )
+    from saturation.metrics import find_blocks, singular_values, spectrum_metrics, tensor_digest
     from saturation.ranged import ranged_head
 
     head = ranged_head(row, retry, store, allow_pickle)
@@ -223,46 +225,26 @@ def spectrum_tables(
         head.requests,
     )
     sigma = singular_values(weight)
-    spec = spectrum_metrics(sigma)
     model = head.model
-    base = {
-        "model": model_name,
-        "step": step,
-        "tokens_seen": tokens_seen,
-        **parameter_counts(model),
-        "hidden_size": model.config.hidden_size,
-    }
-    rows = {k: [v] * len(spec) for k, v in base.items()}
-    rows["metric"], rows["layer"], rows["value"] = (
-        list(spec),
-        [None] * len(spec),
-        list(spec.values()),
-    )
+    base = checkpoint_columns(model_name, step, tokens_seen, model)
     digest = hashlib.sha256()
     tensor_digest(digest, "head", weight)
-    record = {
-        **base,
-        "vocab_size": weight.shape[0],
-        "model_type": model.config.model_type,
-        "n_layers": len(find_blocks(model)),
-        "tied_head": head.tied,
-        "head_input_size": weight.shape[1],
-        "n_predicted_tokens": None,
-        "head_fingerprint": digest.hexdigest(),
-        "weights_fingerprint": None,
-        "commit": row["commit"],
-        "weights_sha256": row["weights_sha256"],
-        "status": "measured",
-        "reason": None,
+    return empty_tables() | {
+        "checkpoint_metrics": metrics_table(
+            base, [(k, None, v) for k, v in spectrum_metrics(sigma).items()]
+        ),
+        "head_spectra": spectrum_table(model_name, step, sigma),
+        "checkpoints": checkpoint_record(
+            base,
+            model,
+            weight,
+            n_layers=len(find_blocks(model)),
+            tied_head=head.tied,
+            head_fingerprint=digest.hexdigest(),
+            commit=row["commit"],
+            weights_sha256=row["weights_sha256"],
+        ),
     }
-    spectrum = spectrum_table(model_name, step, sigma)
-    return (
-        pa.table(rows, schema=METRICS_SCHEMA),
-        spectrum,
-        pa.table({k: [v] for k, v in record.items()}, schema=CHECKPOINTS_SCHEMA),
-        DOCUMENTS_SCHEMA.empty_table(),
-        EMPTY_TRUNCATION,
-    )
 
 
 def spectrum_table(model_name: str, step: int, sigma: np.ndarray) -> pa.Table:
@@ -274,7 +256,7 @@ def spectrum_table(model_name: str, step: int, sigma: np.ndarray) -> pa.Table:
             "index": np.arange(len(sigma)),
             "singular_value": sigma,
         },
-        schema=SPECTRA_SCHEMA,
+        schema=HEAD_SPECTRA_SCHEMA,
     )
 
 
@@ -308,7 +290,7 @@ def check_vocabulary(
 
 def unmeasured_tables(row: dict, model_name: str) -> Tables:
     """Empty metric tables and a checkpoint row saying why a revision was not measured."""
-    record = {f.name: None for f in CHECKPOINTS_SCHEMA}
+    record = {f.name: None for f in CHECKPOINT_SCHEMA}
     record.update(
         model=model_name,
         step=row["step"],
@@ -317,13 +299,9 @@ def unmeasured_tables(row: dict, model_name: str) -> Tables:
         status=row["status"],
         reason=row.get("reason"),
     )
-    return (
-        METRICS_SCHEMA.empty_table(),
-        SPECTRA_SCHEMA.empty_table(),
-        pa.Table.from_pylist([record], schema=CHECKPOINTS_SCHEMA),
-        DOCUMENTS_SCHEMA.empty_table(),
-        EMPTY_TRUNCATION,
-    )
+    return empty_tables() | {
+        "checkpoints": pa.Table.from_pylist([record], schema=CHECKPOINT_SCHEMA)
+    }
 
 
 def revision_tables(checkpoint: str, hub: dict | None, step: int, **kwargs) -> Tables:
@@ -369,21 +347,17 @@ def head_tables(c: dict, hub: dict, dtype: str, allow_pickle: bool) -> Tables:
     )
 
 
-def measure_revisions(
+def measure_checkpoint(
     checkpoints: list[dict],
     hub: dict | None,
-    out_metrics: str,
-    out_spectrum: str,
-    out_checkpoint: str,
-    out_documents: str | None = None,
-    out_truncation: str | None = None,
+    outputs: dict,
     parts=("forward", "spectrum"),
     **kwargs,
 ) -> None:
     """Measure checkpoints one after another in one process and write each table once, rows
     in the checkpoints' order. ``checkpoints``: dicts of model, step, tokens_seen,
     checkpoint (the step's folder, or the model's revision manifest), eval (the sample
-    tokenized the model's way) and tokenizer.
+    tokenized the model's way) and tokenizer; ``outputs``: {table: path} (MEASURED_TABLES).
 
     A checkpoint whose content is unusable (:class:`UnreadableCheckpoint`) is recorded with
     status ``unreadable`` and the reason, and the others are measured all the same; any other
@@ -417,11 +391,4 @@ def measure_revisions(
             exc.add_note(f"while measuring {c['model']} step {c['step']} ({c['checkpoint']})")
             raise
         measured.append(tables)
-    write_tables(
-        [pa.concat_tables(kind) for kind in zip(*measured, strict=True)],
-        out_metrics,
-        out_spectrum,
-        out_checkpoint,
-        out_documents,
-        out_truncation,
-    )
+    write_tables({n: pa.concat_tables([t[n] for t in measured]) for n in MEASURED_TABLES}, outputs)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import scipy.sparse as sp
 
 from saturation.io import write_parquet
+from saturation.tables import NGRAM_SPECTRA_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -403,21 +404,6 @@ def head_w_error(sigma: np.ndarray) -> np.ndarray:
     return tails / tails[0] if tails[0] > 0 else np.zeros_like(tails)
 
 
-SPECTRA_SCHEMA = pa.schema(
-    [
-        ("corpus", pa.string()),
-        ("tokenizer", pa.string()),
-        ("n", pa.int64()),
-        ("C", pa.int64()),
-        ("V", pa.int64()),
-        ("nnz", pa.int64()),
-        ("d", pa.int64()),
-        ("singular_value", pa.float64()),  # sigma_d; null at d = 0
-        ("w_error", pa.float64()),
-    ]
-)
-
-
 def ngram_spectrum(
     corpus_path: str,
     corpus: str,
@@ -470,7 +456,7 @@ def ngram_spectrum(
             "singular_value": [None, *sigma.tolist()],
             "w_error": err,
         },
-        schema=SPECTRA_SCHEMA,
+        schema=NGRAM_SPECTRA_SCHEMA,
     )
     write_parquet(table, out_path)
     return {
@@ -485,5 +471,5 @@ def ngram_spectrum(
 def aggregate_spectra(paths: list[str], out_path: str) -> None:
     import pyarrow.parquet as pq
 
-    tables = [pq.read_table(p, schema=SPECTRA_SCHEMA) for p in paths]
+    tables = [pq.read_table(p, schema=NGRAM_SPECTRA_SCHEMA) for p in paths]
     write_parquet(pa.concat_tables(tables), out_path)

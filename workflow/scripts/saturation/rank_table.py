@@ -8,42 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saturation.io import read_json, write_parquet
-
-RANK_HEADS_SCHEMA = pa.schema(
-    [
-        ("backbone", pa.string()),
-        ("step", pa.int64()),
-        ("head", pa.string()),  # rank | full | original
-        ("kind", pa.string()),  # linear | mixture (of ``components`` softmaxes)
-        ("components", pa.int64()),
-        ("r", pa.int64()),
-        ("hidden_size", pa.int64()),
-        ("vocab_size", pa.int64()),
-        ("trainable_params", pa.int64()),
-        ("training_tokens", pa.int64()),
-        ("steps", pa.int64()),
-        ("init", pa.string()),  # scaled | normal (N(0, 1), the paper's)
-        ("protocol", pa.string()),  # cached | paper (streamed, App. B.1)
-        ("lr", pa.float64()),  # the peak learning rate
-        # the loss on the held-out selection split (a learning-rate grid), else null
-        ("select_loss", pa.float64()),
-        ("chosen", pa.bool_()),  # the grid point the figures show (true without a grid)
-        ("eval_loss", pa.float64()),
-        ("eval_accuracy", pa.float64()),
-    ]
-)
-
-
-# Each backbone's own head's singular values, descending (Fig 8's W-error at d = r),
-# as the rank heads' jobs read them at the checkpoint the heads were trained on.
-BACKBONE_SPECTRA_SCHEMA = pa.schema(
-    [
-        ("backbone", pa.string()),
-        ("step", pa.int64()),
-        ("index", pa.int64()),  # 0 for the largest
-        ("singular_value", pa.float64()),
-    ]
-)
+from saturation.tables import BACKBONE_SPECTRA_SCHEMA, RANK_HEADS_SCHEMA
 
 
 def aggregate_rank_heads(head_paths, original_paths, out_path, spectra_path) -> None:

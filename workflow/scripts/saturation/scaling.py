@@ -11,6 +11,12 @@ import pandas as pd
 import pyarrow as pa
 
 from saturation.io import write_parquet
+from saturation.tables import (
+    SATURATION_BY_SIZE_SCHEMA,
+    SATURATION_SCHEMA,
+    SCALING_FIT_SCHEMA,
+    SCALING_POINTS_SCHEMA,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,73 +84,6 @@ def fit_scaling_law(
 
 N_COLUMNS = {"total": "n_params", "non_embedding": "n_params_no_embedding"}
 
-SATURATION_SCHEMA = pa.schema(
-    [
-        ("parameters", pa.string()),  # how N is counted: total | non_embedding
-        ("selected", pa.bool_()),  # the count scaling.parameters names (Fig 1b's)
-        ("model", pa.string()),
-        ("n_params", pa.int64()),  # N, counted as `parameters` says
-        ("in_fit", pa.bool_()),
-        ("below_fit", pa.bool_()),  # N below every fitted model's: the paper's saturated models
-        ("role", pa.string()),  # best | final
-        ("step", pa.int64()),
-        ("tokens_seen", pa.int64()),
-        ("loss", pa.float64()),  # on the report half: the best checkpoint never saw it
-        ("loss_whole", pa.float64()),  # on the whole sample (select + report halves)
-        ("extrapolated_loss", pa.float64()),  # the law at (N, this checkpoint's own T)
-        ("relative_gap", pa.float64()),  # loss / extrapolated_loss - 1
-        ("relative_gap_whole", pa.float64()),  # loss_whole / extrapolated_loss - 1
-        # The model's final - best on the report half's documents, paired (its two rows
-        # alike; saturation.significance): the difference, its standard error, the one-sided
-        # p-value, the bootstrap interval, and whether it saturates at scaling.saturation_level.
-        ("final_minus_best", pa.float64()),
-        ("final_minus_best_se", pa.float64()),
-        ("final_minus_best_p", pa.float64()),
-        ("final_minus_best_low", pa.float64()),
-        ("final_minus_best_high", pa.float64()),
-        ("saturated", pa.bool_()),
-    ]
-)
-# Runs of one size and different seeds side by side (saturation.significance.by_size).
-BY_SIZE_SCHEMA = pa.schema(
-    [
-        ("size", pa.string()),
-        ("n_params", pa.int64()),
-        ("runs", pa.int64()),
-        ("seeds", pa.list_(pa.int64())),
-        ("saturated", pa.int64()),
-        ("share_saturated", pa.float64()),
-        ("final_minus_best_mean", pa.float64()),
-        ("final_minus_best_min", pa.float64()),
-        ("final_minus_best_max", pa.float64()),
-        ("best_step_min", pa.int64()),
-        ("best_step_median", pa.float64()),
-        ("best_step_max", pa.int64()),
-    ]
-)
-FIT_SCHEMA = pa.schema(
-    [
-        ("parameters", pa.string()),
-        ("selected", pa.bool_()),
-        ("parameter", pa.string()),
-        ("value", pa.float64()),
-        ("fitted", pa.bool_()),
-        ("note", pa.string()),  # why a fit was skipped or a model left out; else null
-        ("reference", pa.float64()),  # the published value (scaling.reference); else null
-    ]
-)
-POINTS_SCHEMA = pa.schema(
-    [
-        ("parameters", pa.string()),
-        ("model", pa.string()),
-        ("step", pa.int64()),
-        ("n_params", pa.int64()),
-        ("tokens_seen", pa.int64()),
-        ("loss", pa.float64()),
-        ("predicted_loss", pa.float64()),
-        ("residual", pa.float64()),
-    ]
-)
 SUMMARY = (
     "rmse",
     "max_abs_residual",
@@ -489,12 +428,14 @@ def saturation_analysis(
         from saturation.significance import by_size
 
         write_parquet(
-            pa.Table.from_pandas(by_size(sat), schema=BY_SIZE_SCHEMA, preserve_index=False),
+            pa.Table.from_pandas(
+                by_size(sat), schema=SATURATION_BY_SIZE_SCHEMA, preserve_index=False
+            ),
             out_by_size,
         )
-    write_parquet(pa.Table.from_pylist(fit_rows, schema=FIT_SCHEMA), out_fit)
+    write_parquet(pa.Table.from_pylist(fit_rows, schema=SCALING_FIT_SCHEMA), out_fit)
     write_parquet(
-        pa.Table.from_pandas(pd.concat(pts), schema=POINTS_SCHEMA, preserve_index=False),
+        pa.Table.from_pandas(pd.concat(pts), schema=SCALING_POINTS_SCHEMA, preserve_index=False),
         out_points,
     )
     return fits
@@ -511,7 +452,7 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         facts = read_json(language)
         entropy_rate, min_width = facts["entropy_rate"], facts["softmax_rank_bound"]
     saturation_analysis(
-        inputs["metrics"],
+        inputs["checkpoint_metrics"],
         fit_models=scaling["models"] or [],
         parameters=scaling["parameters"],
         min_step=scaling["min_step"],
@@ -519,15 +460,15 @@ def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
         fixed=scaling["fixed"],
         initial=scaling["initial"],
         out_saturation=outputs["saturation"],
-        out_fit=outputs["fit"],
-        out_points=outputs["points"],
+        out_fit=outputs["scaling_fit"],
+        out_points=outputs["scaling_points"],
         entropy_rate=entropy_rate,
         min_width=min_width,
         documents_path=inputs["document_losses"],
         level=scaling["saturation_level"],
         resamples=scaling["bootstrap_resamples"],
         seed=seed,
-        out_by_size=outputs["by_size"],
+        out_by_size=outputs["saturation_by_size"],
         reference=scaling.get("reference"),
         plan_note=fit_plan(scaling),
     )

@@ -17,6 +17,7 @@ import pandas as pd
 import pyarrow as pa
 
 from saturation.io import write_parquet
+from saturation.tables import SELECTION_SCHEMA
 
 log = logging.getLogger(__name__)
 
@@ -29,17 +30,6 @@ CHECKPOINT_KEYS = [
     "n_params_no_embedding",
     "hidden_size",
 ]
-
-SELECTION_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("role", pa.string()),  # best | final | step (a configured extra step)
-        ("step", pa.int64()),
-        ("loss_select", pa.float64()),  # the half the best checkpoint is chosen on
-        ("loss_report", pa.float64()),  # the other half: the loss to report
-        ("loss_whole", pa.float64()),  # the whole sample
-    ]
-)
 
 
 class SelectionError(ValueError):

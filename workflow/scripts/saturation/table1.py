@@ -11,13 +11,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from saturation.downstream import EVAL_SCHEMA, DownstreamError
+from saturation.downstream import DownstreamError
 from saturation.io import write_parquet
+from saturation.tables import DOWNSTREAM_SCHEMA
 
 log = logging.getLogger(__name__)
 
 ROLES = ("best", "final", "step")
-DOWNSTREAM_SCHEMA = EVAL_SCHEMA.insert(2, pa.field("role", pa.string()))
 # Table 1 of the paper, its six columns: Pythia-160M, best vs final checkpoint (accuracies
 # in %; WikiText: the harness's word perplexity).
 PAPER_TABLE1 = {

@@ -17,18 +17,9 @@ import torch
 from tqdm import tqdm
 
 from saturation.io import write_parquet
+from saturation.tables import HISTORY_SCHEMA
 
 log = logging.getLogger(__name__)
-
-HISTORY_SCHEMA = pa.schema(
-    [
-        ("model", pa.string()),
-        ("step", pa.int64()),
-        ("tokens_seen", pa.int64()),
-        ("learning_rate", pa.float64()),
-        ("loss", pa.float64()),
-    ]
-)
 
 
 @dataclass(frozen=True)
