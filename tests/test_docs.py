@@ -8,10 +8,8 @@ import yaml
 from conftest import ROOT
 
 
-def generator():
-    spec = importlib.util.spec_from_file_location(
-        "make_config_reference", ROOT / "docs" / "make_config_reference.py"
-    )
+def generator(name="make_config_reference"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "docs" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -29,6 +27,27 @@ def test_the_configuration_reference_is_current_and_describes_every_key():
     for key in ("corpus.synthetic.rank", "checkpoints.hub.models[].revisions[].step",
                 "metrics.unreadable", "ngrams.corpora[].huggingface.shuffle_buffer"):  # fmt: skip
         assert f"| `{key}` |" in page
+
+
+def test_the_outputs_page_is_the_registrys_and_no_job_reads_the_registry():
+    """docs/outputs.md's table is what docs/make_outputs_reference.py writes from
+    saturation/outputs.py; no entry script reaches that module (a description edited there
+    re-runs nothing), and every path in it is named once."""
+    from saturation.code import module_closure
+    from saturation.outputs import OUTPUTS
+
+    make = generator("make_outputs_reference")
+    page = make.PAGE.read_text()
+    assert page == make.page(page), (
+        "docs/outputs.md is stale: run python docs/make_outputs_reference.py"
+    )
+    assert "| `results/tables/checkpoint_metrics.parquet` | `aggregate_metrics` |" in page
+    package = ROOT / "workflow" / "scripts" / "saturation"
+    for script in (ROOT / "workflow" / "scripts").glob("*.py"):
+        reached = {p.name for p in module_closure(script, package)}
+        assert "outputs.py" not in reached, script.name
+    paths = [e.path for e in OUTPUTS.values()]
+    assert len(paths) == len(set(paths))
 
 
 def anchors(markdown: str) -> set[str]:

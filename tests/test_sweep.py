@@ -1,14 +1,18 @@
-"""The saturation sweep's parts: the k-token context language (its logits have rank at most
+"""bench/sweep_saturation.py's parts: the k-token context language (its logits have rank at most
 R + 1, its floor is the true model's loss), the unbiased best-versus-final comparison, and a
 smoke run of one variant."""
 
 import dataclasses
+import sys
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from saturation.sweep import (
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "bench"))
+from sweep_saturation import (  # noqa: E402
     Variant,
     checkpoint_steps,
     make_sweep_language,

@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -370,3 +371,73 @@ def test_story_clozes_data_folder_plans_its_task_for_the_prefetch(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert re.search(r"story_cloze_task\s+1\n", result.stdout)
     assert "results/downstream/harness_tasks/storycloze_2016.yaml" in result.stdout
+
+
+# How the registry's wildcards read in a path (the workflow's wildcard constraints).
+WILDCARDS = {"split": "train|eval", "step": r"\d+", "job": ".+", "sample": ".+"}
+
+
+def registry_patterns():
+    from saturation.outputs import OUTPUTS
+
+    patterns = []
+    for entry in OUTPUTS.values():
+        parts = re.split(r"(\{\w+\})", entry.path)
+        regex = "".join(
+            f"({WILDCARDS.get(p[1:-1], '[^/]+')})" if p.startswith("{") else re.escape(p)
+            for p in parts
+        )
+        # a folder's outputs: the files under it
+        patterns.append((entry, re.compile(regex + ("(/.+)?" if "." not in parts[-1] else ""))))
+    return patterns
+
+
+def written_by(workdir: Path) -> dict[str, str]:
+    """{path: rule} of every output Snakemake recorded, from its metadata (file names are
+    the paths' urlsafe base64, long ones cut into folders whose names start with @)."""
+    import base64
+
+    found = {}
+    root = workdir / ".snakemake" / "metadata"
+    for record in root.rglob("*"):
+        if record.is_file():
+            encoded = "".join(p.lstrip("@") for p in record.relative_to(root).parts)
+            path = base64.urlsafe_b64decode(encoded).decode()
+            found[path] = json.loads(record.read_text())["rule"]
+    return found
+
+
+def test_every_file_a_run_writes_is_in_the_output_registry_with_its_rule_and_schema(tiny_run):
+    """Each file under results/ is an entry of saturation/outputs.py (the most specific path
+    that matches), written by the entry's rule as Snakemake recorded it, and each Parquet
+    table has the entry's columns and types."""
+    patterns = registry_patterns()
+    rules = written_by(tiny_run)
+    seen, unknown = set(), []
+    for path in sorted((tiny_run / "results").rglob("*")):
+        if not path.is_file():
+            continue
+        rel = str(path.relative_to(tiny_run))
+        matches = [(e, m) for e, m in ((e, p.fullmatch(rel)) for e, p in patterns) if m]
+        if not matches:
+            unknown.append(rel)
+            continue
+        entry, match = min(matches, key=lambda em: em[0].path.count("{"))
+        seen.add(entry.name)
+        folder = "." not in Path(entry.path).name  # a directory() output: its files
+        output = rel[: match.start(match.lastindex)] if folder else rel
+        rule = rules.get(output)
+        assert rule is not None, f"{rel}: no rule recorded writing it"
+        expected = entry.rule.replace("{fig}", Path(rel).stem).split(" | ")
+        assert rule in expected, f"{rel}: written by {rule}, the registry says {entry.rule}"
+        if entry.schema is not None:
+            schema = pq.read_schema(path)
+            got = [(f.name, f.type) for f in schema]
+            assert got == [(f.name, f.type) for f in entry.schema], rel
+    assert unknown == []
+    # The tiny run writes every stage's outputs.
+    for name in ("corpus", "training_history", "checkpoint_metrics_part", "checkpoint_metrics",
+                 "head_spectra", "truncated_heads", "rank_heads_part", "rank_heads",
+                 "ngram_spectra", "selection", "downstream_part", "table1_md", "figure_csv",
+                 "minisuite_checkpoint", "token_counts"):  # fmt: skip
+        assert name in seen, name
