@@ -127,31 +127,6 @@ def test_measuring_jobs_are_cut_across_models_from_the_front():
     assert all(pattern.fullmatch(name) for name in [*jobs, *grown])
 
 
-def test_polypythia_config_plans_offline(tmp_path):
-    """Five sizes, each with the original run and nine seeds: 50 models x 154 revisions."""
-    from test_workflow import plan_offline
-
-    out = plan_offline(tmp_path, "config/polypythia.yaml")
-    assert re.search(r"revision_manifest\s+50\n", out)
-    assert re.search(r"measure_checkpoint\s+7700\n", out)
-    assert "results/metrics/pythia-410m-seed9/step143000/checkpoint_metrics.parquet" in out
-    assert "results/tables/saturation_by_size.parquet" in out
-
-
-def test_pythia_spectra_config_plans_offline(tmp_path):
-    """Ten sizes x 154 revisions, ten revisions a job, the head alone: no corpus, no forward
-    pass, Figs 4 and 5 only."""
-    from test_workflow import plan_offline
-
-    out = plan_offline(tmp_path, "config/pythia-spectra.yaml")
-    assert re.search(r"revision_manifest\s+10\n", out)
-    assert re.search(r"measure_checkpoint\s+154\n", out)
-    assert "results/figures/fig4_head_spectrum.png" in out
-    assert "results/figures/fig5_singular_entropy.png" in out
-    for absent in ("sample_corpus", "scaling_fit", "rank_head", "ngram_spectrum", "fig1a_loss"):
-        assert absent not in out, absent
-
-
 def test_a_revision_no_git_ref_can_have_is_refused_naming_its_key():
     """'../main' would be looked up, found missing and said only in a job's log."""
     config = {

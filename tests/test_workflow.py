@@ -40,45 +40,6 @@ def test_rerun_has_nothing_to_do(tiny_run):
     assert "Nothing to be done" in result.stdout + result.stderr
 
 
-def plan_offline(workdir, configfile: str) -> str:
-    """The dry run's job list for a shipped config, the hub unreachable."""
-    result = run_snakemake(
-        copy_workflow(workdir),
-        "-n",
-        "--configfile",
-        configfile,
-        env={"HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"},
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def test_pythia_config_plans_offline(tmp_path):
-    """Every job of the paper config is planned with the hub unreachable."""
-    out = plan_offline(tmp_path, "config/pythia.yaml")
-    # one per model and one for Llama-2-7B (a rank-head backbone only), no download job
-    assert re.search(r"revision_manifest\s+10\n", out)
-    assert re.search(r"measure_checkpoint\s+1253\n", out)  # 8 models x 154 revisions + 21
-    assert re.search(r"fig5_singular_entropy\s+1\n", out)
-    # WikiText (Fig 3): its documents once, encoded once (one tokenizer for all Pythia)
-    assert re.search(r"eval_corpus\s+1\n", out) and re.search(r"tokenize_eval_corpus\s+1\n", out)
-    assert "results/eval_corpora/wikitext/EleutherAI--pythia-160m.parquet" in out
-    assert "results/metrics/pythia-2.8b/step143000/checkpoint_metrics.parquet" in out
-    assert "prefetch_checkpoint" not in out  # the prefetch target is asked for, not implied
-    assert "sample_corpus" in out
-    # the rank heads as the paper trains them: one streaming job and one original head a
-    # backbone (four Pythia models and Llama-2-7B, its sample tokenized its way, its job in
-    # bfloat16 with its own memory), no feature cache; Fig 9 for the rate grid
-    assert re.search(r"stream_rank_heads\s+5\n", out) and re.search(
-        r"score_original_head\s+5\n", out
-    )
-    assert re.search(r"tokenize_corpus\s+2\n", out)
-    assert "results/rank_heads/Llama-2-7b-hf/step0/r1-full.parquet" in out
-    assert re.search(r"wildcards: model=Llama-2-7b-hf, step=0, ranks=1-full\n.*mem_mb=80000", out)
-    assert "feature_cache" not in out and re.search(r"fig9_learning_rates\s+1\n", out)
-
-
 def test_the_paper_config_plans_where_another_config_ran(tiny_run, tmp_path):
     """A dry run of config/pythia.yaml over another run's results/, copied in without
     Snakemake's record of them: the other run's downstream selection (a checkpoint's output,
@@ -98,26 +59,6 @@ def test_the_paper_config_plans_where_another_config_ran(tiny_run, tmp_path):
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "tiny-d16" not in result.stdout
-
-
-def test_families_config_plans_offline(tmp_path):
-    """The paper's Fig 2 suite: 21 final checkpoints of four families, each model on the
-    sample tokenized its family's way, planned with the hub unreachable."""
-    out = plan_offline(tmp_path, "config/families.yaml")
-    assert re.search(r"measure_checkpoint\s+21\n", out)
-    # Both splits for GPT-2's, OPT's and Gemma's tokenizers (Pythia's drew the sample): the
-    # eval split measured, the train split the rank heads' (GPT-2, OPT) and each tokenizer's
-    # token counts (metrics.parts frequency), four tokenizers, four counts.
-    assert re.search(r"tokenize_corpus\s+6\n", out) and re.search(r"count_tokens\s+4\n", out)
-    for path in (
-        "results/corpus/eval/openai-community--gpt2.parquet",
-        "results/corpus/eval/facebook--opt-125m.parquet",
-        "results/corpus/eval/google--gemma-2b.parquet",
-        "results/corpus/train/facebook--opt-125m.parquet",
-        "results/metrics/gemma-7b/step0/checkpoint_metrics.parquet",
-        "results/metrics/pythia-12b/step143000/checkpoint_metrics.parquet",
-    ):
-        assert path in out, path
 
 
 def test_tiny_run_measures_every_checkpoint(tiny_run):
