@@ -30,7 +30,7 @@ import json, resource, sys, time
 sys.path.insert(0, {scripts!r})
 import torch
 from saturation.head_settings import HeadTraining
-from saturation.heads import FeatureShards, load_cache, train_head
+from saturation.heads import FeatureShards, load_cache, train_heads
 torch.set_num_threads(2)
 cache, mode, vocab = {cache!r}, {mode!r}, {vocab}
 train = FeatureShards(cache) if mode == "streamed" else load_cache(cache, "train")
@@ -39,7 +39,7 @@ held_out = (x, torch.randint(0, vocab, (2048,)))
 setup = HeadTraining(steps=30, batch_tokens=4096, lr_base=1e-3, lr_reference_params=10**6,
     lr_exponent=0.5, warmup_steps=2, min_lr_ratio=0.1, weight_decay=0.0, chunk_tokens=2048, seed=0)
 t0 = time.perf_counter()
-train_head(16, vocab, train, held_out, setup)
+train_heads([16], vocab, train, held_out, setup)
 print(json.dumps({{"seconds": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """

@@ -17,7 +17,7 @@ on synthetic inputs of the real shapes, since the real ones cannot be had offlin
   and steps of the full-rank control head (the largest: V x d with its AdamW state)
   through ``train_heads``; the time of a step times ``rank_heads.steps``, plus the
   evaluation, is the job's time on this CPU;
-- sample_corpus: ``corpus.train_tokens`` (20M) tokens sampled by ``sample_split`` from
+- sample_corpus: ``corpus.train_tokens`` (20M) tokens sampled by ``sample_corpus`` from
   text-like .jsonl shards (Zipf words) with a byte-level BPE of 50,304 tokens trained here,
   its text kept beside the tokens as the workflow keeps it;
 - measure_checkpoint: a pythia-2.8b-shaped checkpoint of random fp16 weights in
@@ -551,9 +551,9 @@ def prepare_sample_corpus(config: dict, size: dict, work: Path) -> None:
 
 
 def job_sample_corpus(config: dict, size: dict, work: Path) -> dict:
-    """The training sample of ``corpus.train_tokens`` tokens through ``sample_split`` (a local
+    """The training sample of ``corpus.train_tokens`` tokens through ``sample_corpus`` (a local
     source here: the whole text is held, more than the hub source's stream holds)."""
-    from saturation.corpus import sample_split
+    from saturation.corpus import sample_corpus
 
     corpus = config["corpus"]
     params = {
@@ -571,7 +571,7 @@ def job_sample_corpus(config: dict, size: dict, work: Path) -> dict:
         },
     }
     t0 = time.perf_counter()
-    sample_split(params, {}, str(work / "train.parquet"), str(work / "train.json"))
+    sample_corpus(params, {}, str(work / "train.parquet"), str(work / "train.json"))
     meta = json.loads((work / "train.json").read_text())
     return {"seconds": time.perf_counter() - t0, "tokens": meta["n_tokens"]}
 

@@ -26,7 +26,7 @@ from saturation.heads import (  # noqa: E402
     chunked_cross_entropy,
     head_inputs,
     load_cache,
-    train_head,
+    train_heads,
 )
 from saturation.loading import load_model  # noqa: E402
 
@@ -91,7 +91,7 @@ def main():
         train = load_cache(tmp, "train")
         held_out = (train[0][:4096], train[1][:4096])
         for r in RANKS:
-            train_head(min(r, d), vocab, train, held_out, setup)
+            train_heads([min(r, d)], vocab, train, held_out, setup)
     t_cached = time.perf_counter() - t0
 
     # Re-running the backbone: every rank's every batch goes through the frozen model.

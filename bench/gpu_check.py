@@ -210,7 +210,7 @@ def rank_heads(folder: Path, train: Path, sample: Path, work: Path, device: str,
     """The feature cache and a rank-64 and a full head trained from it."""
     import torch
 
-    from saturation.heads import cache_features, train_rank_heads
+    from saturation.heads import feature_cache, rank_head
 
     cache = {
         "device": device,
@@ -223,7 +223,7 @@ def rank_heads(folder: Path, train: Path, sample: Path, work: Path, device: str,
         "chunk_tokens": 512,
     }
     cache_dir, original = work / f"cache-{device}", work / f"original-{device}.json"
-    cache_features(folder, train, sample, cache_dir, original, folder.name, 0, cache,
+    feature_cache(folder, train, sample, cache_dir, original, folder.name, 0, cache,
                    False, os.cpu_count() or 1)  # fmt: skip
     setup = {
         "steps": steps,
@@ -242,7 +242,7 @@ def rank_heads(folder: Path, train: Path, sample: Path, work: Path, device: str,
         torch.cuda.reset_peak_memory_stats()
     t = time.perf_counter()
     out_path = work / f"heads-{device}.parquet"
-    train_rank_heads(cache_dir, original, ["64", "full"], folder.name, 0, setup, ["linear"],
+    rank_head(cache_dir, original, ["64", "full"], folder.name, 0, setup, ["linear"],
                      device, os.cpu_count() or 1, out_path)  # fmt: skip
     if device != "cpu":
         torch.cuda.synchronize()
@@ -256,11 +256,11 @@ def rank_heads(folder: Path, train: Path, sample: Path, work: Path, device: str,
 
 def downstream(folder: Path, sample: Path, work: Path, device: str, vocab: int):
     from saturation.downstream import evaluate_checkpoint
-    from saturation.tasks import write_local_tasks
+    from saturation.tasks import downstream_tasks
 
     tasks = work / "tasks"
     if not tasks.is_dir():
-        write_local_tasks(str(sample), vocab, 64, 32, 4, 5, str(tasks))
+        downstream_tasks(str(sample), vocab, 64, 32, 4, 5, str(tasks))
     rows, _ = evaluate_checkpoint(
         str(folder),
         tokenizer=str(tasks / "tokenizer"),

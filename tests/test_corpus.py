@@ -12,10 +12,10 @@ from saturation.corpus import (
     CORPUS_SCHEMA,
     CorpusError,
     read_tokens,
-    sample_split,
+    sample_corpus,
     split_of,
 )
-from saturation.synthetic import make_language, save_language
+from saturation.synthetic import make_language, synthetic_language
 
 
 def sha(path):
@@ -26,7 +26,7 @@ def sha(path):
 def language_file(tmp_path):
     lang = make_language(vocab_size=16, rank=2, logit_scale=2.0, zipf_exponent=1.0, seed=0)
     path = tmp_path / "lang.npz"
-    save_language(lang, path, tmp_path / "lang.json", seed=0)
+    synthetic_language(lang, path, tmp_path / "lang.json", seed=0)
     return path
 
 
@@ -42,7 +42,7 @@ def synthetic_params(split, n_tokens, seed=5):
 
 def test_synthetic_split_schema_and_size(tmp_path, language_file):
     out = tmp_path / "eval.parquet"
-    sample_split(
+    sample_corpus(
         synthetic_params("eval", 95), {"language": language_file}, out, tmp_path / "eval.json"
     )
     table = pq.read_table(out)
@@ -60,7 +60,7 @@ def test_same_config_gives_byte_identical_parquet(tmp_path, language_file):
     paths = []
     for run in ("a", "b"):
         out = tmp_path / f"{run}.parquet"
-        sample_split(
+        sample_corpus(
             synthetic_params("train", 500),
             {"language": language_file},
             out,
@@ -69,7 +69,7 @@ def test_same_config_gives_byte_identical_parquet(tmp_path, language_file):
         paths.append(out)
     assert sha(paths[0]) == sha(paths[1])
     other = tmp_path / "c.parquet"
-    sample_split(
+    sample_corpus(
         synthetic_params("train", 500, seed=6),
         {"language": language_file},
         other,
@@ -80,7 +80,7 @@ def test_same_config_gives_byte_identical_parquet(tmp_path, language_file):
 
 def test_train_and_eval_streams_differ(tmp_path, language_file):
     for split in ("train", "eval"):
-        sample_split(
+        sample_corpus(
             synthetic_params(split, 200),
             {"language": language_file},
             tmp_path / f"{split}.parquet",
@@ -155,7 +155,7 @@ def test_local_sources_tokenise_and_split(tmp_path, tokenizer_dir, fmt):
     out = {}
     for split in ("train", "eval"):
         p = local_params(split, [path], tokenizer_dir, 40)
-        sample_split(p, {}, tmp_path / f"{split}.parquet", tmp_path / f"{split}.json")
+        sample_corpus(p, {}, tmp_path / f"{split}.parquet", tmp_path / f"{split}.json")
         out[split] = pq.read_table(tmp_path / f"{split}.parquet").to_pydict()
         assert sum(len(t) for t in out[split]["tokens"]) == 40
         assert max(len(t) for t in out[split]["tokens"]) <= 6  # max_document_tokens
@@ -196,7 +196,7 @@ def test_documents_start_with_the_separator(tmp_path, special, mode, expected):
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     params = {**local_params("eval", [path], tok_dir, 60), "document_separator": mode}
     params["max_document_tokens"] = 8
-    sample_split(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
+    sample_corpus(params, {}, tmp_path / "e.parquet", tmp_path / "e.json")
     docs = pq.read_table(tmp_path / "e.parquet").to_pydict()
     n_bytes_of = dict(zip(docs["doc_id"], docs["n_bytes"], strict=True))
     meta = json.loads((tmp_path / "e.json").read_text())
@@ -216,7 +216,7 @@ def test_documents_start_with_the_separator(tmp_path, special, mode, expected):
         assert (meta["document_separator"]["kind"], meta["document_separator"]["id"]) == expected
     if not special:
         with pytest.raises(CorpusError, match="defines no BOS token"):
-            sample_split(
+            sample_corpus(
                 {**params, "document_separator": "bos"},
                 {},
                 tmp_path / "f.parquet",
@@ -233,14 +233,14 @@ def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
     path = tmp_path / "docs.jsonl"
     path.write_text(json.dumps({"body": "the cat"}) + "\n")
     with pytest.raises(CorpusError, match="no field 'text'"):
-        sample_split(
+        sample_corpus(
             local_params("eval", [path], tokenizer_dir, 10),
             {},
             tmp_path / "e.parquet",
             tmp_path / "e.json",
         )
     with pytest.raises(CorpusError, match="no such file"):
-        sample_split(
+        sample_corpus(
             local_params("eval", [tmp_path / "nope.txt"], tokenizer_dir, 10),
             {},
             tmp_path / "e.parquet",
@@ -249,7 +249,7 @@ def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
     small = tmp_path / "small.txt"
     small.write_text("the cat\n\nthe dog")
     with pytest.raises(CorpusError, match="ran out of documents"):
-        sample_split(
+        sample_corpus(
             local_params("eval", [small], tokenizer_dir, 1000),
             {},
             tmp_path / "e.parquet",
@@ -260,7 +260,7 @@ def test_local_source_errors_name_the_problem(tmp_path, tokenizer_dir):
 
 def sample_error(tmp_path, paths, tokenizer_dir, n_tokens=10, split="eval") -> str:
     with pytest.raises(CorpusError) as info:
-        sample_split(
+        sample_corpus(
             local_params(split, paths, tokenizer_dir, n_tokens),
             {},
             tmp_path / "e.parquet",
@@ -328,7 +328,7 @@ def test_a_held_out_file_is_the_evaluation_sample_whole_and_capacities_are_exact
     capacity = local_capacity(params)
     out = {}
     for split in ("eval", "train"):
-        sample_split({**params, "split": split}, {}, tmp_path / f"{split}.parquet",
+        sample_corpus({**params, "split": split}, {}, tmp_path / f"{split}.parquet",
                      tmp_path / f"{split}.json")  # fmt: skip
         out[split] = pq.read_table(tmp_path / f"{split}.parquet").to_pydict()
         assert sum(len(t) for t in out[split]["tokens"]) == capacity[split]

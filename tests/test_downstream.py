@@ -22,7 +22,7 @@ from saturation.downstream import (
 )
 from saturation.table1 import PAPER_TABLE1, table1, to_latex, to_markdown
 from saturation.tables import DOWNSTREAM_SCHEMA
-from saturation.tasks import local_items, synthetic_tokenizer, write_local_tasks
+from saturation.tasks import downstream_tasks, local_items, synthetic_tokenizer
 
 V, CONTEXT = 20, 6
 
@@ -46,7 +46,7 @@ def local_setup(tmp_path_factory):
             ids = torch.cat([ids, torch.multinomial(probs, 1)], 1)
     docs = ids.to(torch.int32).tolist()
     pq.write_table(pa.table({"doc_id": list(range(40)), "tokens": docs}), root / "eval.parquet")
-    write_local_tasks(
+    downstream_tasks(
         str(root / "eval.parquet"),
         vocab_size=V,
         n_items=50,

@@ -22,10 +22,10 @@ snapshot_download("EleutherAI/pythia-14m", revision=commit, local_dir=ckpt)
 
 EVALUATE = """
 import sys
-from saturation.downstream import run_evaluations
+from saturation.downstream import evaluate_downstream
 
 ckpt, table, raw = sys.argv[1:4]
-run_evaluations(
+evaluate_downstream(
     [{"model": "pythia-14m", "step": 2000, "checkpoint": ckpt, "tokenizer": None}],
     table,
     raw,

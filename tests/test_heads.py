@@ -13,9 +13,13 @@ from saturation.heads import (
     chunked_cross_entropy,
     evaluate,
     load_cache,
-    train_head,
     train_heads,
 )
+
+
+def one_head(rank, vocab, train, evaluation, setup, kind="linear") -> dict:
+    """One head trained alone: ``train_heads`` with one spec."""
+    return train_heads([rank], vocab, train, evaluation, setup, kinds=(kind,))[0]
 
 
 def tiny_model():
@@ -97,14 +101,12 @@ def test_sweep_shows_the_cliff_at_the_planted_rank():
         chunk_tokens=1024,
         seed=0,
     )
-    loss = {
-        r: train_head(r, vocab, train, (xev, tev), setup)["eval_loss"] for r in (2, 4, 6, 8, 16)
-    }
+    loss = {r: one_head(r, vocab, train, (xev, tev), setup)["eval_loss"] for r in (2, 4, 6, 8, 16)}
     for r in (6, 8, 16):  # at and above the planted rank: the teacher's entropy
         assert loss[r] - entropy < 0.03, (r, loss, entropy)
     assert loss[4] - entropy > 0.08 and loss[2] - entropy > 0.3  # below it: clearly above
     assert loss[2] > loss[4] > loss[6]
-    control = train_head(None, vocab, train, (xev, tev), setup)
+    control = one_head(None, vocab, train, (xev, tev), setup)
     assert control["trainable_params"] == vocab * d
     # The unconstrained control has 64 x 32 weights to fit from the same 600 steps.
     assert control["eval_loss"] - entropy < 0.1 and control["eval_loss"] < loss[4]
@@ -128,7 +130,7 @@ SMALL = HeadTraining(
 def test_training_is_deterministic():
     x, t, _ = planted_teacher(3000, 8, 16, 2, seed=0)
     setup = SMALL
-    assert train_head(3, 16, (x, t), (x, t), setup) == train_head(3, 16, (x, t), (x, t), setup)
+    assert one_head(3, 16, (x, t), (x, t), setup) == one_head(3, 16, (x, t), (x, t), setup)
 
 
 def test_learning_rate_rule():
@@ -228,7 +230,7 @@ def test_heads_trained_side_by_side_are_the_heads_trained_alone(tmp_path):
     )
     ranks = [1, 3, None, 6]
     together = train_heads(ranks, 10, FeatureShards(tmp_path), held_out, setup)
-    alone = [train_head(r, 10, FeatureShards(tmp_path), held_out, setup) for r in ranks]
+    alone = [one_head(r, 10, FeatureShards(tmp_path), held_out, setup) for r in ranks]
     assert together == alone
     assert len({r["eval_loss"] for r in together}) == len(ranks)  # four different heads
     assert [r["trainable_params"] for r in together] == [16, 48, 60, 96]
@@ -302,5 +304,5 @@ def test_the_cached_protocol_trains_each_kind_at_each_rank_and_a_linear_control(
     ]
     # a mixture of 3 rank-2 heads and its gate: 3 x 2 x (16 + 8) + 3 x 8 weights
     assert [r["trainable_params"] for r in rows] == [2 * 24, 3 * 2 * 24 + 3 * 8, 16 * 8]
-    alone = train_head(2, 16, (x, t), (x, t), setup, kind="mixture")
+    alone = one_head(2, 16, (x, t), (x, t), setup, kind="mixture")
     assert alone["eval_loss"] == rows[1]["eval_loss"]  # side by side = alone, to the bit

@@ -12,8 +12,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from saturation.hub import build_manifest, check_usable, hub_checkpoint, retry_delay, with_backoff
+from saturation.hub import build_manifest, check_usable, hub_checkpoint
 from saturation.loading import CheckpointError
+from saturation.retry import retry_delay, with_backoff
 
 RETRY = {"attempts": 4, "base": 0.05, "cap": 2.0}
 
@@ -219,7 +220,7 @@ def test_rate_limit_honours_retry_after_then_succeeds(hub, caplog):
     server, facts = hub
     server.inject("429", r"GET /api/models/EleutherAI/pythia-14m/refs", times=2, retry_after=1)
     start = time.perf_counter()
-    with caplog.at_level(logging.WARNING, logger="saturation.hub"):
+    with caplog.at_level(logging.WARNING, logger="saturation.retry"):
         rows = manifest("pythia-14m", facts)
     waited = time.perf_counter() - start
     assert rows[2]["status"] == "ok"
@@ -386,7 +387,7 @@ PILE = {
 
 def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
     """The Pile's train/*.jsonl.zst and val.jsonl.zst through datasets' streaming (zstd)."""
-    from saturation.corpus import read_tokens, sample_split
+    from saturation.corpus import read_tokens, sample_corpus
 
     server, facts = hub
     settings = dict(PILE)
@@ -399,7 +400,7 @@ def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
         "huggingface": settings,
     }
     for split, n in (("eval", 500), ("train", 2000)):
-        sample_split(
+        sample_corpus(
             {**common, "split": split, "n_tokens": n},
             {},
             tmp_path / f"{split}.parquet",
@@ -426,7 +427,7 @@ def test_pile_layout_streams_validation_and_train_splits(hub, tmp_path):
         "huggingface": {**settings, "data_files": None},
     }
     with pytest.raises(CorpusError, match="no split 'validation'"):
-        sample_split(bad, {}, tmp_path / "x.parquet", tmp_path / "x.json")
+        sample_corpus(bad, {}, tmp_path / "x.parquet", tmp_path / "x.json")
 
 
 def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, caplog):
@@ -434,7 +435,7 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
     failing mid-way: its API refusing with 429 (which datasets' file system reports as a
     missing file) and a file's body cut short. The stream starts again past what it gave,
     and the sample is the same token for token."""
-    from saturation.corpus import read_tokens, sample_split
+    from saturation.corpus import read_tokens, sample_corpus
 
     server, _ = hub
     params = {
@@ -448,7 +449,7 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
         "huggingface": dict(PILE),
     }
     retry = {"attempts": 6, "base": 0.05, "cap": 0.2}
-    sample_split(params, {}, tmp_path / "a.parquet", tmp_path / "a.json", retry=retry)
+    sample_corpus(params, {}, tmp_path / "a.parquet", tmp_path / "a.json", retry=retry)
     from huggingface_hub import HfFileSystem
 
     HfFileSystem.clear_instance_cache()  # as a new job starts: no repo known to exist
@@ -456,7 +457,7 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
     server.inject("429", r"GET /api/datasets/monology/pile-uncopyrighted/revision/", times=3)
     server.inject("cut", r"GET /datasets/monology/pile-uncopyrighted/resolve/.*/train/", times=1)
     with caplog.at_level(logging.WARNING, logger="saturation.corpus"):
-        sample_split(params, {}, tmp_path / "b.parquet", tmp_path / "b.json", retry=retry)
+        sample_corpus(params, {}, tmp_path / "b.parquet", tmp_path / "b.json", retry=retry)
     assert "starting the stream again" in caplog.text
     faults = [r for r in server.log if r["route"] == "fault" or r.get("cut")]
     assert len(faults) == 4, faults  # every injected fault was met
@@ -467,7 +468,7 @@ def test_a_corpus_stream_broken_by_the_hub_gives_the_same_sample(hub, tmp_path, 
     server.clear()
     server.inject("429", r"GET /api/datasets/monology/pile-uncopyrighted/revision/", times=3)
     with pytest.raises(Exception):  # noqa: B017,PT011 - whatever datasets raises
-        sample_split(params, {}, tmp_path / "c.parquet", tmp_path / "c.json")
+        sample_corpus(params, {}, tmp_path / "c.parquet", tmp_path / "c.json")
 
 
 XET_JOB = """

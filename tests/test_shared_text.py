@@ -9,8 +9,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from saturation.corpus import CorpusError, read_bytes, sample_split
-from saturation.retokenize import tokenize_sample
+from saturation.corpus import CorpusError, read_bytes, sample_corpus
+from saturation.retokenize import tokenize_corpus
 from saturation.suites import model_tokenizers, other_tokenizers, tokenizer_key
 
 TEXTS = [
@@ -65,7 +65,7 @@ def sample(tmp_path, tokenizer, max_document_tokens, n_tokens):
         "document_separator": "eos",
         "local": {"paths": [str(docs)], "text_field": "text"},
     }
-    sample_split(params, {}, tmp_path / "eval.parquet", tmp_path / "eval.json")
+    sample_corpus(params, {}, tmp_path / "eval.parquet", tmp_path / "eval.json")
     return pq.read_table(tmp_path / "eval.parquet").to_pydict()
 
 
@@ -91,7 +91,7 @@ def test_other_tokenizers_read_the_same_documents(tmp_path, two_tokenizers):
 
     small, large = two_tokenizers
     ref = sample(tmp_path, small, max_document_tokens=None, n_tokens=150)
-    tokenize_sample(
+    tokenize_corpus(
         tmp_path / "eval.parquet", large, "auto", tmp_path / "large.parquet", tmp_path / "l.json"
     )
     other = pq.read_table(tmp_path / "large.parquet").to_pydict()
@@ -116,7 +116,7 @@ def test_a_sample_without_text_is_refused(tmp_path, two_tokenizers):
 
     write_parquet(corpus_table([0], "eval", [np.arange(5, dtype=np.int32)]), tmp_path / "e.parquet")
     with pytest.raises(CorpusError, match="e.parquet holds no text"):
-        tokenize_sample(
+        tokenize_corpus(
             tmp_path / "e.parquet", two_tokenizers[1], "auto", tmp_path / "o", tmp_path / "j"
         )
 

@@ -15,7 +15,6 @@ from saturation.suites import (
     backbone_name,
     checkpoint_jobs,
     hub_models,
-    hub_retry,
     local_models,
     job_batches,
     loaded_files,
@@ -32,7 +31,7 @@ try:
     expand_shorthands(config)  # run= and text=, the common case
     check_schema(config, SCHEMA)  # one message naming the key, before any job runs
     validate(config, str(SCHEMA))  # fills in the schema's defaults
-    fill_derived(config)  # and those that follow from other keys and the disk
+    fill_derived(config, SCHEMA)  # and those that follow from other keys and the disk
     check_semantics(config)
 except ConfigError as exc:
     standalone = (
@@ -92,7 +91,7 @@ MINISUITE = CHECKPOINT_CONFIG["minisuite"] if SOURCE == "minisuite" else {}
 HIDDEN_SIZE = {m["name"]: m["hidden_size"] for m in MINISUITE.get("models", [])}
 HUB = CHECKPOINT_CONFIG["hub"] if SOURCE == "hub" else {}
 # How hub requests are retried (the harness's tasks' data sets come from the hub too).
-HUB_RETRY = hub_retry(CHECKPOINT_CONFIG.get("hub"))
+HUB_RETRY = CHECKPOINT_CONFIG["retry"]
 # Rank-head backbones from outside the run's models (rank_heads.backbones' repo), read at
 # one revision for their heads alone: {model: {repo, revisions, tokens, tokenizer}}.
 OUTSIDE_BACKBONES = backbone_models(config) if SOURCE == "hub" else {}

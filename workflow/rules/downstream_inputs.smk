@@ -95,9 +95,9 @@ def downstream_params(wildcards):
 
 def downstream_evaluations(wildcards):
     """The evaluation jobs' tables; known once select_downstream has run."""
-    return [fPATH["downstream_part"] for job in downstream_jobs()]
+    return [PATH["downstream_part"].format(job=job) for job in downstream_jobs()]
 
 
 def downstream_raw(wildcards):
     """Each evaluation job's raw record: the harness's results and each item's score."""
-    return [fPATH["downstream_raw"] for job in downstream_jobs()]
+    return [PATH["downstream_raw"].format(job=job) for job in downstream_jobs()]

@@ -18,10 +18,10 @@ rule ngram_corpus:
         mem_mb=8000,
         runtime=120,
     params:
-        code=code_of("sample_corpus.py"),
+        code=code_of("ngram_corpus.py"),
         corpus=lambda wildcards: ngram_corpus_params(wildcards.corpus),
     script:
-        "../scripts/sample_corpus.py"
+        "../scripts/ngram_corpus.py"
 
 
 rule ngram_spectrum:

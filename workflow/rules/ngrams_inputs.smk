@@ -35,14 +35,10 @@ def ngram_corpus_params(name):
     entry = NGRAM_ENTRIES[name]
     params = {
         "source": entry["source"],
-        "split": "train",
         "n_tokens": entry["n_tokens"],
         "seed": config["seed"],
         "tokenizer": entry["tokenizer"],
-        "eval_fraction": 0.0,  # every document counts
-        "max_document_tokens": None,
         "document_separator": CORPUS["document_separator"],
-        "keep_text": False,  # no other tokenizer reads an n-gram corpus
     }
     params[entry["source"]] = entry[entry["source"]]
     return params

@@ -2,10 +2,10 @@
 lm-evaluation-harness (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.downstream import run_evaluations
+from saturation.downstream import evaluate_downstream
 
 logs.to_file(snakemake.log[0])
-run_evaluations(
+evaluate_downstream(
     snakemake.params.evaluations,
     out_table=snakemake.output.table,
     out_json=snakemake.output.raw,

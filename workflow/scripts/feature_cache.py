@@ -1,10 +1,10 @@
 """Cache a frozen backbone's head inputs (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.heads import cache_features
+from saturation.heads import feature_cache
 
 progress = logs.to_file(snakemake.log[0])
-cache_features(
+feature_cache(
     snakemake.input.checkpoint,
     snakemake.input.train,
     snakemake.input.eval,

@@ -2,23 +2,14 @@
 store with its LM head read by range (Snakemake entry point)."""
 
 from saturation import logs
-from saturation.hub import manifest_row, prefetch
-from saturation.ranged import prefetch_head
+from saturation.hub import prefetch_checkpoint
 
 logs.to_file(snakemake.log[0])
-row = manifest_row(snakemake.input.manifest, int(snakemake.wildcards.step))
-if snakemake.params.heads:
-    prefetch_head(
-        row,
-        snakemake.params.retry,
-        snakemake.params.heads,
-        snakemake.output[0],
-        allow_pickle=snakemake.params.allow_pickle,
-    )
-else:
-    prefetch(
-        row,
-        allow_pickle=snakemake.params.allow_pickle,
-        retry=snakemake.params.retry,
-        out_path=snakemake.output[0],
-    )
+prefetch_checkpoint(
+    snakemake.input.manifest,
+    int(snakemake.wildcards.step),
+    allow_pickle=snakemake.params.allow_pickle,
+    retry=snakemake.params.retry,
+    heads=snakemake.params.heads,
+    out_path=snakemake.output[0],
+)

@@ -2,10 +2,10 @@
 entry point)."""
 
 from saturation import logs
-from saturation.heads import train_rank_heads
+from saturation.heads import rank_head
 
 progress = logs.to_file(snakemake.log[0])
-train_rank_heads(
+rank_head(
     snakemake.input.cache,
     snakemake.input.original,
     ranks=snakemake.params.ranks,

@@ -2,7 +2,7 @@
 point); nothing is downloaded."""
 
 from saturation import logs
-from saturation.hub import write_manifest
+from saturation.hub import revision_manifest
 
 logs.to_file(snakemake.log[0])
-write_manifest(out_path=snakemake.output[0], **snakemake.params.manifest)
+revision_manifest(out_path=snakemake.output[0], **snakemake.params.manifest)

@@ -83,7 +83,7 @@ def listed_branches(repo_id: str, folder: str | Path, retry: dict) -> list[str]:
     from huggingface_hub import HfApi
     from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
 
-    from saturation.hub import with_backoff
+    from saturation.retry import with_backoff
 
     try:
         refs = with_backoff(lambda: HfApi().list_repo_refs(repo_id), f"{repo_id}: refs", **retry)

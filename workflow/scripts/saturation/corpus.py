@@ -318,7 +318,7 @@ HUB_FILE = re.compile(r"hf://datasets/(?P<repo>[^@/]+/[^@/]+)@(?P<revision>[^/]+
 
 def restarted(make: Callable[[], Iterator], what: str, retry: dict) -> Iterator:
     """The items of ``make()``; where the hub fails mid-way, ``make()`` again, past the items
-    already given, after the wait ``saturation.hub.retry_delay`` gives (``retry``: its
+    already given, after the wait ``saturation.retry.retry_delay`` gives (``retry``: its
     attempts, base and cap).
 
     datasets' file system reports a file it could not reach (a 429 from the hub's API) as
@@ -327,7 +327,7 @@ def restarted(make: Callable[[], Iterator], what: str, retry: dict) -> Iterator:
     """
     import time
 
-    from saturation.hub import retry_delay
+    from saturation.retry import retry_delay
 
     given = 0
     for attempt in range(retry["attempts"]):
@@ -363,7 +363,7 @@ def listed_file_delay(message: str, attempt: int, retry: dict) -> float | None:
     from huggingface_hub import HfApi
     from huggingface_hub.hf_api import RepoFile
 
-    from saturation.hub import backoff, with_backoff
+    from saturation.retry import backoff, with_backoff
 
     m = HUB_FILE.search(message)
     if m is None:
@@ -504,7 +504,15 @@ def local_capacity(params: dict, splits=("eval", "train")) -> dict[str, int]:
     return held
 
 
-def sample_split(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None) -> None:
+def ngram_corpus(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None):
+    """An n-gram corpus with a source of its own (``ngrams.corpora[]``): sampled as a training
+    split is (``sample_corpus``), every document counted whole and none kept as text."""
+    every_document = {"split": "train", "eval_fraction": 0.0, "max_document_tokens": None}
+    settings = {**params, **every_document, "keep_text": False}
+    sample_corpus(settings, inputs, tokens_path, meta_path, retry=retry)
+
+
+def sample_corpus(params: dict, inputs, tokens_path, meta_path, retry: dict | None = None) -> None:
     """Sample the split ``params['split']`` of the configured source to Parquet + JSON.
 
     ``retry``: how a hub dataset's stream is retried (``saturation.suites.hub_retry``)."""

@@ -14,6 +14,8 @@ import json
 import re
 from pathlib import Path
 
+import yaml
+
 TEXT_SUFFIXES = (".txt", ".jsonl", ".parquet")
 CONTEXT_KEYS = ("max_position_embeddings", "n_positions", "n_ctx", "seq_length")
 
@@ -153,10 +155,20 @@ def fill_tokenizer(config: dict, local: dict | None) -> None:
     corpus["tokenizer"] = own[0]
 
 
-def fill_derived(config: dict) -> None:
+def fill_derived(config: dict, schema_path: str | Path) -> None:
     """The defaults that follow from other keys and from the disk, in place (after the
-    schema's)."""
-    from saturation.suites import SuiteError, local_models, located
+    schema's), and ``checkpoints.retry``: how every hub request of the run is retried
+    (``suites.hub_retry``; the corpus and the harness's data sets come from the hub whatever
+    the checkpoints' source), from checkpoints.hub or, without one, the schema's defaults."""
+    from saturation.suites import RETRY_KEYS, SuiteError, hub_retry, local_models, located
+
+    checkpoints = config["checkpoints"]
+    hub = checkpoints.get("hub")
+    if hub is None:
+        schema = yaml.safe_load(Path(schema_path).read_text())
+        spec = schema["properties"]["checkpoints"]["properties"]["hub"]["properties"]
+        hub = {k: spec[k]["default"] for k in RETRY_KEYS}
+    checkpoints["retry"] = hub_retry(hub)
 
     corpus = config["corpus"]
     corpus["name"] = corpus_name(corpus)

@@ -65,7 +65,7 @@ def load_tasks(manager, tasks: list[str], retry: dict | None = None) -> list[tup
     stops with a message that says to prefetch."""
     from lm_eval.tasks import get_task_dict
 
-    from saturation.hub import with_backoff
+    from saturation.retry import with_backoff
 
     def load():
         return get_task_dict(list(tasks), manager)
@@ -248,7 +248,7 @@ def item_scores(results: dict, samples: dict, higher_is_better: dict) -> dict:
     return out
 
 
-def run_evaluations(
+def evaluate_downstream(
     evaluations: list[dict],
     out_table: str,
     out_json: str,

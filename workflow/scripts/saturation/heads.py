@@ -349,20 +349,6 @@ def result_row(kind, components, params, tokens, steps, lr) -> dict:
     }
 
 
-def train_head(
-    rank: int | None,
-    vocab: int,
-    train,
-    evaluation,
-    setup: HeadTraining,
-    device="cpu",
-    progress_file=None,
-    kind: str = "linear",
-) -> dict:
-    """Train one head from the cache: ``rank`` an int, or None for the full-rank control."""
-    return train_heads([rank], vocab, train, evaluation, setup, device, progress_file, (kind,))[0]
-
-
 def train_heads(
     ranks: list[int | None],
     vocab: int,
@@ -463,7 +449,7 @@ def load_backbone(checkpoint_dir, backbone, step, hub, allow_pickle, dtype, devi
         ) from None
 
 
-def cache_features(
+def feature_cache(
     checkpoint_dir,
     train_path,
     eval_path,
@@ -570,7 +556,7 @@ def head_rows(ranked, *, backbone, step, d, vocab, init, protocol) -> list[dict]
     return rows
 
 
-def train_rank_heads(
+def rank_head(
     cache_dir,
     original_json,
     ranks: list[str],

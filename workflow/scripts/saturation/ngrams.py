@@ -468,7 +468,7 @@ def ngram_spectrum(
     }
 
 
-def aggregate_spectra(paths: list[str], out_path: str) -> None:
+def aggregate_ngrams(paths: list[str], out_path: str) -> None:
     import pyarrow.parquet as pq
 
     tables = [pq.read_table(p, schema=NGRAM_SPECTRA_SCHEMA) for p in paths]

@@ -6,7 +6,7 @@ bytes; the hub answers range requests on ``resolve`` URLs. So the LM head of a r
 read as: the config (a small file, through the Hugging Face cache), each weights file's
 header (two ranges: its length, then the header), and the head's own bytes (one range), in
 the weights file the index names where the checkpoint is sharded. Every range goes through
-the client's HTTP backoff (429s wait for the rate-limit window) and ``saturation.hub``'s
+the client's HTTP backoff (429s wait for the rate-limit window) and ``saturation.retry``'s
 retries; a body shorter than the range asked for is retried.
 
 Before the head is trusted, the headers' tensor names and shapes are checked against the
@@ -88,7 +88,7 @@ class RangeReader:
             http_stream_backoff,
         )
 
-        from saturation.hub import with_backoff
+        from saturation.retry import with_backoff
 
         url = hf_hub_url(self.repo_id, filename, revision=self.commit)
         headers = {**build_hf_headers(), "Range": f"bytes={spec}"}
@@ -555,7 +555,8 @@ def read_head(row: dict, retry: dict, store, allow_pickle: bool) -> RangedHead:
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    from saturation.hub import describe, with_backoff
+    from saturation.hub import describe
+    from saturation.retry import with_backoff
 
     where = describe(row)
     fmt = row["weights_format"]

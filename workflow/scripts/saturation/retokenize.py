@@ -27,7 +27,7 @@ from saturation.corpus import (
 log = logging.getLogger(__name__)
 
 
-def tokenize_sample(
+def tokenize_corpus(
     reference: str | Path,
     tokenizer_name: str,
     separator_mode: str,

@@ -325,7 +325,7 @@ def score_original_head(
     hub: dict | None = None,
 ) -> None:
     """The backbone's own head on the evaluation split (Fig 6's reference line), in the
-    record ``cache_features`` writes for the cached protocol."""
+    record ``feature_cache`` writes for the cached protocol."""
     from saturation.corpus import read_tokens
     from saturation.metrics import chunk_documents
 

@@ -118,20 +118,12 @@ def revision_name(template: str, step: int, tokens: int) -> str:
     return template.format(step=step, tokens=tokens, tokens_b=round(tokens / 1e9))
 
 
-SCHEMA = Path(__file__).resolve().parents[2] / "schemas" / "config.schema.yaml"
+RETRY_KEYS = ("retries", "backoff_seconds", "max_backoff_seconds")  # of checkpoints.hub
 
 
-def hub_retry(hub: dict | None) -> dict:
-    """``saturation.hub.with_backoff``'s settings from the checkpoints.hub section; without
-    one (local checkpoints, whose corpus or harness tasks still come from the hub), the
-    schema's defaults."""
-    import yaml
-
-    keys = ("retries", "backoff_seconds", "max_backoff_seconds")
-    if hub is None or any(k not in hub for k in keys):
-        spec = yaml.safe_load(SCHEMA.read_text())["properties"]["checkpoints"]["properties"]
-        defaults = {k: spec["hub"]["properties"][k]["default"] for k in keys}
-        hub = {**defaults, **(hub or {})}
+def hub_retry(hub: dict) -> dict:
+    """``saturation.retry.with_backoff``'s settings from checkpoints.hub's (or the schema's
+    defaults of them: ``defaults.fill_derived``)."""
     return {
         "attempts": hub["retries"] + 1,
         "base": hub["backoff_seconds"],

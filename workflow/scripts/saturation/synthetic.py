@@ -112,7 +112,9 @@ def make_language(
     return SyntheticLanguage(transition=p, stationary=stationary_distribution(p), rank=rank)
 
 
-def save_language(language: SyntheticLanguage, npz_path, json_path, seed: int, **settings) -> None:
+def synthetic_language(
+    language: SyntheticLanguage, npz_path, json_path, seed: int, **settings
+) -> None:
     from saturation.io import write_json
 
     np.savez(

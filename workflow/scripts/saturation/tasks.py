@@ -120,7 +120,7 @@ def task_configs(data_dir: Path) -> dict[str, dict]:
     }
 
 
-def write_local_tasks(
+def downstream_tasks(
     eval_path: str,
     vocab_size: int,
     n_items: int,
