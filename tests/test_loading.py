@@ -297,7 +297,7 @@ def test_sharded_bin_weights_measure_like_their_safetensors_twin(tmp_path, check
         )
         for name, folder in (("safetensors", checkpoint), ("bin", twin))
     }
-    for kind in (0, 1, 3):  # metrics, spectrum, per-document losses
+    for kind in ("checkpoint_metrics", "head_spectra", "document_losses"):
         assert tables["bin"][kind].equals(tables["safetensors"][kind])
 
 

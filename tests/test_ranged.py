@@ -46,7 +46,7 @@ from saturation.measuring import spectrum_tables
 row, out = json.loads(sys.argv[1]), sys.argv[2]
 retry = {"attempts": 4, "base": 0.05, "cap": 0.2}
 tables = spectrum_tables(row, "pythia-31m", 2000, 123, "float32", retry)
-for name, table in zip(("metrics", "spectrum", "checkpoint", "documents"), tables):
+for name, table in tables.items():
     pq.write_table(table, f"{out}/{name}.parquet")
 """
 
@@ -76,10 +76,10 @@ def spectrum_in_a_new_cache(row: dict, tmp_path):
         timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    return [
-        pq.read_table(out / f"{n}.parquet")
-        for n in ("metrics", "spectrum", "checkpoint", "documents")
-    ]
+    return {n: pq.read_table(out / f"{n}.parquet") for n in TABLES}
+
+
+TABLES = ("checkpoint_metrics", "head_spectra", "checkpoints", "document_losses")
 
 
 def test_the_ranged_head_equals_the_full_load_for_a_few_percent_of_the_bytes(
@@ -93,7 +93,7 @@ def test_the_ranged_head_equals_the_full_load_for_a_few_percent_of_the_bytes(
     server.clear()
     tables = spectrum_in_a_new_cache(row, tmp_path)  # other tests may have cached it whole
     ranged = served(server, repo, row["commit"])
-    metrics, spectrum, checkpoint, documents = (t.to_pylist() for t in tables)
+    metrics, spectrum, checkpoint, documents = (tables[n].to_pylist() for n in TABLES)
     server.clear()
     folder = snapshot_download(repo, revision=row["commit"], local_dir=tmp_path / "full")
     full = served(server, repo, row["commit"])
@@ -177,7 +177,7 @@ def test_sharded_tied_and_cut_revisions(loopback_hub):
     tables = spectrum_tables(row, "sharded", 0, 0, "float32", RETRY)
     assert any(r.get("cut") for r in server.log)
     head = state["embed_out.weight"].float()
-    sigma = np.array([r["singular_value"] for r in tables[1].to_pylist()])
+    sigma = np.array([r["singular_value"] for r in tables["head_spectra"].to_pylist()])
     assert np.array_equal(sigma, singular_values(head))
     files = served(server, "tests/sharded", row["commit"])
     assert "model.safetensors.index.json" in files
@@ -193,7 +193,7 @@ def test_sharded_tied_and_cut_revisions(loopback_hub):
     # A tied head (Llama): the input embedding is read.
     llama = families.llama(300).eval()
     row = add_model(server, "tests/tied", "main", llama)
-    record = spectrum_tables(row, "tied", 0, 0, "float32", RETRY)[2].to_pylist()[0]
+    record = spectrum_tables(row, "tied", 0, 0, "float32", RETRY)["checkpoints"].to_pylist()[0]
     assert record["tied_head"] is True
     assert record["head_fingerprint"] == fingerprints(llama)["head_fingerprint"]
 
@@ -249,14 +249,17 @@ def test_sharded_bin_heads_are_read_through_the_zip_directory(loopback_hub, tmp_
     server.clear()
     tables = spectrum_tables(row, "bins", 0, 0, "float32", RETRY, allow_pickle=True)
     sent = served(server, "tests/bin-shards", row["commit"])
-    sigma = np.array([r["singular_value"] for r in tables[1].to_pylist()])
+    sigma = np.array([r["singular_value"] for r in tables["head_spectra"].to_pylist()])
     assert np.array_equal(sigma, singular_values(state["embed_out.weight"].float()))
     # Against the full load of the same files (torch's weights-only unpickler).
     from huggingface_hub import snapshot_download
 
     folder = snapshot_download("tests/bin-shards", revision=row["commit"], local_dir=tmp_path / "f")
     model = load_model(folder, allow_pickle=True, dtype=torch.float32)
-    assert tables[2].to_pylist()[0]["head_fingerprint"] == fingerprints(model)["head_fingerprint"]
+    assert (
+        tables["checkpoints"].to_pylist()[0]["head_fingerprint"]
+        == fingerprints(model)["head_fingerprint"]
+    )
     weights = sum(len(v) for k, v in files.items() if k.endswith(".bin"))
     head = state["embed_out.weight"].numel() * 2
     print(f"sharded .bin: {sum(sent.values())} bytes served by range of {weights}; head {head}")

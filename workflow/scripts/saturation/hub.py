@@ -95,13 +95,33 @@ def build_manifest(
     """One row per scheduled revision: its commit, weights format and digest, and whether
     it is missing or serves the weights of another revision."""
     from huggingface_hub import HfApi
-    from huggingface_hub.errors import (
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
 
     api = api or HfApi()
+    branches = repo_refs(api, repo_id, retry)
+    rows = []
+    for step in sorted(revisions):
+        commit = commit_of(api, repo_id, revisions[step], branches, retry)
+        rows.append(revision_row(api, model, repo_id, step, revisions[step], commit, retry))
+    reference_digest = None
+    if reference and reference in branches:
+        ref_weights = weights_of(list_revision(api, repo_id, branches[reference], retry))[1]
+        reference_digest = weights_digest(ref_weights)
+    flag_duplicates(rows, reference_digest, max(revisions), set(trusted_steps))
+    dup = [r["step"] for r in rows if r["status"] == "duplicate"]
+    if dup:
+        log.warning(
+            "%s: steps %s serve the weights of another revision; they are not measured "
+            "(list trusted ones in checkpoints.trusted_steps)",
+            repo_id,
+            dup,
+        )
+    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
+
+
+def repo_refs(api, repo_id: str, retry: dict) -> dict[str, str]:
+    """{branch or tag: commit} of a hub repo; a missing repo, or an offline machine, named."""
+    from huggingface_hub.errors import OfflineModeIsEnabled, RepositoryNotFoundError
+
     try:
         refs = with_backoff(lambda: api.list_repo_refs(repo_id), f"{repo_id}: refs", **retry)
     except RepositoryNotFoundError as exc:
@@ -116,57 +136,62 @@ def build_manifest(
         ) from exc
     branches = {b.name: b.target_commit for b in refs.branches}
     branches.update({t.name: t.target_commit for t in refs.tags})
+    return branches
 
-    def commit_of(revision: str) -> str | None:
-        if revision in branches:
-            return branches[revision]
-        try:  # a commit sha, or a ref the listing does not show
-            info = with_backoff(
-                lambda: api.model_info(repo_id, revision=revision),
-                f"{repo_id}@{revision}: info",
-                **retry,
-            )
-        except RevisionNotFoundError:
-            return None
-        return info.sha
 
-    rows, digests = [], {}
-    final_step = max(revisions)
-    for step in sorted(revisions):
-        revision = revisions[step]
-        commit = commit_of(revision)
-        row = {
-            "model": model,
-            "repo_id": repo_id,
-            "step": step,
-            "revision": revision,
-            "commit": commit,
-            "status": "ok" if commit else "missing",
-            "weights_format": "none",
-            "weights_sha256": None,
-            "weights_bytes": 0,
-            "weights_files": [],
-            "duplicate_steps": [],
-            "same_as_reference": False,
-        }
-        if commit:
-            fmt, weights = weights_of(list_revision(api, repo_id, commit, retry))
-            row["weights_format"] = fmt
-            row["weights_sha256"] = weights_digest(weights)
-            row["weights_bytes"] = sum(f["size"] for f in weights.values())
-            row["weights_files"] = [{"path": p, **weights[p]} for p in sorted(weights)]
-            if row["weights_sha256"]:
-                digests.setdefault(row["weights_sha256"], []).append(step)
-        else:
-            log.warning("%s: revision '%s' (step %d) does not exist", repo_id, revision, step)
-        rows.append(row)
+def commit_of(api, repo_id: str, revision: str, branches: dict, retry: dict) -> str | None:
+    """The commit a revision names: a listed branch or tag's, else the hub's answer for a
+    commit sha or a ref the listing does not show; None where it does not exist."""
+    from huggingface_hub.errors import RevisionNotFoundError
 
-    reference_digest = None
-    if reference and reference in branches:
-        ref_commit = branches[reference]
-        ref_weights = weights_of(list_revision(api, repo_id, ref_commit, retry))[1]
-        reference_digest = weights_digest(ref_weights)
-    trusted = set(trusted_steps)
+    if revision in branches:
+        return branches[revision]
+    try:
+        info = with_backoff(
+            lambda: api.model_info(repo_id, revision=revision),
+            f"{repo_id}@{revision}: info",
+            **retry,
+        )
+    except RevisionNotFoundError:
+        return None
+    return info.sha
+
+
+def revision_row(api, model, repo_id, step, revision, commit: str | None, retry) -> dict:
+    """A scheduled revision's manifest row, its weights files listed where it exists."""
+    row = {
+        "model": model,
+        "repo_id": repo_id,
+        "step": step,
+        "revision": revision,
+        "commit": commit,
+        "status": "ok" if commit else "missing",
+        "weights_format": "none",
+        "weights_sha256": None,
+        "weights_bytes": 0,
+        "weights_files": [],
+        "duplicate_steps": [],
+        "same_as_reference": False,
+    }
+    if not commit:
+        log.warning("%s: revision '%s' (step %d) does not exist", repo_id, revision, step)
+        return row
+    fmt, weights = weights_of(list_revision(api, repo_id, commit, retry))
+    row["weights_format"] = fmt
+    row["weights_sha256"] = weights_digest(weights)
+    row["weights_bytes"] = sum(f["size"] for f in weights.values())
+    row["weights_files"] = [{"path": p, **weights[p]} for p in sorted(weights)]
+    return row
+
+
+def flag_duplicates(rows, reference_digest, final_step: int, trusted: set) -> None:
+    """Each row's other steps with the same weights, whether it serves the reference's, and
+    status ``duplicate`` where either says it does not serve weights of its own (trusted
+    steps excepted), in place."""
+    digests = {}
+    for row in rows:
+        if row["weights_sha256"]:
+            digests.setdefault(row["weights_sha256"], []).append(row["step"])
     for row in rows:
         digest = row["weights_sha256"]
         if digest is None:
@@ -178,15 +203,6 @@ def build_manifest(
         misplaced = row["same_as_reference"] and row["step"] != final_step
         if (row["duplicate_steps"] or misplaced) and row["step"] not in trusted:
             row["status"] = "duplicate"
-    dup = [r["step"] for r in rows if r["status"] == "duplicate"]
-    if dup:
-        log.warning(
-            "%s: steps %s serve the weights of another revision; they are not measured "
-            "(list trusted ones in checkpoints.trusted_steps)",
-            repo_id,
-            dup,
-        )
-    return pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
 
 
 def revision_manifest(model, repo_id, revisions, trusted_steps, reference, retry, out_path) -> None:

@@ -106,7 +106,6 @@ def checkpoint_tables(
     from saturation.devices import resolve_device
     from saturation.loading import load_model
     from saturation.metrics import (
-        document_half,
         fingerprints,
         forward_metrics,
         head_gram,
@@ -129,12 +128,7 @@ def checkpoint_tables(
     extras = beyond_paper(parts, model.get_output_embeddings(), device, counts, gram)
     fwd = forward_metrics(model, docs, sequence_length, batch_size, device, progress_file, extras)
     base = checkpoint_columns(model_name, step, tokens_seen, model)
-    metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
-    metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
-    n_bytes = read_bytes(eval_path)
-    if n_bytes:  # text corpora: the loss per byte, comparable across tokenizers
-        nats = fwd["loss"] * fwd["n_predicted_tokens"] / n_bytes
-        metrics += [("nats_per_byte", None, nats), ("bits_per_byte", None, nats / math.log(2))]
+    metrics = loss_metrics(fwd, read_bytes(eval_path))
     if eval_corpora:  # named corpora, scored as the harness scores rolling tasks
         from saturation.eval_corpora import measure_eval_corpora
 
@@ -145,7 +139,6 @@ def checkpoint_tables(
     if extras is not None:
         metrics += [(k, None, v) for k, v in extras.metrics().items()]
     log.info("loss %.4f, last-layer anisotropy %.4f", fwd["loss"], fwd["anisotropy"][-1])
-    per_doc = fwd["documents"]
     truncated = extras.truncation_rows() if extras is not None else []
     return {
         "checkpoint_metrics": metrics_table(base, metrics),
@@ -161,22 +154,41 @@ def checkpoint_tables(
             commit=commit,
             weights_sha256=weights_sha256,
         ),
-        "document_losses": pa.table(
-            {
-                "model": [model_name] * len(per_doc["document"]),
-                "step": [step] * len(per_doc["document"]),
-                "document": per_doc["document"],
-                "half": [document_half(int(i)) for i in per_doc["document"]],
-                "nll": per_doc["nll"],
-                "n_predicted": per_doc["n_predicted"],
-            },
-            schema=DOCUMENT_LOSSES_SCHEMA,
-        ),
+        "document_losses": document_losses_table(model_name, step, fwd["documents"]),
         "truncated_heads": pa.Table.from_pylist(
             [{"model": model_name, "step": step, **row} for row in truncated],
             schema=TRUNCATED_HEADS_SCHEMA,
         ),
     }
+
+
+def loss_metrics(fwd: dict, n_bytes: int | None) -> list[tuple]:
+    """The forward pass's loss rows: loss, accuracy, the two halves' losses, and on text
+    (``n_bytes``: the sample's) the loss per byte, comparable across tokenizers."""
+    metrics = [("loss", None, fwd["loss"]), ("accuracy", None, fwd["accuracy"])]
+    metrics += [(k, None, fwd[k]) for k in ("loss_select", "loss_report")]
+    if n_bytes:
+        nats = fwd["loss"] * fwd["n_predicted_tokens"] / n_bytes
+        metrics += [("nats_per_byte", None, nats), ("bits_per_byte", None, nats / math.log(2))]
+    return metrics
+
+
+def document_losses_table(model_name: str, step: int, per_doc: dict) -> pa.Table:
+    """Each evaluation document's summed loss, and the half it belongs to."""
+    from saturation.metrics import document_half
+
+    n = len(per_doc["document"])
+    return pa.table(
+        {
+            "model": [model_name] * n,
+            "step": [step] * n,
+            "document": per_doc["document"],
+            "half": [document_half(int(i)) for i in per_doc["document"]],
+            "nll": per_doc["nll"],
+            "n_predicted": per_doc["n_predicted"],
+        },
+        schema=DOCUMENT_LOSSES_SCHEMA,
+    )
 
 
 def beyond_paper(parts, head, device, counts: str | None, gram):

@@ -332,9 +332,51 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     note = fit.note.dropna().iloc[0] if fit.note.notna().any() else None
     fig, axes = style.figure(1, 2, width=style.s["width"] * 1.8)
     ax, ax_gap = axes[0]
-    final = sat[sat.role == "final"]
-    best = sat[sat.role == "best"]
     drawn = [sat.assign(series="checkpoint", relative_gap_percent=100 * sat.relative_gap)]
+    drawn += fig1b_law_panel(ax, sat, law, fitted, style, floor, count)
+    ax.set_title(fig1b_title(law, reference, fitted, note), fontsize="small")
+    fig1b_gap_panel(ax_gap, sat, law, style, count)
+    if not fitted:  # no law, no gap to it: the panel says so
+        ax_gap.cla()
+        ax_gap.set_axis_off()
+        ax_gap.text(0.5, 0.5, "No law was fitted:\nno gap to draw", ha="center", va="center",
+                    transform=ax_gap.transAxes, color="0.4")  # fmt: skip
+    style.save(fig, png, pdf)
+    columns = ["series", "model", "role", "step", "n_params", "tokens_seen", "in_fit"]
+    columns += ["loss", "extrapolated_loss", "relative_gap_percent"]
+    data = pd.concat(drawn, ignore_index=True).reindex(columns=columns)
+    n_params = f"parameters N ({count.replace('_', '-')})"
+    return plotted(data, {**FIG1B_UNITS, "n_params": n_params})
+
+
+FIG1B_UNITS = {
+    "series": "a checkpoint, or a point of the law's curve",
+    "model": "the model",
+    "role": "best | final checkpoint",
+    "step": "training step",
+    "n_params": "parameters N",
+    "tokens_seen": "training tokens T",
+    "in_fit": "the checkpoint's model is in the fit",
+    "loss": "cross-entropy on the report half (nats / token); the law's value on its curve",
+    "extrapolated_loss": "the law at the checkpoint's own (N, T) (nats / token)",
+    "relative_gap_percent": "loss / extrapolated_loss - 1 (%)",
+}
+
+
+def checkpoint_marker(r, style) -> tuple:
+    """A best or final checkpoint's face and edge colours: filled for the final, ringed in
+    black where its model is in the fit."""
+    c = style.color(r.model)
+    face = c if r.role == "final" else "none"
+    edge = "k" if r.role == "final" and r.in_fit else c
+    return c, face, edge
+
+
+def fig1b_law_panel(ax, sat, law, fitted, style, floor, count) -> list[pd.DataFrame]:
+    """Fig 1b's left panel: the law's curve at the final T (where one was fitted) and each
+    best and final checkpoint against the law at its own T; returns the curve drawn."""
+    final, best = sat[sat.role == "final"], sat[sat.role == "best"]
+    drawn = []
     if fitted:
         t_final = float(final.tokens_seen.max())
         n = np.geomspace(sat.n_params.min() / 1.5, sat.n_params.max() * 1.5, 200)
@@ -345,17 +387,12 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
                 label=("COLLAPSED " if collapsed else "") + f"law at the final T = {human(t_final)} tokens")  # fmt: skip
         drawn.append(pd.DataFrame({"series": "law at the final T", "n_params": n,
                                    "tokens_seen": t_final, "loss": curve}))  # fmt: skip
-    for role, rows in (("final", final), ("best", best)):
+    for rows in (final, best):
         for r in rows.itertuples():
-            c = style.color(r.model)
-            face = c if role == "final" else "none"
-            edge = "k" if role == "final" and r.in_fit else c
+            c, face, edge = checkpoint_marker(r, style)
             ax.scatter(r.n_params, r.loss, facecolor=face, edgecolor=edge, s=36, zorder=3, lw=1.3)
             ax.scatter(r.n_params, r.extrapolated_loss, marker="_", color=c, s=90, zorder=3)
             ax.plot([r.n_params] * 2, [r.loss, r.extrapolated_loss], color=c, lw=0.8, zorder=2)
-            ax_gap.scatter(
-                r.n_params, 100 * r.relative_gap, facecolor=face, edgecolor=edge, s=36, lw=1.3
-            )
     ax.scatter([], [], color="0.5", s=36, label="final checkpoint")
     ax.scatter([], [], facecolor="none", edgecolor="0.5", s=36, label="best checkpoint")
     ax.scatter([], [], color="0.5", edgecolor="k", s=36, label="in the fit")
@@ -365,12 +402,15 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     ax.set_xlabel(f"parameters N ({count.replace('_', '-')})")
     ax.set_ylabel("cross-entropy on the report half (nats / token)")
     ax.legend(fontsize="x-small")
-    title = (
-        "Scaling-law fit skipped"
-        if not fitted
-        else "Scaling-law fit: " + ", ".join(fitted_value(p, law, reference) for p in fitted)
-    )
-    if fitted:
+    return drawn
+
+
+def fig1b_title(law, reference, fitted, note) -> str:
+    """The fitted parameters (beside the paper's), those held, the RMSE and the fit's note."""
+    if not fitted:
+        title = "Scaling-law fit skipped"
+    else:
+        title = "Scaling-law fit: " + ", ".join(fitted_value(p, law, reference) for p in fitted)
         held = [p for p in ("E", "A", "alpha", "B", "beta") if p not in fitted]
         title += "; held: " + ", ".join(f"{p} = {law[p]:.4g}" for p in held) if held else ""
         title += f"\nRMSE {law['rmse']:.3g} over {int(law['n_points'])} points"
@@ -378,8 +418,19 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
         import textwrap
 
         title += "\n" + textwrap.fill(note, 75)
-    ax.set_title(title, fontsize="small")
+    return title
 
+
+def fig1b_gap_panel(ax_gap, sat, law, style, count) -> None:
+    """Fig 1b's right panel: each checkpoint's relative gap to the law, the mean gaps of the
+    models below the fit, the models named, the range below the fit shaded."""
+    final, best = sat[sat.role == "final"], sat[sat.role == "best"]
+    for rows in (final, best):
+        for r in rows.itertuples():
+            _, face, edge = checkpoint_marker(r, style)
+            ax_gap.scatter(
+                r.n_params, 100 * r.relative_gap, facecolor=face, edgecolor=edge, s=36, lw=1.3
+            )
     ax_gap.axhline(0, color="0.3", lw=0.8)
     means = {r: law.get(f"mean_relative_gap_{r}", np.nan) for r in ("final", "best")}
     if np.isclose(means["final"], means["best"], atol=5e-4):  # best = final: one line
@@ -422,30 +473,6 @@ def fig1b_scaling(saturation, fit, style, floor, png, pdf):
     ax_gap.set_title(
         "Gap to the law at each checkpoint's own T\n(shaded: models below the fitted range)",
         fontsize="small",
-    )
-    if not fitted:  # no law, no gap to it: the panel says so
-        ax_gap.cla()
-        ax_gap.set_axis_off()
-        ax_gap.text(0.5, 0.5, "No law was fitted:\nno gap to draw", ha="center", va="center",
-                    transform=ax_gap.transAxes, color="0.4")  # fmt: skip
-    style.save(fig, png, pdf)
-    columns = ["series", "model", "role", "step", "n_params", "tokens_seen", "in_fit"]
-    columns += ["loss", "extrapolated_loss", "relative_gap_percent"]
-    data = pd.concat(drawn, ignore_index=True).reindex(columns=columns)
-    return plotted(
-        data,
-        {
-            "series": "a checkpoint, or a point of the law's curve",
-            "model": "the model",
-            "role": "best | final checkpoint",
-            "step": "training step",
-            "n_params": f"parameters N ({count.replace('_', '-')})",
-            "tokens_seen": "training tokens T",
-            "in_fit": "the checkpoint's model is in the fit",
-            "loss": "cross-entropy on the report half (nats / token); the law's value on its curve",
-            "extrapolated_loss": "the law at the checkpoint's own (N, T) (nats / token)",
-            "relative_gap_percent": "loss / extrapolated_loss - 1 (%)",
-        },
     )
 
 

@@ -333,112 +333,126 @@ def saturation_analysis(
             if plan_note
             else run_fit(points, n_col, fixed, initial)
         )
-        fitted = fit["points"]
         rows = gap_rows(losses, fit["law"], n_col, kept)
         sat += [{"parameters": count, "selected": selected, **r} for r in rows]
-        below = pd.DataFrame([r for r in rows if r["below_fit"]])
-        summary = {
-            "rmse": fit["rmse"],
-            "max_abs_residual": fit["max_abs_residual"],
-            "n_points": float(len(fitted)),
-            "n_below_fit": float(below.model.nunique() if len(below) else 0),
-        }
-        for role in ("best", "final"):
-            gaps = below[below.role == role].relative_gap if len(below) else pd.Series([])
-            summary[f"mean_relative_gap_{role}"] = float(gaps.mean()) if len(gaps) else np.nan
-        summary["collapsed"] = float(fit["collapsed"])
-        fit["summary"] = summary
+        fit["summary"] = fit_summary(fit, rows)
         note = "; ".join(n for n in [fit["note"], *notes] if n) or None
-        law = fit["law"] or {p: fixed.get(p, np.nan) for p in PARAMETERS}
-        fit_rows += [
-            {
-                "parameters": count,
-                "selected": selected,
-                "parameter": p,
-                "value": float(law[p]),
-                "fitted": p in fit["free"] and fit["law"] is not None,
-                "note": note,
-                "reference": (reference or {}).get(p),
-            }
-            for p in PARAMETERS
-        ]
-        fit_rows += [
-            {
-                "parameters": count,
-                "selected": selected,
-                "parameter": k,
-                "value": float(v),
-                "fitted": False,
-                "note": note,
-                "reference": None,
-            }
-            for k, v in summary.items()
-        ]
-        residual = fit.get("residuals", np.full(len(fitted), np.nan))
-        pts.append(
-            pd.DataFrame(
-                {
-                    "parameters": count,
-                    "model": fitted.model,
-                    "step": fitted.step,
-                    "n_params": fitted[n_col],
-                    "tokens_seen": fitted.tokens_seen,
-                    "loss": fitted.loss_whole,
-                    "predicted_loss": fitted.loss_whole + residual,
-                    "residual": residual,
-                }
-            )
-        )
+        fit_rows += fit_table_rows(count, selected, fit, fixed, note, reference or {})
+        pts.append(points_table(count, fit, n_col))
         log.info(
             "N %s: fit %s; models below the fit: mean gap best %+.2f%%, final %+.2f%%",
             count,
             fit["law"],
-            100 * summary["mean_relative_gap_best"],
-            100 * summary["mean_relative_gap_final"],
+            100 * fit["summary"]["mean_relative_gap_best"],
+            100 * fit["summary"]["mean_relative_gap_final"],
         )
-    sat = pd.DataFrame(sat).sort_values(["parameters", "n_params", "model", "role"])
-    tests = {}
-    if documents_path is not None:
-        from saturation.selection import best_and_final
-        from saturation.significance import saturation_tests
-
-        choices = {
-            model: tuple(int(r.step) for r in best_and_final(g))
-            for model, g in losses.groupby("model", sort=True)
-        }
-        documents = pd.read_parquet(documents_path)
-        tests = saturation_tests(documents, choices, level, resamples, seed)
-        for model, t in tests.items():
-            log.info(
-                "%s: final - best %+.4f nats (SE %.4f, p %.3g)%s",
-                model,
-                t["final_minus_best"],
-                t["final_minus_best_se"],
-                t["final_minus_best_p"],
-                ": saturates" if t["saturated"] else "",
-            )
-    from saturation.significance import TEST_COLUMNS
-
-    for col in TEST_COLUMNS:
-        sat[col] = [tests.get(m, {}).get(col) for m in sat.model]
-    write_parquet(
-        pa.Table.from_pandas(sat, schema=SATURATION_SCHEMA, preserve_index=False), out_saturation
+    tests = (
+        {}
+        if documents_path is None
+        else paired_tests(losses, documents_path, level, resamples, seed)
     )
+    sat = saturation_table(pd.DataFrame(sat), tests)
+    write_frame(sat, SATURATION_SCHEMA, out_saturation)
     if out_by_size is not None:
         from saturation.significance import by_size
 
-        write_parquet(
-            pa.Table.from_pandas(
-                by_size(sat), schema=SATURATION_BY_SIZE_SCHEMA, preserve_index=False
-            ),
-            out_by_size,
-        )
+        write_frame(by_size(sat), SATURATION_BY_SIZE_SCHEMA, out_by_size)
     write_parquet(pa.Table.from_pylist(fit_rows, schema=SCALING_FIT_SCHEMA), out_fit)
-    write_parquet(
-        pa.Table.from_pandas(pd.concat(pts), schema=SCALING_POINTS_SCHEMA, preserve_index=False),
-        out_points,
-    )
+    write_frame(pd.concat(pts), SCALING_POINTS_SCHEMA, out_points)
     return fits
+
+
+def write_frame(frame: pd.DataFrame, schema: pa.Schema, path: str) -> None:
+    write_parquet(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), path)
+
+
+def fit_summary(fit: dict, rows: list[dict]) -> dict:
+    """A fit's quality and the models below it: RMSE, max residual, points, how many models
+    are smaller than every fitted one and their mean relative gap at best and final."""
+    below = pd.DataFrame([r for r in rows if r["below_fit"]])
+    summary = {
+        "rmse": fit["rmse"],
+        "max_abs_residual": fit["max_abs_residual"],
+        "n_points": float(len(fit["points"])),
+        "n_below_fit": float(below.model.nunique() if len(below) else 0),
+    }
+    for role in ("best", "final"):
+        gaps = below[below.role == role].relative_gap if len(below) else pd.Series([])
+        summary[f"mean_relative_gap_{role}"] = float(gaps.mean()) if len(gaps) else np.nan
+    summary["collapsed"] = float(fit["collapsed"])
+    return summary
+
+
+def fit_table_rows(
+    count: str, selected: bool, fit: dict, fixed: dict, note: str | None, reference: dict
+) -> list[dict]:
+    """The rows of scaling_fit.parquet for one N count: each parameter of the law (fitted or
+    held, beside its published value), then the fit's summary."""
+    law = fit["law"] or {p: fixed.get(p, np.nan) for p in PARAMETERS}
+    head = {"parameters": count, "selected": selected}
+    rows = [
+        {**head, "parameter": p, "value": float(law[p]),
+         "fitted": p in fit["free"] and fit["law"] is not None, "note": note,
+         "reference": reference.get(p)}
+        for p in PARAMETERS
+    ]  # fmt: skip
+    rows += [
+        {**head, "parameter": k, "value": float(v), "fitted": False, "note": note,
+         "reference": None}
+        for k, v in fit["summary"].items()
+    ]  # fmt: skip
+    return rows
+
+
+def points_table(count: str, fit: dict, n_col: str) -> pd.DataFrame:
+    """The points one N count's law was fitted on, with its predictions and residuals."""
+    fitted = fit["points"]
+    residual = fit.get("residuals", np.full(len(fitted), np.nan))
+    return pd.DataFrame(
+        {
+            "parameters": count,
+            "model": fitted.model,
+            "step": fitted.step,
+            "n_params": fitted[n_col],
+            "tokens_seen": fitted.tokens_seen,
+            "loss": fitted.loss_whole,
+            "predicted_loss": fitted.loss_whole + residual,
+            "residual": residual,
+        }
+    )
+
+
+def paired_tests(losses, documents_path: str, level: float, resamples: int, seed) -> dict:
+    """Each model's final - best on the report half's documents, paired
+    (``significance.saturation_tests``), logged."""
+    from saturation.selection import best_and_final
+    from saturation.significance import saturation_tests
+
+    choices = {
+        model: tuple(int(r.step) for r in best_and_final(g))
+        for model, g in losses.groupby("model", sort=True)
+    }
+    tests = saturation_tests(pd.read_parquet(documents_path), choices, level, resamples, seed)
+    for model, t in tests.items():
+        log.info(
+            "%s: final - best %+.4f nats (SE %.4f, p %.3g)%s",
+            model,
+            t["final_minus_best"],
+            t["final_minus_best_se"],
+            t["final_minus_best_p"],
+            ": saturates" if t["saturated"] else "",
+        )
+    return tests
+
+
+def saturation_table(sat: pd.DataFrame, tests: dict) -> pd.DataFrame:
+    """Every model's best and final rows of each N count, in order, with its paired test."""
+    from saturation.significance import TEST_COLUMNS
+
+    sat = sat.sort_values(["parameters", "n_params", "model", "role"])
+    for col in TEST_COLUMNS:
+        sat[col] = [tests.get(m, {}).get(col) for m in sat.model]
+    return sat
 
 
 def scaling_fit(inputs, scaling: dict, outputs, seed: int = 0) -> None:
