@@ -83,3 +83,14 @@ def test_every_link_of_the_docs_reaches_a_file_and_heading():
                 assert anchor in anchors(file.read_text()), f"{page.relative_to(ROOT)}: #{anchor}"
             checked += 1
     assert checked >= 30
+
+
+def test_the_packages_docstring_maps_every_module_to_its_stage():
+    import re
+
+    import saturation
+
+    listed = set(re.findall(r"``(\w+)``", saturation.__doc__))
+    package = ROOT / "workflow" / "scripts" / "saturation"
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert listed == modules

@@ -55,9 +55,13 @@ def code_of(script):
     return code_digest(workflow_file(f"../scripts/{script}"), str(PACKAGE))
 
 
+# The config's sections, each named once for every rule file.
 CORPUS = config["corpus"]
 CHECKPOINT_CONFIG = config["checkpoints"]  # not Snakemake's `checkpoints`
 METRICS = config["metrics"]
+NGRAMS = config["ngrams"]
+RANK_HEADS = config.get("rank_heads", {})  # the section is optional
+DOWNSTREAM = config["downstream"]
 # Only the head's spectrum, read by range: no forward pass, and only the head's figures.
 SPECTRUM_ONLY = "forward" not in METRICS["parts"]
 # Named evaluation corpora each checkpoint is also scored on (WikiText as the harness's);
@@ -65,7 +69,6 @@ SPECTRUM_ONLY = "forward" not in METRICS["parts"]
 EVAL_CORPORA = {} if SPECTRUM_ONLY else {c["name"]: c for c in METRICS["eval_corpora"]}
 # Rank-constrained heads where the config has the section (none on the head alone).
 RANK_HEADS_ON = "rank_heads" in config and not SPECTRUM_ONLY
-NGRAMS = config["ngrams"]
 NGRAM_ENTRIES = {c["name"]: c for c in NGRAMS["corpora"]}
 NGRAM_CORPORA = list(NGRAM_ENTRIES)
 SYNTHETIC = CORPUS["source"] == "synthetic"

@@ -109,7 +109,7 @@ rule eval_corpus:
     params:
         code=code_of("eval_corpus.py"),
         entry=lambda wildcards: EVAL_CORPORA[wildcards.eval_corpus],
-        include_path=config["downstream"]["include_path"],
+        include_path=DOWNSTREAM["include_path"],
         retry=HUB_RETRY,
     script:
         "../scripts/eval_corpus.py"

@@ -2,7 +2,6 @@
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 from saturation.story_cloze import TASK as STORY_CLOZE, harness_tasks
 
-DOWNSTREAM = config["downstream"]
 DOWNSTREAM_MODELS = DOWNSTREAM.get("models") or MODELS
 # The tasks the harness runs, and those left out with the reason (StoryCloze without its
 # data); with the data, the workflow's StoryCloze task first on the harness's include path.

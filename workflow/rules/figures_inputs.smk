@@ -14,7 +14,7 @@ RUN_FIGURES = {
     for fig, spec in FIGURES.items()
     if all(n in TABLES for n in spec.needs if n != "language_matrix")
     and not (fig == "fig1b_scaling" and FIT_SKIPPED)
-    and not (fig == "fig9_learning_rates" and not config["rank_heads"].get("lr_grid"))
+    and not (fig == "fig9_learning_rates" and not RANK_HEADS.get("lr_grid"))
     and (spec.part is None or spec.part in METRICS["parts"])
 }
 

@@ -2,8 +2,6 @@
 # above its rules (Snakemake's linter keeps functions out of files with rules).
 from saturation.head_settings import HeadTraining, StreamTraining, rank_heads_keys
 
-RANK_HEADS = config["rank_heads"]
-
 
 def backbone_step(b):
     """The step a backbone's heads are trained at: its own, the model's last checkpoint

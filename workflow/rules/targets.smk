@@ -58,6 +58,6 @@ def prefetch_targets():
         for paths in model_eval_corpora(m).values()
         for path in paths
     ]
-    if config["downstream"]["activate"] and not SYNTHETIC:
+    if DOWNSTREAM["activate"] and not SYNTHETIC:
         targets.append(PATH["prefetched_tasks"])  # the harness's tasks' data sets
     return targets

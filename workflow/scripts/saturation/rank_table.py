@@ -1,4 +1,4 @@
-"""The rank-head sweep's tidy table: its schema, and the gathering of every rank-head job's
+"""The rank-head sweep's tidy table: the gathering of every rank-head job's
 rows with each backbone's original head. Kept apart from ``heads`` so that the gathering job
 does not import torch."""
 
