@@ -54,7 +54,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "workflow" / "scripts"), str(ROOT / "bench"), str(ROOT / "tests")]
 
 from saturation.config import PYTHIA_VOCAB as VOCAB  # noqa: E402
-from saturation.config import PYTHIA_WIDTHS  # noqa: E402
+from saturation.head_memory import PYTHIA_WIDTHS  # noqa: E402
 from saturation.suites import model_steps  # noqa: E402
 
 # Pythia's depths (their widths are the workflow's PYTHIA_WIDTHS).

@@ -20,7 +20,7 @@ also runs everything on CUDA and asserts:
   so a few 1e-3 is expected and 2e-2 is the bound), and the spectrum of the bf16 head to 1e-2;
 - two CUDA runs with deterministic algorithms give identical tables;
 - the measurement's peak device memory (``torch.cuda.max_memory_allocated``) is within the
-  estimate below, and the rank-head job's within ``saturation.config.rank_head_memory_mb``;
+  estimate below, and the rank-head job's within ``saturation.head_memory.rank_head_memory_mb``;
 - trained rank heads and the downstream scores agree with the CPU's (tolerances stated at
   each check).
 
@@ -376,7 +376,7 @@ def cuda_checks(name, folder, sample, runs, heads, scores, seq, batch, tokens, v
     check(gpu["peak_bytes"] <= estimate,
           f"{name}: measurement peak {gpu['peak_bytes'] / 2**20:.0f} MB <= estimate "
           f"{estimate / 2**20:.0f} MB")  # fmt: skip
-    from saturation.config import rank_head_memory_mb
+    from saturation.head_memory import rank_head_memory_mb
 
     setup = heads["cuda"]["setup"]
     parts = rank_head_memory_mb(

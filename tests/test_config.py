@@ -263,7 +263,8 @@ def test_snakemake_stops_before_any_job(tmp_path):
 def test_rank_head_memory_check_says_what_to_lower():
     """Pythia backbones with a 4M-token shard in bfloat16 against 16 GB: pythia-1b
     (d = 2048) is the first that cannot fit (15.6 GB of shard alone)."""
-    from saturation.config import ConfigError, rank_head_memory_mb
+    from saturation.config import ConfigError
+    from saturation.head_memory import rank_head_memory_mb
 
     parts = rank_head_memory_mb(
         {"shard_tokens": 4_000_000, "cache_dtype": "bfloat16", "batch_tokens": 4096,

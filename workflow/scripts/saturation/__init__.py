@@ -14,8 +14,8 @@ Each stage of the workflow (``workflow/rules/<stage>.smk``) and its modules:
 - metrics: ``measuring`` (a measuring job), ``metrics`` (the forward pass, anisotropy, the
   head's spectrum), ``bottleneck`` (beyond the paper), ``aggregation`` (the run's tables)
 - scaling: ``scaling`` (the law and the saturation analysis), ``significance``
-- rank heads: ``head_settings``, ``heads`` (the cached protocol), ``streamed_heads`` (the
-  paper's), ``rank_table``
+- rank heads: ``head_settings``, ``head_memory`` (what a job holds), ``heads`` (the cached
+  protocol), ``streamed_heads`` (the paper's), ``rank_table``
 - n-grams: ``ngrams``
 - downstream: ``selection`` (best and final checkpoints), ``downstream``, ``tasks``,
   ``story_cloze``, ``bootstrap``, ``table1``

@@ -15,12 +15,17 @@ from jsonschema.exceptions import best_match
 from jsonschema.validators import extend
 
 from saturation.defaults import check_local_sizes
+from saturation.head_memory import (
+    KNOWN_SHAPES,
+    known_shape,
+    rank_head_memory_mb,
+    streamed_head_memory_mb,
+)
 from saturation.suites import (
     SuiteError,
     backbone_models,
     backbone_name,
     local_models,
-    model_name,
     model_steps,
     schedule_steps,
 )
@@ -232,31 +237,7 @@ def check_semantics(config: dict) -> None:
     """Rules across keys, checked after defaults are filled in."""
     corpus, ckpt = config["corpus"], config["checkpoints"]
     parts = config["metrics"].get("parts", ["forward", "spectrum"])  # the default where unfilled
-    if "forward" in parts and "spectrum" not in parts:
-        raise ConfigError(
-            f"config key 'metrics.parts': {parts} without spectrum is not a measurement this "
-            "workflow makes: a forward pass measures the head's spectrum too (it costs little "
-            "beside it); add spectrum, or give [spectrum] for the head alone"
-        )
-    beyond = [p for p in parts if p not in ("forward", "spectrum")]
-    if beyond and "forward" not in parts:
-        raise ConfigError(
-            f"config key 'metrics.parts': {beyond} are measured in the forward pass; add "
-            "forward, or give [spectrum] alone for the head read by range"
-        )
-    if "forward" not in parts and ckpt["source"] != "hub":
-        raise ConfigError(
-            f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "
-            f"checkpoints.source: hub, not {ckpt['source']}"
-        )
-    corpora = [c["name"] for c in config["metrics"].get("eval_corpora", [])]
-    if corpora and corpus["source"] == "synthetic":
-        raise ConfigError(
-            f"config key 'metrics.eval_corpora': {corpora} are text; corpus.source: synthetic "
-            "has token ids only"
-        )
-    if len(set(corpora)) < len(corpora):
-        raise ConfigError(f"config key 'metrics.eval_corpora': duplicate names in {corpora}")
+    check_metrics(config, parts)
     if corpus["source"] == "synthetic":
         syn = corpus["synthetic"]
         if syn["rank"] > syn["vocab_size"]:
@@ -268,49 +249,7 @@ def check_semantics(config: dict) -> None:
         schedule_steps(config)
     except ValueError as exc:
         raise ConfigError(f"config key {exc}") from None
-    if ckpt["source"] == "minisuite":
-        suite = ckpt["minisuite"]
-        names = [m["name"] for m in suite["models"]]
-        dup = sorted({n for n in names if names.count(n) > 1})
-        if dup:
-            raise ConfigError(f"config key 'checkpoints.minisuite.models': duplicate names {dup}")
-        for i, m in enumerate(suite["models"]):
-            if m["hidden_size"] % min(suite["head_dim"], m["hidden_size"]):
-                raise ConfigError(
-                    f"config key 'checkpoints.minisuite.models[{i}].hidden_size': "
-                    f"{m['hidden_size']} is not a multiple of head_dim {suite['head_dim']}"
-                )
-        if (
-            corpus["source"] == "synthetic"
-            and corpus["train_tokens"] < suite["sequence_length"] * suite["batch_size"]
-        ):
-            raise ConfigError(
-                "config key 'corpus.train_tokens': fewer tokens than one training batch"
-            )
-        models = names
-        if config["metrics"]["sequence_length"] > suite["sequence_length"]:
-            raise ConfigError(
-                f"config key 'metrics.sequence_length': {config['metrics']['sequence_length']} "
-                f"exceeds the mini-suite's context checkpoints.minisuite.sequence_length "
-                f"{suite['sequence_length']}"
-            )
-    elif ckpt["source"] == "hub":
-        try:
-            models = list(model_steps(config))
-        except SuiteError as exc:
-            raise ConfigError(str(exc)) from None
-        if corpus["source"] == "synthetic" and "forward" in parts:
-            raise ConfigError(
-                "config key 'corpus.source': hub checkpoints need a text corpus and their "
-                "tokenizer (huggingface or local), not the synthetic language"
-            )
-    else:  # local training runs, listed now: a missing folder stops the run here
-        try:
-            local = local_models(config)
-        except SuiteError as exc:
-            raise ConfigError(str(exc)) from None
-        models = list(local)
-        check_tokens_known(config, local)
+    models = checked_models(config, parts)
     if (config.get("figures") or {}).get("loss_unit") == "byte" and corpus["source"] == "synthetic":
         raise ConfigError(
             "config key 'figures.loss_unit': byte needs a text corpus; the synthetic "
@@ -328,6 +267,89 @@ def check_semantics(config: dict) -> None:
     if unknown:
         raise ConfigError(
             f"config key 'checkpoints.trusted_steps': {unknown} are not models of this run"
+        )
+
+
+def check_metrics(config: dict, parts: list[str]) -> None:
+    """metrics.parts (what a measurement can be) and metrics.eval_corpora."""
+    if "forward" in parts and "spectrum" not in parts:
+        raise ConfigError(
+            f"config key 'metrics.parts': {parts} without spectrum is not a measurement this "
+            "workflow makes: a forward pass measures the head's spectrum too (it costs little "
+            "beside it); add spectrum, or give [spectrum] for the head alone"
+        )
+    beyond = [p for p in parts if p not in ("forward", "spectrum")]
+    if beyond and "forward" not in parts:
+        raise ConfigError(
+            f"config key 'metrics.parts': {beyond} are measured in the forward pass; add "
+            "forward, or give [spectrum] alone for the head read by range"
+        )
+    source = config["checkpoints"]["source"]
+    if "forward" not in parts and source != "hub":
+        raise ConfigError(
+            f"config key 'metrics.parts': {parts} (the head alone, read by range) needs "
+            f"checkpoints.source: hub, not {source}"
+        )
+    corpora = [c["name"] for c in config["metrics"].get("eval_corpora", [])]
+    if corpora and config["corpus"]["source"] == "synthetic":
+        raise ConfigError(
+            f"config key 'metrics.eval_corpora': {corpora} are text; corpus.source: synthetic "
+            "has token ids only"
+        )
+    if len(set(corpora)) < len(corpora):
+        raise ConfigError(f"config key 'metrics.eval_corpora': duplicate names in {corpora}")
+
+
+def checked_models(config: dict, parts: list[str]) -> list[str]:
+    """The run's models, after the checks of their source: the mini-suite's names and
+    shapes, the hub's models and revisions, a local run's folders (a missing one stops the
+    run here)."""
+    corpus, ckpt = config["corpus"], config["checkpoints"]
+    if ckpt["source"] == "minisuite":
+        check_minisuite(config)
+        return [m["name"] for m in ckpt["minisuite"]["models"]]
+    if ckpt["source"] == "hub":
+        try:
+            models = list(model_steps(config))
+        except SuiteError as exc:
+            raise ConfigError(str(exc)) from None
+        if corpus["source"] == "synthetic" and "forward" in parts:
+            raise ConfigError(
+                "config key 'corpus.source': hub checkpoints need a text corpus and their "
+                "tokenizer (huggingface or local), not the synthetic language"
+            )
+        return models
+    try:
+        local = local_models(config)
+    except SuiteError as exc:
+        raise ConfigError(str(exc)) from None
+    check_tokens_known(config, local)
+    return list(local)
+
+
+def check_minisuite(config: dict) -> None:
+    """The mini-suite's names, widths, batch and context against the corpus and metrics."""
+    corpus, suite = config["corpus"], config["checkpoints"]["minisuite"]
+    names = [m["name"] for m in suite["models"]]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise ConfigError(f"config key 'checkpoints.minisuite.models': duplicate names {dup}")
+    for i, m in enumerate(suite["models"]):
+        if m["hidden_size"] % min(suite["head_dim"], m["hidden_size"]):
+            raise ConfigError(
+                f"config key 'checkpoints.minisuite.models[{i}].hidden_size': "
+                f"{m['hidden_size']} is not a multiple of head_dim {suite['head_dim']}"
+            )
+    if (
+        corpus["source"] == "synthetic"
+        and corpus["train_tokens"] < suite["sequence_length"] * suite["batch_size"]
+    ):
+        raise ConfigError("config key 'corpus.train_tokens': fewer tokens than one training batch")
+    if config["metrics"]["sequence_length"] > suite["sequence_length"]:
+        raise ConfigError(
+            f"config key 'metrics.sequence_length': {config['metrics']['sequence_length']} "
+            f"exceeds the mini-suite's context checkpoints.minisuite.sequence_length "
+            f"{suite['sequence_length']}"
         )
 
 
@@ -473,92 +495,6 @@ def check_head_protocol(config: dict) -> None:
             f"rank_heads.train_tokens ({heads['train_tokens']}) and select_tokens "
             f"({heads['select_tokens']}), each seen once; raise it to {needed}"
         )
-
-
-# Widths and padded vocabularies of the Pythia suite (model cards), for checks before any
-# job; other hub models are checked when their head is read.
-PYTHIA_WIDTHS = {
-    "14m": 128, "31m": 256, "70m": 512, "160m": 768, "410m": 1024,
-    "1b": 2048, "1.4b": 2048, "2.8b": 2560, "6.9b": 4096, "12b": 5120,
-}  # fmt: skip
-PYTHIA_VOCAB = 50304
-# (hidden size, vocabulary) of other hub models a config names as rank-head backbones
-# (their config.json); others are checked when their head is read.
-KNOWN_SHAPES = {
-    "meta-llama/Llama-2-7b-hf": (4096, 32000),
-    "meta-llama/Llama-2-13b-hf": (5120, 32000),
-    "meta-llama/Llama-2-70b-hf": (8192, 32000),
-}
-DTYPE_BYTES = {"float32": 4, "float16": 2, "bfloat16": 2}
-
-
-def known_shape(config: dict, model: str) -> tuple[int, int | None] | None:
-    """(hidden size, vocabulary rows or None) of a model where the config alone says them."""
-    ckpt, corpus = config["checkpoints"], config["corpus"]
-    if ckpt["source"] == "minisuite":
-        hidden = {m["name"]: m["hidden_size"] for m in ckpt["minisuite"]["models"]}
-        vocab = corpus["synthetic"]["vocab_size"] if corpus["source"] == "synthetic" else None
-        return hidden[model], vocab
-    if ckpt["source"] == "local":  # the last checkpoint's config.json, read in place
-        folder = list(local_models(config)[model]["steps"].values())[-1]
-        cfg = json.loads((folder / "config.json").read_text())
-        width = cfg.get("word_embed_proj_dim") or cfg.get("hidden_size") or cfg.get("n_embd")
-        return (width, cfg.get("vocab_size")) if width else None
-    for entry in ckpt["hub"]["models"]:
-        repo = entry if isinstance(entry, str) else entry["repo"]
-        owner, _, name = repo.partition("/")
-        named = model_name(repo) if isinstance(entry, str) else entry.get("name", model_name(repo))
-        if named == model and owner == "EleutherAI" and name.startswith("pythia-"):
-            size = name.removeprefix("pythia-").removesuffix("-deduped")
-            if size in PYTHIA_WIDTHS:
-                return PYTHIA_WIDTHS[size], PYTHIA_VOCAB
-    return None
-
-
-def rank_head_memory_mb(heads: dict, eval_tokens: int, d: int, vocab: int | None) -> dict:
-    """What one rank-head job holds at once, in MB: one cache shard in its stored dtype
-    (the cache is streamed, so the cached tokens do not count), a float32 batch, the float32
-    eval features, and, where V is known, a full head with its gradient and AdamW moments
-    and the chunk of logits with its softmax and gradient."""
-    mb = 1 / 2**20
-    parts = {
-        "cache shard (rank_heads.shard_tokens)": heads["shard_tokens"]
-        * d
-        * DTYPE_BYTES[heads["cache_dtype"]]
-        * mb,
-        "batch (rank_heads.batch_tokens)": heads["batch_tokens"] * d * 4 * mb,
-        "eval features (corpus.eval_tokens)": eval_tokens * d * 4 * mb,
-    }
-    if vocab:
-        parts["full-rank head and AdamW state"] = vocab * d * 4 * 4 * mb
-        parts["logits chunk (rank_heads.chunk_tokens)"] = heads["chunk_tokens"] * vocab * 4 * 3 * mb
-    return parts
-
-
-def streamed_head_memory_mb(heads: dict, d: int, vocab: int | None) -> dict:
-    """What one paper-protocol job holds at once, in MB, where V is known: every head of the
-    job (each rank in each kind, the full-rank control, at each rate of the grid) with its
-    gradient and AdamW moments, and the chunks of logits of one head (K of them for a
-    mixture) with their softmax and gradient. The backbone's weights come on top."""
-    if not vocab:
-        return {}
-    mb = 1 / 2**20
-    ranks = [r for r in heads["ranks"] if r <= min(d, vocab)]
-    k = heads["mixture_components"]
-    per_kind = {"linear": 1, "mixture": k}
-    params = sum(per_kind[kind] * r * (vocab + d) for r in ranks for kind in heads["kinds"])
-    params += vocab * d  # the full-rank control
-    rates = len(heads.get("lr_grid") or [1])
-    widest = max(per_kind[kind] for kind in heads["kinds"])
-    return {
-        "heads and their AdamW state (rank_heads.ranks, kinds, lr_grid)": params * rates * 16 * mb,
-        "logits chunk (rank_heads.chunk_tokens)": heads["chunk_tokens"]
-        * vocab
-        * widest
-        * 4
-        * 3
-        * mb,
-    }
 
 
 def check_rank_head_memory(config: dict) -> None:
