@@ -33,13 +33,30 @@ def columns(schema) -> str:
     return ", ".join(f"`{f.name} {type_name(f.type)}`" for f in schema)
 
 
+def function_of(rule: str) -> str:
+    """The function a rule's script calls (rule X runs scripts/X.py, which calls
+    saturation.<module>.X), as `<module>.X`; the figure rules draw with their figure's
+    function in saturation.plots (plots_beyond for Figs 10-13)."""
+    import re
+
+    if rule == "{fig}":
+        return "`plots.{fig}` (Figs 10–13: `plots_beyond.{fig}`)"
+    source = (ROOT / "workflow" / "scripts" / f"{rule}.py").read_text()
+    module = re.search(rf"^from saturation\.(\w+) import {rule}$", source, re.M).group(1)
+    return f"`{module}.{rule}`"
+
+
+def writers(rule: str) -> str:
+    return "; ".join(f"`{r}` → {function_of(r)}" for r in rule.split(" | "))
+
+
 def table() -> str:
     sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
     from saturation.outputs import OUTPUTS
 
-    lines = ["| path | written by | what | columns |", "|---|---|---|---|"]
+    lines = ["| path | rule → function | what | columns |", "|---|---|---|---|"]
     for entry in OUTPUTS.values():
-        cells = (f"`{entry.path}`", f"`{entry.rule}`", entry.what, columns(entry.schema))
+        cells = (f"`{entry.path}`", writers(entry.rule), entry.what, columns(entry.schema))
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
     return "\n".join(lines)
 

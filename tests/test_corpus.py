@@ -15,7 +15,7 @@ from saturation.corpus import (
     sample_corpus,
     split_of,
 )
-from saturation.synthetic import make_language, synthetic_language
+from saturation.synthetic import make_language, save_language
 
 
 def sha(path):
@@ -26,7 +26,7 @@ def sha(path):
 def language_file(tmp_path):
     lang = make_language(vocab_size=16, rank=2, logit_scale=2.0, zipf_exponent=1.0, seed=0)
     path = tmp_path / "lang.npz"
-    synthetic_language(lang, path, tmp_path / "lang.json", seed=0)
+    save_language(lang, path, tmp_path / "lang.json", seed=0)
     return path
 
 

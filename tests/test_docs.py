@@ -41,7 +41,10 @@ def test_the_outputs_page_is_the_registrys_and_no_job_reads_the_registry():
     assert page == make.page(page), (
         "docs/outputs.md is stale: run python docs/make_outputs_reference.py"
     )
-    assert "| `results/tables/checkpoint_metrics.parquet` | `aggregate_metrics` |" in page
+    assert (
+        "| `results/tables/checkpoint_metrics.parquet` | `aggregate_metrics` → `aggregation.aggregate_metrics` |"
+        in page
+    )
     package = ROOT / "workflow" / "scripts" / "saturation"
     for script in (ROOT / "workflow" / "scripts").glob("*.py"):
         reached = {p.name for p in module_closure(script, package)}
@@ -94,3 +97,33 @@ def test_the_packages_docstring_maps_every_module_to_its_stage():
     package = ROOT / "workflow" / "scripts" / "saturation"
     modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
     assert listed == modules
+
+
+def rule_scripts() -> dict[str, str]:
+    """{rule: its script's file name} of every named rule with a script."""
+    import re
+
+    found = {}
+    for smk in (ROOT / "workflow" / "rules").glob("*.smk"):
+        for name, body in re.findall(
+            r"^\s*rule (\w+):\n(.*?)(?=^\s*rule |\Z)", smk.read_text(), re.M | re.S
+        ):
+            script = re.search(r'script:\s*\n\s*"\.\./scripts/(\w+\.py)"', body)
+            if script:
+                found[name] = script.group(1)
+    return found
+
+
+def test_every_rule_runs_its_namesake_script_which_calls_its_namesake_function():
+    """Rule X runs scripts/X.py, which calls saturation.<module>.X (the figure rules, one per
+    figure, run scripts/figure.py, which draws with saturation.plots' function of the
+    figure's name)."""
+    import re
+
+    scripts = rule_scripts()
+    assert len(scripts) >= 24
+    for rule, script in scripts.items():
+        assert script == f"{rule}.py", (rule, script)
+        source = (ROOT / "workflow" / "scripts" / script).read_text()
+        assert re.search(rf"^from saturation\.\w+ import {rule}$", source, re.M), rule
+        assert re.search(rf"^{rule}\(", source, re.M), rule

@@ -112,7 +112,12 @@ def make_language(
     return SyntheticLanguage(transition=p, stationary=stationary_distribution(p), rank=rank)
 
 
-def synthetic_language(
+def synthetic_language(settings: dict, seed: int, npz_path, json_path) -> None:
+    """The run's synthetic language (corpus.synthetic's settings), drawn and saved."""
+    save_language(make_language(**settings, seed=seed), npz_path, json_path, seed, **settings)
+
+
+def save_language(
     language: SyntheticLanguage, npz_path, json_path, seed: int, **settings
 ) -> None:
     from saturation.io import write_json
