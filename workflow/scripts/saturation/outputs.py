@@ -350,14 +350,16 @@ OUTPUTS = _outputs(
         tables.DOWNSTREAM_SCHEMA,
     ),
     *(
-        Output(
-            f"table1_{ext}",
-            f"results/tables/table1.{ext}",
-            "aggregate_downstream",
-            "Table 1: best vs final per model, task and metric, with the paired test of "
-            "Δ final − best ([how it reads](table1.md))",
+        Output(f"table1_{ext}", f"results/tables/table1.{ext}", "aggregate_downstream", what)
+        for ext, what in (
+            (
+                "md",
+                "Table 1: best vs final per model, task and metric, with the paired test of "
+                "Δ final − best ([how it reads](table1.md))",
+            ),
+            ("tex", "the same, as LaTeX"),
+            ("html", "the same, as HTML"),
         )
-        for ext in ("md", "tex", "html")
     ),
     # --- figures
     *(
