@@ -6,7 +6,8 @@ from snakemake.utils import validate
 from saturation.code import code_digest
 from saturation.config import ConfigError, check_schema, check_semantics
 from saturation.defaults import expand_shorthands, fill_derived
-from saturation.outputs import MEASURED_TABLES, PATH
+from saturation.outputs import PATH
+from saturation.tables import MEASURED_TABLES  # the tables a measuring job writes
 from saturation.suites import (
     CHECKPOINT_JOB,
     BACKBONE_STEP,

@@ -56,7 +56,8 @@ def aggregate_metrics(
     )
     metrics = concat(read_tables(inputs["checkpoint_metrics"], METRICS_SCHEMA))
     write_parquet(
-        flag_duplicates(metrics, duplicates, head_duplicates), outputs["checkpoint_metrics"]
+        flag_duplicate_checkpoints(metrics, duplicates, head_duplicates),
+        outputs["checkpoint_metrics"],
     )
     for name, schema, keys in (
         ("head_spectra", HEAD_SPECTRA_SCHEMA, ("model", "step")),
@@ -111,7 +112,9 @@ def checkpoints_table(jobs: pa.Table, trusted_steps: dict) -> tuple[pd.DataFrame
     return ckpts, keys(flagged), keys(head_flagged)
 
 
-def flag_duplicates(metrics: pa.Table, duplicates: set, head_duplicates: set) -> pa.Table:
+def flag_duplicate_checkpoints(
+    metrics: pa.Table, duplicates: set, head_duplicates: set
+) -> pa.Table:
     """The metric rows with ``duplicate_weights`` and ``duplicate_head`` from the checkpoints'
     (model, step) keys."""
     keys = list(

@@ -45,7 +45,7 @@ def key_path(path) -> str:
     return "".join(parts) or "(top level)"
 
 
-def describe(error) -> str:
+def describe_error(error) -> str:
     where = key_path(error.absolute_path)
     if error.validator == "additionalProperties":
         extra = sorted(set(error.instance) - set(error.schema.get("properties", {})))
@@ -151,7 +151,7 @@ def check_schema(config: dict, schema_path: str | Path) -> None:
     validator = Draft202012Validator(schema)
     error = best_match(validator.iter_errors(config))
     if error is not None:
-        raise ConfigError(describe(error))
+        raise ConfigError(describe_error(error))
 
 
 # --- reading config files ----------------------------------------------------------------

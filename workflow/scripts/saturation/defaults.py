@@ -52,10 +52,10 @@ def run_models(path: str) -> list[dict]:
             f"config key 'run': {root} holds no checkpoint folders (checkpoint-N as "
             "transformers.Trainer saves them, or step{N}), nor folders of runs that do"
         )
-    return [{"name": model_name(f.name), "path": str(f)} for f in runs]
+    return [{"name": safe_name(f.name), "path": str(f)} for f in runs]
 
 
-def model_name(folder: str) -> str:
+def safe_name(folder: str) -> str:
     """A folder's name as a model's name in paths and tables."""
     return re.sub(r"[^A-Za-z0-9._-]+", "-", folder).strip("-.") or "run"
 
@@ -103,9 +103,9 @@ def corpus_name(corpus: dict) -> str:
     if corpus.get("name"):
         return corpus["name"]
     if corpus["source"] == "local":
-        return model_name(Path(corpus["local"]["paths"][0]).stem)
+        return safe_name(Path(corpus["local"]["paths"][0]).stem)
     if corpus["source"] == "huggingface":
-        return model_name(corpus["huggingface"]["path"].rpartition("/")[2])
+        return safe_name(corpus["huggingface"]["path"].rpartition("/")[2])
     return "synthetic"
 
 

@@ -106,7 +106,7 @@ def build_manifest(
     if reference and reference in branches:
         ref_weights = weights_of(list_revision(api, repo_id, branches[reference], retry))[1]
         reference_digest = weights_digest(ref_weights)
-    flag_duplicates(rows, reference_digest, max(revisions), set(trusted_steps))
+    flag_duplicate_revisions(rows, reference_digest, max(revisions), set(trusted_steps))
     dup = [r["step"] for r in rows if r["status"] == "duplicate"]
     if dup:
         log.warning(
@@ -184,7 +184,7 @@ def revision_row(api, model, repo_id, step, revision, commit: str | None, retry)
     return row
 
 
-def flag_duplicates(rows, reference_digest, final_step: int, trusted: set) -> None:
+def flag_duplicate_revisions(rows, reference_digest, final_step: int, trusted: set) -> None:
     """Each row's other steps with the same weights, whether it serves the reference's, and
     status ``duplicate`` where either says it does not serve weights of its own (trusted
     steps excepted), in place."""
@@ -227,13 +227,13 @@ def manifest_row(manifest_path: str | Path, step: int) -> dict:
 # --- acquisition -----------------------------------------------------------------------------
 
 
-def describe(row: dict) -> str:
+def describe_revision(row: dict) -> str:
     return f"{row['repo_id']} at revision {row['revision']} (step {row['step']})"
 
 
 def check_usable(row: dict, allow_pickle: bool) -> None:
     """Refuse, before any download, a revision that is missing, a duplicate or pickles only."""
-    where = describe(row)
+    where = describe_revision(row)
     if row["status"] == "missing":
         raise CheckpointError(f"revision '{row['revision']}' does not exist in {row['repo_id']}")
     if row["status"] == "duplicate":
@@ -274,12 +274,12 @@ def hub_checkpoint(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
                 raise
             log.warning("%s; downloading it once more", exc)
     try:
-        weights_files(folder, allow_pickle, where=describe(row))
+        weights_files(folder, allow_pickle, where=describe_revision(row))
         yield Path(folder)
     finally:
         if staged is not None:
             shutil.rmtree(staged, ignore_errors=True)
-            log.info("evicted %s", describe(row))
+            log.info("evicted %s", describe_revision(row))
 
 
 def cached_whole(folder: Path, row: dict, patterns: list[str]) -> bool:
@@ -313,7 +313,7 @@ def fetch_revision(row: dict, allow_pickle: bool, evict: bool, retry: dict, stag
         RevisionNotFoundError,
     )
 
-    where = describe(row)
+    where = describe_revision(row)
     fetch = {
         "repo_id": row["repo_id"],
         "revision": row["commit"],  # the weights the manifest names, even if the branch moves
@@ -404,7 +404,7 @@ def verify_download(folder: Path, row: dict, in_cache: bool) -> None:
         if got != entry["sha256"]:
             fate = forget_cached(path) if in_cache else "it was not kept"
             raise AlteredDownload(
-                f"{describe(row)}: {entry['path']} has the digest {got}, not the "
+                f"{describe_revision(row)}: {entry['path']} has the digest {got}, not the "
                 f"{entry['sha256']} the hub's tree gives for it (its bytes were altered on "
                 f"the way or on the disk); it is not measured, and {fate}"
             )

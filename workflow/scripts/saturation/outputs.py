@@ -382,4 +382,3 @@ OUTPUTS = _outputs(
 )
 
 PATH = {name: entry.path for name, entry in OUTPUTS.items()}
-MEASURED_TABLES = tuple(tables.MEASURED_TABLES)  # the run tables the measuring jobs write

@@ -540,10 +540,10 @@ def ranged_head(
     try:
         return read_head(row, retry, store, allow_pickle)
     except (RevisionNotFoundError, EntryNotFoundError) as exc:
-        from saturation.hub import describe
+        from saturation.hub import describe_revision
 
         raise CheckpointError(
-            f"{describe(row)}: the hub no longer serves commit {row['commit']} or its files "
+            f"{describe_revision(row)}: the hub no longer serves commit {row['commit']} or its files "
             f"({type(exc).__name__}), as the revision manifest recorded them; delete "
             f"results/checkpoints/{row['model']}/revisions.parquet and run again to list the "
             "repo anew"
@@ -555,10 +555,10 @@ def read_head(row: dict, retry: dict, store, allow_pickle: bool) -> RangedHead:
     from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    from saturation.hub import describe
+    from saturation.hub import describe_revision
     from saturation.retry import with_backoff
 
-    where = describe(row)
+    where = describe_revision(row)
     fmt = row["weights_format"]
     if fmt == "bin" and not allow_pickle:
         raise CheckpointError(
@@ -707,12 +707,12 @@ def prefetch_head(
 ) -> None:
     """Where the network is: a revision's head read by range into the head store, so that
     the spectrum-only measurement runs offline (``metrics.parts: [spectrum]``'s prefetch)."""
-    from saturation.hub import describe
+    from saturation.hub import describe_revision
     from saturation.io import write_json
 
     record = {k: row[k] for k in ("repo_id", "revision", "step", "commit", "status")}
     if row["status"] in ("missing", "duplicate"):
-        log.warning("%s is %s; not fetched", describe(row), row["status"])
+        log.warning("%s is %s; not fetched", describe_revision(row), row["status"])
     else:
         path = store_path(store, row)
         head = ranged_head(row, retry, store, allow_pickle)

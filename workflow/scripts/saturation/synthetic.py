@@ -117,9 +117,7 @@ def synthetic_language(settings: dict, seed: int, npz_path, json_path) -> None:
     save_language(make_language(**settings, seed=seed), npz_path, json_path, seed, **settings)
 
 
-def save_language(
-    language: SyntheticLanguage, npz_path, json_path, seed: int, **settings
-) -> None:
+def save_language(language: SyntheticLanguage, npz_path, json_path, seed: int, **settings) -> None:
     from saturation.io import write_json
 
     np.savez(
