@@ -127,3 +127,23 @@ def test_every_rule_runs_its_namesake_script_which_calls_its_namesake_function()
         source = (ROOT / "workflow" / "scripts" / script).read_text()
         assert re.search(rf"^from saturation\.\w+ import {rule}$", source, re.M), rule
         assert re.search(rf"^{rule}\(", source, re.M), rule
+
+
+def test_no_public_name_is_defined_in_two_modules():
+    """A function, class or constant of the package is defined once (each module's logger,
+    ``log``, aside), so a name found is the one meant."""
+    import ast
+    import collections
+
+    defined = collections.defaultdict(list)
+    for path in sorted((ROOT / "workflow" / "scripts" / "saturation").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            else:
+                targets = getattr(node, "targets", [getattr(node, "target", None)])
+                names = [t.id for t in targets if isinstance(t, ast.Name)]
+            for name in names:
+                if not name.startswith("_") and name != "log":
+                    defined[name].append(path.stem)
+    assert {n: m for n, m in defined.items() if len(m) > 1} == {}
