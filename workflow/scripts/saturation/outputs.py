@@ -191,8 +191,9 @@ OUTPUTS = _outputs(
         "aggregate_metrics",
         "one row per checkpoint: sizes, fingerprints, the hub `commit` measured, `status` "
         "(measured, duplicate, missing, unreadable) and the `reason` an unreadable one was not "
-        "measured; `duplicate_head_of_step`: another step serves the same LM head, byte for "
-        "byte, whatever its other weights",
+        "measured; `duplicate_of_step`: the smallest other step with the same weights; "
+        "`duplicate_head_of_step`: another step serves the same LM head, byte for byte, "
+        "whatever its other weights",
         tables.CHECKPOINTS_SCHEMA,
     ),
     _table(
