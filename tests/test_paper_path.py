@@ -579,7 +579,7 @@ def test_paper_path_through_slurm_with_eviction(slurm_cluster, paper_run, loopba
         p.parent.name for p in (workdir / "results/metrics").glob("*/*/checkpoint_metrics.parquet")
     )
     assert jobs == ["step2-3000"] * 3
-    for table in ("checkpoint_metrics", "spectra"):
+    for table in ("checkpoint_metrics", "head_spectra"):
         ours = pd.read_parquet(workdir / f"results/tables/{table}.parquet")
         theirs = pd.read_parquet(paper_run["workdir"] / f"results/tables/{table}.parquet")
         theirs = theirs[theirs.step.isin(SLURM_STEPS)].reset_index(drop=True)

@@ -128,7 +128,7 @@ def test_jobs_of_one_or_several_make_the_same_tables(tiny_run, tmp_path):
     for folder in ("results/corpus", "results/checkpoints", f"{backbone}/cache"):
         shutil.copytree(tiny_run / folder, workdir / folder)  # mtimes kept: not re-made
     shutil.copy2(tiny_run / backbone / "original.json", workdir / backbone / "original.json")
-    tables = ["checkpoint_metrics", "spectra", "checkpoints", "rank_heads", "downstream"]
+    tables = ["checkpoint_metrics", "head_spectra", "checkpoints", "rank_heads", "downstream"]
     targets = [f"results/tables/{t}.parquet" for t in tables]
     result = run_snakemake(workdir, *targets, "--cores", "2")
     assert result.returncode == 0, result.stderr[-3000:]
