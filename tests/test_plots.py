@@ -471,3 +471,21 @@ def test_a_model_with_nothing_to_draw_is_left_out(drawn):
         pd.DataFrame(rows), plots.Style({}, {"a": 10, "b": 20}), "x", "y"
     )
     assert set(data.series) == {"a"} and len(drawn[0].axes[0].get_lines()) == 1
+
+
+def test_a_figure_drawn_twice_is_the_same_png_and_pdf_to_the_byte(tmp_path):
+    """The PDF carries no creation date (matplotlib writes one unless told not to), so a
+    re-run's figures equal the first run's."""
+    import time
+
+    metrics = pd.DataFrame(
+        {"model": "a", "step": [1, 2, 4], "tokens_seen": [10, 20, 40], "metric": "loss",
+         "layer": None, "value": [3.0, 2.5, 2.4], "n_params": 10, "hidden_size": 8}
+    )  # fmt: skip
+    files = []
+    for run in ("first", "second"):
+        png, pdf = tmp_path / f"{run}.png", tmp_path / f"{run}.pdf"
+        plots.fig1a_loss(metrics, plots.Style({}, {"a": 10}), None, str(png), str(pdf))
+        files.append((png.read_bytes(), pdf.read_bytes()))
+        time.sleep(1.1)  # a creation date in seconds would differ
+    assert files[0] == files[1]

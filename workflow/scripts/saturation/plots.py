@@ -75,7 +75,7 @@ class Style:
         fig.set_dpi(self.s["dpi"])
         readable_ticks(fig)
         fig.savefig(png, dpi=self.s["dpi"])
-        fig.savefig(pdf)
+        fig.savefig(pdf, metadata={"CreationDate": None})  # no date: the same bytes each run
         plt.close(fig)
 
 
