@@ -17,11 +17,11 @@ def scaled_learning_rate(lr_base: float, reference_params: int, exponent: float,
 
 
 @dataclass(frozen=True)
-class HeadTraining:
-    """protocol cached: ``steps`` batches of ``batch_tokens`` from the feature cache."""
+class HeadOptimiser:
+    """What both protocols share: each head's AdamW, its peak rate from our formula
+    (``scaled_learning_rate``), warm-up then cosine decay to ``min_lr_ratio``, weight decay,
+    and its logits a chunk of ``chunk_tokens`` at a time."""
 
-    steps: int
-    batch_tokens: int
     lr_base: float
     lr_reference_params: int
     lr_exponent: float
@@ -29,9 +29,6 @@ class HeadTraining:
     min_lr_ratio: float
     weight_decay: float
     chunk_tokens: int
-    seed: int
-    init: str = "scaled"
-    components: int = 4
 
     def learning_rate(self, trainable_params: int) -> float:
         return scaled_learning_rate(
@@ -40,31 +37,31 @@ class HeadTraining:
 
 
 @dataclass(frozen=True)
-class StreamTraining:
+class HeadTraining(HeadOptimiser):
+    """protocol cached: ``steps`` batches of ``batch_tokens`` from the feature cache."""
+
+    steps: int
+    batch_tokens: int
+    seed: int
+    init: str = "scaled"
+    components: int = 4
+
+
+@dataclass(frozen=True)
+class StreamTraining(HeadOptimiser):
     """protocol paper: the backbone's stream, each training token once."""
 
     batch_sequences: int  # sequences per optimiser step (the paper: 256)
     batch_size: int  # sequences per backbone forward pass
     sequence_length: int
-    lr_grid: tuple[float, ...] | None  # None: one rate a head, from the formula below
-    lr_base: float
-    lr_reference_params: int
-    lr_exponent: float
-    warmup_steps: int
-    min_lr_ratio: float
-    weight_decay: float
+    lr_grid: tuple[float, ...] | None  # None: one rate a head, from the formula
     grad_clip: float | None
-    chunk_tokens: int
     init: str
     components: int
     seed: int
 
     def peak_rates(self, params: int) -> list[float]:
-        if self.lr_grid:
-            return list(self.lr_grid)
-        return [
-            scaled_learning_rate(self.lr_base, self.lr_reference_params, self.lr_exponent, params)
-        ]
+        return list(self.lr_grid) if self.lr_grid else [self.learning_rate(params)]
 
 
 def rank_heads_keys(settings) -> tuple[str, ...]:
