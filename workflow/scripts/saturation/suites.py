@@ -150,56 +150,15 @@ def hub_models(config: dict) -> dict[str, dict]:
         if name in models:
             raise SuiteError(f"config key '{key}': two entries share the model name {name!r}")
         per_step = entry.get("tokens_per_step", hub.get("tokens_per_step"))
-        revisions, tokens = {}, {}
         both = [k for k in ("revisions", "revision_template") if entry.get(k)]
         if entry.get("revision_pattern") and both:
             raise SuiteError(f"config key '{key}': give revision_pattern or {both[0]}, not both")
         if entry.get("revision_pattern"):
-            try:
-                branches = listed_branches(entry["repo"], hub["branch_lists"], hub_retry(hub))
-                revisions, tokens = pattern_revisions(
-                    entry["repo"],
-                    entry["revision_pattern"],
-                    branches,
-                    per_step,
-                    f"{key}.revision_pattern",
-                )
-            except BranchError as exc:
-                raise SuiteError(str(exc)) from None
-            if entry.get("steps"):  # a subset of the discovered steps
-                wanted = set(entry["steps"])
-                absent = sorted(wanted - set(revisions))
-                if absent:
-                    raise SuiteError(
-                        f"config key '{key}.steps': steps {absent} are not among the branches "
-                        f"of {entry['repo']} that match its revision_pattern"
-                    )
-                revisions = {s: r for s, r in revisions.items() if s in wanted}
+            revisions, tokens = pattern_entry(entry, key, hub, per_step)
         elif entry.get("revisions"):
-            for r in entry["revisions"]:
-                step = int(r["step"])
-                if step in revisions:
-                    raise SuiteError(f"config key '{key}.revisions': step {step} is listed twice")
-                revisions[step] = ref_name(r["revision"], f"{key}.revisions")
-                tokens[step] = r.get("tokens", step * (per_step or 0))
+            revisions, tokens = listed_entry(entry, key, per_step)
         else:
-            template = entry.get("revision_template", hub["revision_template"])
-            if not (entry.get("steps") or schedule):
-                raise SuiteError(
-                    f"config key '{key}': {entry['repo']} has no steps - give it steps, "
-                    "revisions or a revision_pattern, or give checkpoints.schedule"
-                )
-            for step in entry.get("steps") or schedule:
-                tokens[step] = step * (per_step or 0)
-                try:
-                    revisions[step] = ref_name(
-                        revision_name(template, step, tokens[step]), f"{key}.revision_template"
-                    )
-                except (KeyError, IndexError) as exc:
-                    raise SuiteError(
-                        f"config key '{key}.revision_template': {template!r} uses an unknown "
-                        f"field {exc}; the fields are {{step}}, {{tokens}}, {{tokens_b}}"
-                    ) from None
+            revisions, tokens = template_entry(entry, key, hub, schedule, per_step)
         order = sorted(revisions)
         models[name] = {
             "repo": entry["repo"],
@@ -208,6 +167,64 @@ def hub_models(config: dict) -> dict[str, dict]:
             "tokenizer": located(entry.get("tokenizer") or hub.get("tokenizer") or entry["repo"]),
         }
     return models
+
+
+def pattern_entry(entry: dict, key: str, hub: dict, per_step) -> tuple[dict, dict]:
+    """({step: revision}, {step: tokens}) of a hub entry's listed branches that match its
+    ``revision_pattern`` (those of its ``steps``, where it gives them)."""
+    try:
+        branches = listed_branches(entry["repo"], hub["branch_lists"], hub_retry(hub))
+        revisions, tokens = pattern_revisions(
+            entry["repo"], entry["revision_pattern"], branches, per_step, f"{key}.revision_pattern"
+        )
+    except BranchError as exc:
+        raise SuiteError(str(exc)) from None
+    if entry.get("steps"):  # a subset of the discovered steps
+        wanted = set(entry["steps"])
+        absent = sorted(wanted - set(revisions))
+        if absent:
+            raise SuiteError(
+                f"config key '{key}.steps': steps {absent} are not among the branches "
+                f"of {entry['repo']} that match its revision_pattern"
+            )
+        revisions = {s: r for s, r in revisions.items() if s in wanted}
+    return revisions, tokens
+
+
+def listed_entry(entry: dict, key: str, per_step) -> tuple[dict, dict]:
+    """({step: revision}, {step: tokens}) of a hub entry's explicit ``revisions`` list."""
+    revisions, tokens = {}, {}
+    for r in entry["revisions"]:
+        step = int(r["step"])
+        if step in revisions:
+            raise SuiteError(f"config key '{key}.revisions': step {step} is listed twice")
+        revisions[step] = ref_name(r["revision"], f"{key}.revisions")
+        tokens[step] = r.get("tokens", step * (per_step or 0))
+    return revisions, tokens
+
+
+def template_entry(entry: dict, key: str, hub: dict, schedule, per_step) -> tuple[dict, dict]:
+    """({step: revision}, {step: tokens}) of a hub entry's steps (else the schedule's), each
+    named by its ``revision_template`` (else the section's)."""
+    template = entry.get("revision_template", hub["revision_template"])
+    if not (entry.get("steps") or schedule):
+        raise SuiteError(
+            f"config key '{key}': {entry['repo']} has no steps - give it steps, "
+            "revisions or a revision_pattern, or give checkpoints.schedule"
+        )
+    revisions, tokens = {}, {}
+    for step in entry.get("steps") or schedule:
+        tokens[step] = step * (per_step or 0)
+        try:
+            revisions[step] = ref_name(
+                revision_name(template, step, tokens[step]), f"{key}.revision_template"
+            )
+        except (KeyError, IndexError) as exc:
+            raise SuiteError(
+                f"config key '{key}.revision_template': {template!r} uses an unknown "
+                f"field {exc}; the fields are {{step}}, {{tokens}}, {{tokens_b}}"
+            ) from None
+    return revisions, tokens
 
 
 # The step under which a backbone from outside the run's models is read: its one revision.
