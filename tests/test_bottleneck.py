@@ -27,6 +27,14 @@ from saturation.metrics import chunk_documents, forward_metrics
 rng = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Each test draws from the same seed, whichever tests ran before it (xdist splits and
+    -k selections alike)."""
+    global rng
+    rng = np.random.default_rng(0)
+
+
 def linear_head(w, bias=None):
     head = torch.nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
     with torch.no_grad():

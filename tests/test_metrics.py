@@ -24,6 +24,14 @@ from saturation.metrics import (
 rng = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Each test draws from the same seed, whichever tests ran before it (xdist splits and
+    -k selections alike)."""
+    global rng
+    rng = np.random.default_rng(0)
+
+
 def naive_anisotropy(h):
     u = h / np.linalg.norm(h, axis=1, keepdims=True)
     cos = u @ u.T

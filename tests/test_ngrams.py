@@ -17,6 +17,14 @@ from saturation.ngrams import (
 rng = np.random.default_rng(0)
 
 
+@pytest.fixture(autouse=True)
+def seeded():
+    """Each test draws from the same seed, whichever tests ran before it (xdist splits and
+    -k selections alike)."""
+    global rng
+    rng = np.random.default_rng(0)
+
+
 def random_docs(n_docs=40, vocab=7):
     return [rng.integers(0, vocab, rng.integers(1, 30)).astype(np.int32) for _ in range(n_docs)]
 

@@ -156,9 +156,14 @@ class TruncationAccumulator:
 
 
 def logit_gradient(logp: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """g = softmax(z) - e_y of each token, in float32, from its log-probabilities."""
+    """g = softmax(z) - e_y of each token, in float32, from its log-probabilities. Its
+    target's entry p_y - 1 is minus the sum of the other entries: for a confident token p_y
+    - 1 cancels (log p_y itself is then mostly float32 rounding), while the other p_i are each
+    exact to their own precision."""
     g = logp.float().exp()
-    g[torch.arange(len(targets), device=g.device), targets] -= 1
+    rows = torch.arange(len(targets), device=g.device)
+    g[rows, targets] = 0.0
+    g[rows, targets] = -g.sum(dim=1)
     return g
 
 

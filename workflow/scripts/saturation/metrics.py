@@ -275,17 +275,7 @@ def forward_metrics(
 
     seqs, owner = chunk_documents(docs, sequence_length, with_documents=True)
     n_predicted = sum(len(s) - 1 for s in seqs)
-    if n_predicted == 0:
-        raise MetricError(
-            "the evaluation sample has no document of 2 or more tokens: nothing to predict"
-        )
-    half = np.array([HALVES.index(document_half(i)) for i in owner], dtype=np.int64)
-    if len(set(half.tolist())) < 2:
-        raise MetricError(
-            f"the evaluation sample has {len(set(owner))} document(s) of 2 or more tokens; "
-            "at least 2 are needed to select the best checkpoint on one half and report it "
-            "on the other"
-        )
+    half = halves_of(owner, n_predicted)
     taps = LayerTaps(model, device)
     nll = torch.zeros(len(seqs), dtype=torch.float64, device=device)  # per sequence
     correct = 0
@@ -333,11 +323,33 @@ def forward_metrics(
     }
     for k, name in enumerate(HALVES):
         rows[f"loss_{name}"] = float(nll[half == k].sum()) / int(counts[half == k].sum())
-    # Each document's summed loss and predicted tokens, for paired comparisons of two
-    # checkpoints on the same documents (documents that predict nothing are left out).
-    owner = np.asarray(owner, dtype=np.int64)
-    doc_nll = np.bincount(owner, weights=nll, minlength=len(docs))
-    doc_n = np.bincount(owner, weights=counts, minlength=len(docs)).astype(np.int64)
-    kept = np.flatnonzero(doc_n)
-    rows["documents"] = {"document": kept, "nll": doc_nll[kept], "n_predicted": doc_n[kept]}
+    rows["documents"] = document_sums(owner, nll, counts, len(docs))
     return rows
+
+
+def halves_of(owner: list[int], n_predicted: int) -> np.ndarray:
+    """Each piece's half (an index into HALVES) from the document it belongs to; a sample
+    with nothing to predict, or whose documents fall in one half only, is refused."""
+    if n_predicted == 0:
+        raise MetricError(
+            "the evaluation sample has no document of 2 or more tokens: nothing to predict"
+        )
+    half = np.array([HALVES.index(document_half(i)) for i in owner], dtype=np.int64)
+    if len(set(half.tolist())) < 2:
+        raise MetricError(
+            f"the evaluation sample has {len(set(owner))} document(s) of 2 or more tokens; "
+            "at least 2 are needed to select the best checkpoint on one half and report it "
+            "on the other"
+        )
+    return half
+
+
+def document_sums(owner, nll: np.ndarray, counts: np.ndarray, n_documents: int) -> dict:
+    """Each document's summed loss and predicted tokens from its pieces', for paired
+    comparisons of two checkpoints on the same documents (those that predict nothing are
+    left out)."""
+    owner = np.asarray(owner, dtype=np.int64)
+    doc_nll = np.bincount(owner, weights=nll, minlength=n_documents)
+    doc_n = np.bincount(owner, weights=counts, minlength=n_documents).astype(np.int64)
+    kept = np.flatnonzero(doc_n)
+    return {"document": kept, "nll": doc_nll[kept], "n_predicted": doc_n[kept]}
