@@ -17,22 +17,21 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
+import math
 import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "workflow" / "scripts"))
-
-import logging  # noqa: E402
-import math  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+sys.path.insert(0, str(ROOT / "workflow" / "scripts"))  # saturation, imported where used
 
 # A search for a mini-suite that saturates: train small GPT-NeoX models on synthetic
 # languages of known softmax rank under variants of vocabulary, tail, schedule, context,
@@ -474,8 +473,6 @@ VARIANTS = [
 
 
 def matmul_gflops(threads: int) -> float:
-    import torch
-
     torch.set_num_threads(threads)
     a = torch.randn(2048, 2048)
     a @ a
@@ -510,9 +507,6 @@ COLUMNS = [
 
 def redraw(out: str) -> None:
     """The summary recomputed from the saved curves (new summary columns, no training)."""
-    import numpy as np
-    import pandas as pd
-
     table = pd.read_parquet(f"{out}.parquet")
     curves = pd.read_parquet(f"{out}_curves.parquet")
     curves["sequence_loss"] = curves.sequence_loss.map(np.asarray)
@@ -527,8 +521,6 @@ def redraw(out: str) -> None:
 
 
 def main() -> None:
-    import pandas as pd
-
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variants", nargs="*", help="names (default: all)")
     parser.add_argument("--seed", type=int, default=1234)
@@ -570,8 +562,6 @@ def main() -> None:
     table = pd.concat([t for _, t in results], ignore_index=True)
     out = Path(args.out)
     if args.merge and Path(f"{out}.parquet").is_file():  # the other variants, as they were
-        import numpy as np
-
         names = {v.name for v in chosen}
         old = pd.read_parquet(f"{out}.parquet")
         old_curves = pd.read_parquet(f"{out}_curves.parquet")

@@ -10,14 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from saturation.io import write_parquet
-from saturation.tables import (
-    CHECKPOINT_SCHEMA,
-    CHECKPOINTS_SCHEMA,
-    DOCUMENT_LOSSES_SCHEMA,
-    HEAD_SPECTRA_SCHEMA,
-    METRICS_SCHEMA,
-    TRUNCATED_HEADS_SCHEMA,
-)
+from saturation.tables import CHECKPOINTS_SCHEMA, MEASURED_TABLES
 
 log = logging.getLogger(__name__)
 
@@ -47,25 +40,28 @@ def aggregate_metrics(
     with its reason (``unreadable: fail``; the measured ones are kept, so a re-run measures
     only a checkpoint that changed), or are left out with a warning (``skip``).
     """
-    jobs = read_tables(inputs["checkpoints"], CHECKPOINT_SCHEMA)
+    jobs = read_tables(inputs["checkpoints"], MEASURED_TABLES["checkpoints"])
     check_unreadable(jobs, inputs["checkpoints"], unreadable)
     ckpts, duplicates, head_duplicates = checkpoints_table(concat(jobs), trusted_steps or {})
     write_parquet(
         pa.Table.from_pandas(ckpts, schema=CHECKPOINTS_SCHEMA, preserve_index=False),
         outputs["checkpoints"],
     )
-    metrics = concat(read_tables(inputs["checkpoint_metrics"], METRICS_SCHEMA))
+    metrics = concat(
+        read_tables(inputs["checkpoint_metrics"], MEASURED_TABLES["checkpoint_metrics"])
+    )
     write_parquet(
         flag_duplicate_checkpoints(metrics, duplicates, head_duplicates),
         outputs["checkpoint_metrics"],
     )
-    for name, schema, keys in (
-        ("head_spectra", HEAD_SPECTRA_SCHEMA, ("model", "step")),
-        ("document_losses", DOCUMENT_LOSSES_SCHEMA, ("model", "step", "document")),
-        ("truncated_heads", TRUNCATED_HEADS_SCHEMA, ("model", "step", "d")),
+    for name, keys in (
+        ("head_spectra", ("model", "step")),
+        ("document_losses", ("model", "step", "document")),
+        ("truncated_heads", ("model", "step", "d")),
     ):
         if name in outputs:
-            write_parquet(concat(read_tables(inputs[name], schema), keys), outputs[name])
+            parts = read_tables(inputs[name], MEASURED_TABLES[name])
+            write_parquet(concat(parts, keys), outputs[name])
 
 
 def checkpoints_table(jobs: pa.Table, trusted_steps: dict) -> tuple[pd.DataFrame, set, set]:

@@ -11,16 +11,11 @@ from dataclasses import dataclass, fields
 SET_APART = ("init", "components", "seed")
 
 
-def scaled_learning_rate(lr_base: float, reference_params: int, exponent: float, params: int):
-    """Our rule for a head's peak rate: lr_base * (reference_params / params) ** exponent."""
-    return lr_base * (reference_params / params) ** exponent
-
-
 @dataclass(frozen=True)
 class HeadOptimiser:
     """What both protocols share: each head's AdamW, its peak rate from our formula
-    (``scaled_learning_rate``), warm-up then cosine decay to ``min_lr_ratio``, weight decay,
-    and its logits a chunk of ``chunk_tokens`` at a time."""
+    (``learning_rate``), warm-up then cosine decay to ``min_lr_ratio``, weight decay, and its
+    logits a chunk of ``chunk_tokens`` at a time."""
 
     lr_base: float
     lr_reference_params: int
@@ -31,9 +26,9 @@ class HeadOptimiser:
     chunk_tokens: int
 
     def learning_rate(self, trainable_params: int) -> float:
-        return scaled_learning_rate(
-            self.lr_base, self.lr_reference_params, self.lr_exponent, trainable_params
-        )
+        """Our rule for a head's peak rate: lr_base * (lr_reference_params / its trainable
+        parameters) ** lr_exponent."""
+        return self.lr_base * (self.lr_reference_params / trainable_params) ** self.lr_exponent
 
 
 @dataclass(frozen=True)

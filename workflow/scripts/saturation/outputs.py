@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from saturation import tables
+from saturation.story_cloze import TASK as STORY_CLOZE
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,7 @@ OUTPUTS = _outputs(
     ),
     Output(
         "story_cloze_task",
-        "results/downstream/harness_tasks/storycloze_2016.yaml",
+        f"results/downstream/harness_tasks/{STORY_CLOZE}.yaml",
         "story_cloze_task",
         "the harness's StoryCloze task reading the CSV files in `downstream.story_cloze_dir`",
     ),
